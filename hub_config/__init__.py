@@ -1,0 +1,28 @@
+"""hubml hub configuration: settings, the compute catalog, spawners, auth and services.
+
+Importing this package stays cheap (no mlflow, gradio, pandas, papermill or kubernetes): the hub
+imports it at start.
+"""
+
+from .yamlsource import SettingsError
+
+__all__ = ["SettingsError", "configure"]
+
+
+def configure(c, settings_file=None, environ=None) -> None:
+    """Load settings (defaults < HUBML_SETTINGS file < environment) and apply them to ``c``.
+
+    Bad settings stop the process with one line on stderr naming the file, key and what is
+    allowed, and exit status 2.
+    """
+    import sys
+
+    from .configurer import apply_settings
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(settings_file, environ)
+    except SettingsError as e:
+        print(f"hubml: invalid settings: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    apply_settings(c, settings)

@@ -1,0 +1,139 @@
+"""Apply validated settings to a JupyterHub ``Config``.
+
+Small ``update_<section>(c, settings)`` functions that only set values, so the whole hub
+configuration can be built and checked in a unit test without running anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from .settings import Settings
+
+HERE = Path(__file__).resolve().parent
+ADMIN_SERVICE = "hubml-admin"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _secret_file(path: Path, nbytes: int) -> str:
+    """Read a secret kept in the data dir, creating it (mode 0600) on first use."""
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def shared_password(settings: Settings) -> str:
+    """The login password: from settings/env, else generated once and kept in the data dir."""
+    return settings.auth.shared_password or _secret_file(settings.data_dir / "shared-password", 12)
+
+
+def admin_password(settings: Settings) -> str:
+    """Password of the users in ``auth.admin_users`` (JupyterHub wants 32+ characters)."""
+    return _secret_file(settings.data_dir / "admin-password", 32)
+
+
+def proxy_command() -> list[str]:
+    """configurable-http-proxy installed into the project by npm, else the one on PATH."""
+    candidates = [Path.cwd() / "node_modules/.bin/configurable-http-proxy"]
+    candidates.append(HERE.parent / "node_modules/.bin/configurable-http-proxy")
+    for path in candidates:
+        if path.exists():
+            return [str(path)]
+    found = shutil.which("configurable-http-proxy")
+    return [found or "configurable-http-proxy"]
+
+
+def update_hub(c, settings: Settings) -> None:
+    data = settings.data_dir
+    c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{settings.hub.port}/"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{free_port()}"
+    c.JupyterHub.db_url = settings.hub.db_url or f"sqlite:///{data / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
+    c.JupyterHub.log_level = settings.hub.log_level
+    c.JupyterHub.default_url = "/hub/spawn"
+    # Spawns answer within the request when quick, else the page follows progress.
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 10}
+
+
+def update_proxy(c, settings: Settings) -> None:
+    c.ConfigurableHTTPProxy.command = proxy_command()
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{free_port()}"
+    c.ConfigurableHTTPProxy.pid_file = str(settings.data_dir / "proxy.pid")
+    c.ConfigurableHTTPProxy.should_start = True
+
+
+def update_auth(c, settings: Settings) -> None:
+    auth = settings.auth
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = shared_password(settings)
+    c.SharedPasswordAuthenticator.admin_password = admin_password(settings)
+    c.Authenticator.admin_users = set(auth.admin_users)
+    if auth.allowed_users:
+        c.Authenticator.allowed_users = set(auth.allowed_users)
+    else:
+        c.Authenticator.allow_all = True
+    c.JupyterHub.load_groups = {name: {"users": list(users)} for name, users in auth.groups.items()}
+    services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
+    roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
+    if auth.admin_token:
+        services.append({"name": ADMIN_SERVICE, "api_token": auth.admin_token})
+        roles.append({"name": "admin", "services": [ADMIN_SERVICE]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+def _catalog(settings: Settings) -> list[dict]:
+    return [p.model_dump(mode="json") for p in settings.profiles]
+
+
+def update_spawner(c, settings: Settings) -> None:
+    if settings.hub.spawner == "kubernetes":
+        from .spawners.kube import configure_kubespawner
+
+        configure_kubespawner(c, settings)
+        return
+    from .gpus import inventory_from_settings
+
+    data = settings.data_dir
+    c.JupyterHub.spawner_class = "hubml.hub_config.spawners.local.HubmlLocalSpawner"
+    c.HubmlLocalSpawner.catalog = _catalog(settings)
+    c.HubmlLocalSpawner.gpu_inventory = [
+        {"index": d.index, "model": d.model} for d in inventory_from_settings(settings.gpus.inventory)
+    ]
+    c.HubmlLocalSpawner.gpu_ledger_path = str(data / "gpu-ledger.json")
+    c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.default_url = "/lab"
+    args = []
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    c.Spawner.args = args
+    c.Spawner.start_timeout = 60
+    c.Spawner.http_timeout = 60
+
+
+def apply_settings(c, settings: Settings) -> None:
+    """Everything hubml configures on the hub, section by section."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    update_hub(c, settings)
+    update_proxy(c, settings)
+    update_auth(c, settings)
+    update_spawner(c, settings)

@@ -1,0 +1,215 @@
+"""GPUs of this host: detection and a ledger of who holds which device.
+
+The ledger is a small JSON file under the data dir, changed only under an exclusive ``flock``,
+so the hub and other hubml services (the jobs scheduler) share one inventory and can never
+hand the same device index to two holders. Each holding records the PID (and that process's
+start time, against PID reuse) of the process using the device; a holding whose process is gone
+is dropped the next time anybody reads the ledger. So a crashed server, job or hub cannot leak a
+device: liveness, not bookkeeping, decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("hubml.gpus")
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    model: str  # as the driver names it, e.g. "NVIDIA A100-SXM4-40GB"
+    memory_mib: int | None = None
+
+
+def _tokens(name: str) -> set[str]:
+    return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
+
+
+def model_matches(profile_model: str, device_model: str) -> bool:
+    """Whether a catalog GPU model token ("A100") names this device ("NVIDIA A100-SXM4-40GB").
+
+    Compared token by token so that "A10" does not match an A100 and "T4" does not match
+    "RTX 4000".
+    """
+    wanted = _tokens(profile_model)
+    return bool(wanted) and wanted <= _tokens(device_model)
+
+
+def detect_nvidia(nvidia_smi: str = "nvidia-smi", timeout: float = 10.0) -> list[Device]:
+    """Ask ``nvidia-smi`` for this host's GPUs. No driver or no GPU gives ``[]``."""
+    exe = shutil.which(nvidia_smi)
+    if not exe:
+        log.info("no %s on PATH: this host has no NVIDIA GPUs for hubml", nvidia_smi)
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError) as e:
+        log.warning("nvidia-smi failed (%s): treating this host as having no GPUs", e)
+        return []
+    return parse_nvidia_smi(out)
+
+
+def parse_nvidia_smi(text: str) -> list[Device]:
+    devices = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or not parts[0].isdigit():
+            continue
+        mem = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        devices.append(Device(index=int(parts[0]), model=parts[1], memory_mib=mem))
+    return devices
+
+
+def inventory_from_settings(setting) -> list[Device]:
+    """The inventory named by ``gpus.inventory``: "auto", "none" or a declared list."""
+    if setting == "none":
+        return []
+    if setting == "auto":
+        return detect_nvidia()
+    return [Device(index=d.index, model=d.model) for d in setting]
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None when it is not running."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        if fields[0] == "Z":  # a zombie holds nothing
+            return None
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+class GPUUnavailable(Exception):
+    """No device of the wanted model is free; carries what a person needs to decide."""
+
+    def __init__(self, model: str, count: int, total: int, busy: dict[int, str]):
+        self.model, self.count, self.total, self.busy = model, count, total, busy
+        if total == 0:
+            msg = f"this host has no {model} GPU"
+        else:
+            held = ", ".join(f"GPU {i} is in use by {who}" for i, who in sorted(busy.items()))
+            msg = f"no free {model}: {count} needed, {total - len(busy)} of {total} free ({held})"
+        super().__init__(msg)
+
+
+class GPULedger:
+    """Device allocations shared by every process that uses ``path``."""
+
+    def __init__(self, path: str | Path, devices: list[Device]):
+        self.path = Path(path)
+        self.devices = sorted(devices, key=lambda d: d.index)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                holdings = self._read()
+                live = {i: h for i, h in holdings.items() if self._alive(h)}
+                for i in set(holdings) - set(live):
+                    log.info("GPU %s: holder %s is gone, device released", i, holdings[i]["owner"])
+                state = {"holdings": live}
+                yield state
+                self._write(state["holdings"])
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[int, dict]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return {int(k): v for k, v in raw.items()}
+
+    def _write(self, holdings: dict[int, dict]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in holdings.items()}, indent=1))
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _alive(holding: dict) -> bool:
+        started = process_start_time(int(holding.get("pid", 0)))
+        return started is not None and started == holding.get("pid_start")
+
+    def _matching(self, model: str) -> list[Device]:
+        return [d for d in self.devices if model_matches(model, d.model)]
+
+    def availability(self, model: str) -> tuple[int, int]:
+        """(free, total) devices of ``model``."""
+        matching = self._matching(model)
+        if not matching:
+            return 0, 0
+        with self._locked() as state:
+            held = state["holdings"]
+        return sum(1 for d in matching if d.index not in held), len(matching)
+
+    def holdings(self) -> dict[int, dict]:
+        with self._locked() as state:
+            return dict(state["holdings"])
+
+    def reserve(self, owner: str, model: str, count: int, pid: int | None = None) -> list[int]:
+        """Hold ``count`` free devices of ``model`` for ``owner``, on behalf of ``pid``.
+
+        Raises :class:`GPUUnavailable` and holds nothing when not enough are free. An owner that
+        already holds devices gets those back (a retried start does not double-book).
+        """
+        pid = pid or os.getpid()
+        matching = self._matching(model)
+        with self._locked() as state:
+            held = state["holdings"]
+            mine = sorted(i for i, h in held.items() if h["owner"] == owner)
+            if mine:
+                return mine
+            free = [d.index for d in matching if d.index not in held]
+            if len(free) < count:
+                busy = {d.index: held[d.index]["owner"] for d in matching if d.index in held}
+                raise GPUUnavailable(model, count, len(matching), busy)
+            chosen = free[:count]
+            for i in chosen:
+                held[i] = {
+                    "owner": owner,
+                    "pid": pid,
+                    "pid_start": process_start_time(pid),
+                    "since": time.time(),
+                }
+            return chosen
+
+    def attach(self, owner: str, pid: int) -> None:
+        """Hand ``owner``'s devices over to ``pid`` (the process that now uses them)."""
+        with self._locked() as state:
+            for h in state["holdings"].values():
+                if h["owner"] == owner:
+                    h["pid"], h["pid_start"] = pid, process_start_time(pid)
+
+    def release(self, owner: str) -> list[int]:
+        with self._locked() as state:
+            held = state["holdings"]
+            mine = [i for i, h in held.items() if h["owner"] == owner]
+            for i in mine:
+                del held[i]
+        return sorted(mine)

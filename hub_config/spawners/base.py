@@ -1,0 +1,222 @@
+"""What every hubml spawner shares: the catalog, the selector form, profile validation, progress.
+
+A spawner class mixes :class:`ProfileSpawnerMixin` in front of a JupyterHub spawner and
+implements :meth:`~ProfileSpawnerMixin.apply_profile` (turn a validated profile into its own
+traits) and :meth:`~ProfileSpawnerMixin.profile_availability` (what the card says about
+capacity). The user's choice arrives as ``user_options = {"profile": "<slug>"}`` from the form or
+the REST API and is validated here, on the server, either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tornado import web
+from traitlets import Dict, Float, HasTraits, List, default
+
+from ..catalog import (
+    describe_gpu,
+    describe_policy,
+    format_cores,
+    format_estimate,
+    format_usd,
+    visible_profiles,
+)
+from ..settings import Profile
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def http_error(status: int, message: str) -> web.HTTPError:
+    """An HTTPError whose message JupyterHub shows as is (API JSON, spawn page, progress)."""
+    e = web.HTTPError(status, message.replace("%", "%%"))
+    e.jupyterhub_message = message
+    return e
+
+
+class Availability:
+    """What a card says about capacity; ``ok=False`` disables the card."""
+
+    def __init__(self, ok: bool, text: str, kind: str = "ok"):
+        self.ok, self.text, self.kind = ok, text, kind
+
+
+class ProfileSpawnerMixin(HasTraits):
+    """Catalog-driven profile selection for a JupyterHub spawner."""
+
+    catalog = List(
+        Dict(),
+        help="""
+        The compute catalog: a list of profile dicts as in hub_config/catalog.yaml (slug,
+        display_name, cpu, memory, gpu, price_per_hour, image, allowed_groups, ...).
+        Set by hubml's configurer from the validated settings; validated again on load.
+        """,
+    ).tag(config=True)
+
+    estimate_hours = Float(
+        8.0,
+        help="Session length (hours) the spawn page uses for its first cost estimate.",
+    ).tag(config=True)
+
+    estimate_hour_choices = List(
+        [1, 4, 8, 24, 40],
+        help="Session lengths (hours) people can pick on the spawn page to re-estimate costs.",
+    ).tag(config=True)
+
+    profile_events = List(help="Progress events of the current spawn, in order.")
+
+    @property
+    def profiles(self) -> list[Profile]:
+        cached = getattr(self, "_hubml_profiles", None)
+        if cached is None or cached[0] is not self.catalog:
+            cached = (self.catalog, [Profile.model_validate(p) for p in self.catalog])
+            self._hubml_profiles = cached
+        return cached[1]
+
+    @property
+    def user_groups(self) -> set[str]:
+        return {g.name for g in self.user.groups}
+
+    def allowed_profiles(self) -> list[Profile]:
+        return visible_profiles(self.profiles, self.user_groups)
+
+    # -- the hooks a concrete spawner provides ------------------------------------------------
+
+    def profile_availability(self, profile: Profile) -> Availability:
+        return Availability(True, "Available")
+
+    async def apply_profile(self, profile: Profile) -> None:
+        raise NotImplementedError
+
+    # -- validation --------------------------------------------------------------------------
+
+    def resolve_profile(self, user_options) -> Profile:
+        """The profile ``user_options`` asks for, checked against the catalog and the user.
+
+        Raises HTTP 400 for malformed or unknown choices and 403 for a profile of a group the
+        user is not in. An empty request means the catalog's default (or the first allowed).
+        """
+        if not isinstance(user_options, dict):
+            raise http_error(400, 'Server options must be a JSON object such as {"profile": "cpu-small"}.')
+        allowed = self.allowed_profiles()
+        allowed_slugs = ", ".join(p.slug for p in allowed) or "(none)"
+        unknown = sorted(k for k in user_options if k != "profile")
+        if unknown:
+            raise http_error(
+                400, f"Unknown server option(s): {', '.join(unknown)}. The only option is 'profile'."
+            )
+        slug = user_options.get("profile")
+        if isinstance(slug, list) and len(slug) == 1:  # raw form data
+            slug = slug[0]
+        if slug in (None, ""):
+            if not allowed:
+                raise http_error(403, f"{self.user.name} may not use any compute profile; ask an admin to add you to a group.")
+            default = next((p for p in allowed if p.default), allowed[0])
+            return default
+        if not isinstance(slug, str):
+            raise http_error(400, f"'profile' must be a profile slug (a string); valid profiles: {allowed_slugs}.")
+        profile = next((p for p in self.profiles if p.slug == slug), None)
+        if profile is None:
+            raise http_error(400, f"Unknown profile {slug!r}. Valid profiles: {allowed_slugs}.")
+        if profile not in allowed:
+            groups = ", ".join(profile.allowed_groups)
+            raise http_error(
+                403,
+                f"Profile {slug!r} is limited to members of {groups}; {self.user.name} may use: {allowed_slugs}.",
+            )
+        return profile
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return type(self)._hubml_apply_user_options
+
+    async def _hubml_apply_user_options(self, user_options):
+        self.profile_events = []
+        self._spawn_finished = False
+        try:
+            profile = self.resolve_profile(user_options)
+            self.profile_slug = profile.slug
+            self.emit(f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5)
+            await self.apply_profile(profile)
+        except Exception:
+            self._spawn_finished = True
+            raise
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def emit(self, message: str, progress: int) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self.profile_events = [*self.profile_events, {"progress": progress, "message": message}]
+
+    async def progress(self):
+        sent = 0
+        while True:
+            events = self.profile_events
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            if getattr(self, "_spawn_finished", True) and sent >= len(self.profile_events):
+                break
+            await asyncio.sleep(0.1)
+
+    # -- the selector ------------------------------------------------------------------------
+
+    def make_cards(self) -> list[dict]:
+        allowed = self.allowed_profiles()
+        previous = (self.user_options or {}).get("profile") if isinstance(self.user_options, dict) else None
+        cards = []
+        for p in allowed:
+            availability = self.profile_availability(p)
+            cards.append(
+                {
+                    "slug": p.slug,
+                    "display_name": p.display_name,
+                    "description": p.description,
+                    "cpu": f"{format_cores(p.cpu.guarantee)} cores guaranteed, up to {format_cores(p.cpu.limit)}",
+                    "memory": f"{p.memory.guarantee} guaranteed, up to {p.memory.limit}",
+                    "gpu": describe_gpu(p),
+                    "price": format_usd(p.price_per_hour),
+                    "price_per_hour": p.price_per_hour,
+                    "estimate": format_estimate(p, self.estimate_hours),
+                    "policy": describe_policy(p),
+                    "available": availability.ok,
+                    "availability": availability.text,
+                    "availability_class": availability.kind,
+                    "checked": False,
+                }
+            )
+        choice = next((c for c in cards if c["available"] and c["slug"] == previous), None)
+        choice = choice or next(
+            (c for c, p in zip(cards, allowed, strict=True) if c["available"] and p.default), None
+        )
+        choice = choice or next((c for c in cards if c["available"]), None)
+        if choice:
+            choice["checked"] = True
+        return cards
+
+    @default("options_form")
+    def _default_options_form(self):
+        return type(self)._render_options_form
+
+    def _render_options_form(self) -> str:
+        import jinja2
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True
+        )
+        hours = self.estimate_hours
+        return env.get_template("options_form.html").render(
+            cards=self.make_cards(),
+            hours=int(hours) if float(hours).is_integer() else hours,
+            hour_choices=self.estimate_hour_choices,
+        )
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return _profile_from_form
+
+
+def _profile_from_form(form_data):
+    slug = form_data.get("profile", [""])
+    return {"profile": slug[0] if isinstance(slug, list) and slug else slug}

@@ -1,0 +1,155 @@
+"""The embedded single-machine spawner: local processes, GPUs handed out by device index."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from traitlets import Dict, List, Unicode
+
+from ..catalog import visible_profiles
+from ..gpus import Device, GPULedger, GPUUnavailable
+from ..settings import Profile, parse_memory
+from .base import Availability, ProfileSpawnerMixin, http_error
+
+
+class HubmlLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
+    """Runs each user's server as a process on this host, on the profile they chose.
+
+    A GPU profile reserves free devices of its model in the shared GPU ledger and exposes only
+    those to the server through ``CUDA_VISIBLE_DEVICES``; CPU profiles see no GPU at all. The
+    devices are released when the server stops or fails to start, and, because the ledger
+    follows the server's PID, when the hub or the server dies without cleaning up.
+    CPU and memory limits are passed to the server as ``CPU_LIMIT``/``MEM_LIMIT`` (JupyterHub's
+    convention, shown by jupyter-resource-usage) but not enforced on a single machine.
+    """
+
+    gpu_inventory = List(
+        Dict(),
+        help="""
+        GPUs of this host as a list of {"index": int, "model": str}, from settings
+        (`gpus.inventory`) or nvidia-smi. Empty means no GPU profile can start here.
+        """,
+    ).tag(config=True)
+
+    gpu_ledger_path = Unicode(
+        "",
+        help="Path of the GPU ledger file shared by the hub and hubml services (under the data dir).",
+    ).tag(config=True)
+
+    gpu_devices = List(help="Device indices this server holds.")
+
+    def _ledger(self) -> GPULedger:
+        devices = [Device(index=int(d["index"]), model=str(d["model"])) for d in self.gpu_inventory]
+        path = self.gpu_ledger_path or os.path.join(os.getcwd(), "gpu-ledger.json")
+        return GPULedger(path, devices)
+
+    @property
+    def gpu_owner(self) -> str:
+        return f"server:{self.user.name}/{self.name}"
+
+    def profile_availability(self, profile: Profile) -> Availability:
+        if not profile.gpu_model:
+            return Availability(True, "Available now", "ok")
+        free, total = self._ledger().availability(profile.gpu_model)
+        model = profile.gpu_model
+        if total == 0:
+            return Availability(False, f"Unavailable on this host: no {model} GPU", "no")
+        if free < profile.gpu_count:
+            return Availability(False, f"All {total} {model} busy ({free} of {total} free)", "no")
+        return Availability(True, f"{free} of {total} {model} free", "ok")
+
+    async def apply_profile(self, profile: Profile) -> None:
+        self.cpu_limit = profile.cpu.limit
+        self.cpu_guarantee = profile.cpu.guarantee
+        self.mem_limit = parse_memory(profile.memory.limit)
+        self.mem_guarantee = parse_memory(profile.memory.guarantee)
+        devices: list[int] = []
+        if profile.gpu_model:
+            devices = self._reserve(profile)
+        self.gpu_devices = devices
+        gpu = f"{profile.gpu_count} x {profile.gpu_model}" if devices else "none"
+        self.environment = {
+            **self.environment,
+            "HUBML_PROFILE": profile.slug,
+            "HUBML_PROFILE_NAME": profile.display_name,
+            "HUBML_PRICE_PER_HOUR": f"{profile.price_per_hour:g}",
+            "HUBML_GPU": gpu,
+            "HUBML_GPU_DEVICES": ",".join(map(str, devices)),
+            # an empty value hides every GPU from a CPU profile
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)),
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        }
+
+    def _reserve(self, profile: Profile) -> list[int]:
+        model, count = profile.gpu_model, profile.gpu_count
+        try:
+            devices = self._ledger().reserve(self.gpu_owner, model, count, pid=os.getpid())
+        except GPUUnavailable as e:
+            alternatives = [
+                p.slug
+                for p in visible_profiles(self.profiles, self.user_groups)
+                if p.slug != profile.slug and self.profile_availability(p).ok
+            ]
+            hint = (
+                f"Try again when it is released, or choose one of: {', '.join(alternatives)}."
+                if alternatives
+                else "No other profile is free right now; try again later."
+            )
+            message = f"Cannot start {profile.slug}: {e}. {hint}"
+            self.emit(message, 100)
+            raise http_error(409, message) from None
+        listing = ", ".join(f"GPU {i}" for i in devices)
+        self.emit(f"Reserving {count} × {model} ({listing})", 15)
+        return devices
+
+    def get_env(self):
+        env = super().get_env()
+        # The server runs `python -m jupyterhub.singleuser` from this interpreter's prefix;
+        # keep that prefix first on PATH so kernels and terminals use the platform environment.
+        bindir = os.path.dirname(sys.executable)
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.environ.get("PATH", ""))])
+        return env
+
+    async def start(self):
+        self.emit("Starting your server", 30)
+        try:
+            url = await super().start()
+            if self.gpu_devices:
+                self._ledger().attach(self.gpu_owner, self.pid)
+            self.emit(f"Server process {self.pid} started; waiting for Jupyter to answer", 60)
+            return url
+        except Exception as e:
+            self.emit(f"Your server failed to start: {e}", 100)
+            self._release()
+            raise
+        finally:
+            self._spawn_finished = True
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self._release()
+
+    def _release(self):
+        if self.gpu_devices or self.gpu_inventory:
+            released = self._ledger().release(self.gpu_owner)
+            if released:
+                self.log.info("released GPU(s) %s held by %s", released, self.gpu_owner)
+        self.gpu_devices = []
+
+    def get_state(self):
+        state = super().get_state()
+        if self.gpu_devices:
+            state["gpu_devices"] = list(self.gpu_devices)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_devices = list(state.get("gpu_devices", []))
+
+    def clear_state(self):
+        super().clear_state()
+        self._release()
