@@ -1,0 +1,58 @@
+"""A person's first minute: log in, read the selector, pick cpu-small, run a cell in JupyterLab."""
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def test_login_select_cpu_small_and_run_a_cell(hub_factory, page, artifacts):
+    hub = hub_factory({
+        "auth": {"groups": {"gpu-users": ["alice"]}},
+        "gpus": {"inventory": [{"index": 0, "model": "NVIDIA A100-SXM4-40GB"},
+                               {"index": 1, "model": "NVIDIA A100-SXM4-40GB"}]},
+    })
+    page.goto(hub.url)
+    page.fill("#username_input", "alice")
+    page.fill("#password_input", hub.password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(r".*/hub/spawn.*"))
+
+    cards = page.locator(".hubml-card")
+    assert cards.count() == 6
+    a100 = page.locator('.hubml-card[data-slug="gpu-a100"]')
+    assert "$3.67/h" in a100.inner_text()
+    assert "8 h ≈ $29.36" in a100.inner_text()
+    assert "2 of 2 A100 free" in a100.inner_text()
+    h100 = page.locator('.hubml-card[data-slug="gpu-h100"]')
+    assert "Unavailable on this host: no H100 GPU" in h100.inner_text()
+    assert page.locator('input[value="gpu-h100"]').is_disabled()
+
+    # the session-length picker re-estimates every card
+    page.select_option("#hubml-hours", "4")
+    assert "4 h ≈ $14.68" in a100.inner_text()
+    page.screenshot(path=str(artifacts / "selector.png"), full_page=True)
+
+    # keyboard only: focus the selected card's radio and move with the arrow keys
+    page.focus('input[value="cpu-small"]')
+    page.keyboard.press("ArrowDown")
+    assert page.locator('input[value="cpu-large"]').is_checked()
+    page.keyboard.press("ArrowUp")
+    assert page.locator('input[value="cpu-small"]').is_checked()
+    page.keyboard.press("Enter")  # submits the spawn form
+
+    page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    editor.click()
+    page.keyboard.type('import os; print("HUBML_PROFILE=" + os.environ["HUBML_PROFILE"])')
+    # a cell run before the kernel has connected is dropped: wait for it to report idle
+    page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=60_000)
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output", has_text="HUBML_PROFILE=cpu-small")
+    try:
+        output.wait_for(timeout=60_000)
+    finally:
+        page.screenshot(path=str(artifacts / "jupyterlab-cell.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "jupyterlab.png"), full_page=True)

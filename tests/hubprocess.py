@@ -1,0 +1,155 @@
+"""Start a real JupyterHub (with the real configurable-http-proxy) for tests and benchmarks.
+
+The hub runs as a child process on free loopback ports with its own data dir, and is stopped
+with SIGTERM (which stops its single-user servers and proxy) when the test is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningHub:
+    def __init__(self, proc, url, token, data_dir, log_path, password):
+        self.proc, self.url, self.token = proc, url, token
+        self.data_dir, self.log_path, self.password = data_dir, log_path, password
+        self.session = requests.Session()
+
+    def api(self, method, path, token=None, **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        headers.setdefault("Authorization", f"token {token or self.token}")
+        return self.session.request(
+            method, f"{self.url}hub/api/{path.lstrip('/')}", headers=headers, timeout=90, **kw
+        )
+
+    def ensure_user(self, name: str) -> None:
+        r = self.api("POST", f"users/{name}")
+        assert r.status_code in (201, 409), r.text
+
+    def user_token(self, name: str) -> str:
+        self.ensure_user(name)
+        r = self.api("POST", f"users/{name}/tokens", json={"note": "test"})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["token"]
+
+    def spawn(self, user: str, options: dict | None, token=None, wait=True, timeout=90):
+        """POST the spawn; with ``wait``, follow until the server is ready or has failed."""
+        r = self.api("POST", f"users/{user}/server", token=token, json=options or {})
+        if r.status_code == 202 and wait:
+            self.wait_ready(user, timeout=timeout)
+        return r
+
+    def wait_ready(self, user: str, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"users/{user}").json()
+            server = model.get("servers", {}).get("")
+            if server and server.get("ready"):
+                return server
+            if not server or not server.get("pending"):
+                raise AssertionError(f"{user}'s server is neither ready nor pending: {model}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{user}'s server not ready in {timeout}s")
+
+    def stop_server(self, user: str) -> None:
+        r = self.api("DELETE", f"users/{user}/server")
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not self.api("GET", f"users/{user}").json().get("servers"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{user}'s server did not stop")
+
+    def server_state(self, user: str) -> dict:
+        r = self.api("GET", f"users/{user}", params={"include_stopped_servers": "1"})
+        return r.json()["servers"][""].get("state") or {}
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self, timeout=20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.session.close()
+
+
+def start_hub(
+    data_dir: Path,
+    settings: dict | None = None,
+    *,
+    extra_env: dict | None = None,
+    config: Path | None = None,
+    timeout: float = 45,
+) -> RunningHub:
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    token = secrets.token_hex(24)
+    password = "test-" + secrets.token_hex(8)
+    env = {
+        **os.environ,
+        "HUBML_PORT": str(port),
+        "HUBML_DATA_DIR": str(data_dir),
+        "HUBML_ADMIN_TOKEN": token,
+        "HUBML_SHARED_PASSWORD": password,
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    env.pop("HUBML_SETTINGS", None)
+    if settings is not None:
+        path = data_dir / "settings.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        env["HUBML_SETTINGS"] = str(path)
+    log_path = data_dir / "hub.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(config or ROOT / "jupyterhub_config.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    hub = RunningHub(proc, f"http://127.0.0.1:{port}/", token, data_dir, log_path, password)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub exited with {proc.returncode}:\n{hub.log()[-4000:]}")
+        try:
+            if hub.api("GET", "").status_code == 200:
+                return hub
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    hub.stop()
+    raise TimeoutError(f"hub did not answer in {timeout}s:\n{hub.log()[-4000:]}")
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=1)
