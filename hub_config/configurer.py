@@ -130,6 +130,26 @@ def update_spawner(c, settings: Settings) -> None:
     c.Spawner.http_timeout = 60
 
 
+def update_services(c, settings: Settings) -> None:
+    from .policy import SCOPES
+
+    services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
+    roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
+    env = {"HUBML_DATA_DIR": str(settings.data_dir)}
+    if os.environ.get("HUBML_SETTINGS"):
+        env["HUBML_SETTINGS"] = os.environ["HUBML_SETTINGS"]
+    services.append(
+        {
+            "name": "hubml-policy",
+            "command": [sys.executable, "-m", "hubml.hub_config.policy"],
+            "environment": env,
+        }
+    )
+    roles.append({"name": "hubml-policy", "scopes": SCOPES, "services": ["hubml-policy"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
 def apply_settings(c, settings: Settings) -> None:
     """Everything hubml configures on the hub, section by section."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,3 +157,4 @@ def apply_settings(c, settings: Settings) -> None:
     update_proxy(c, settings)
     update_auth(c, settings)
     update_spawner(c, settings)
+    update_services(c, settings)

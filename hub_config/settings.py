@@ -136,6 +136,7 @@ class HubSection(_Model):
     db_url: str = ""
     spawner: Literal["local", "kubernetes"] = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    policy_interval: Duration = 60
 
 
 class AuthSection(_Model):
@@ -347,7 +348,6 @@ def load_settings(
         user = load_yaml(settings_file)
         _merge(data, user.data, (), origin, user)
 
-    env_src = Source(name="environment", data={})
     for var, path in ENV_KEYS.items():
         if var in environ and environ[var] != "":
             value: Any = environ[var]

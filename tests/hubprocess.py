@@ -126,16 +126,15 @@ def start_hub(
         path.write_text(yaml.safe_dump(settings))
         env["HUBML_SETTINGS"] = str(path)
     log_path = data_dir / "hub.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config or ROOT / "jupyterhub_config.py")],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config or ROOT / "jupyterhub_config.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     hub = RunningHub(proc, f"http://127.0.0.1:{port}/", token, data_dir, log_path, password)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,1 @@
+"""hubml benchmarks: each compares hubml with a baseline measured in the same run."""
