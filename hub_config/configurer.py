@@ -146,6 +146,30 @@ def update_services(c, settings: Settings) -> None:
         }
     )
     roles.append({"name": "hubml-policy", "scopes": SCOPES, "services": ["hubml-policy"]})
+
+    # Services every user (and their servers' kernels) may reach, decided by RBAC scopes.
+    user_services = []
+    if settings.tracking.enabled:
+        services.append(
+            {
+                "name": "mlflow",
+                "url": f"http://127.0.0.1:{free_port()}",
+                "command": [sys.executable, "-m", "hubml.extensions.tracking.service"],
+                "environment": env,
+                "oauth_no_confirm": True,
+                "display": True,
+                "info": {"description": "Experiment tracking and model registry (MLflow)"},
+            }
+        )
+        user_services.append("mlflow")
+        public = f"http://{settings.hub.ip}:{settings.hub.port}"
+        c.Spawner.environment = {
+            **(c.Spawner.environment if "environment" in c.Spawner else {}),
+            "MLFLOW_TRACKING_URI": f"{public}/services/mlflow",
+        }
+    access = [f"access:services!service={name}" for name in user_services]
+    roles.append({"name": "user", "scopes": ["self", *access]})
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *access]
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

@@ -106,12 +106,15 @@ def main() -> int:
     client = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     interval = settings.hub.policy_interval
     log.info("enforcing idle and runtime limits every %s s", interval)
-    while True:
-        try:
-            enforce_once(client, profiles, settings.default_profile)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            log.warning("policy pass failed, will retry: %s", e)
-        time.sleep(interval)
+    try:
+        while True:
+            try:
+                enforce_once(client, profiles, settings.default_profile)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                log.warning("policy pass failed, will retry: %s", e)
+            time.sleep(interval)
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        return 0
 
 
 if __name__ == "__main__":

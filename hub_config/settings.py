@@ -178,11 +178,21 @@ class KubernetesSection(_Model):
     service_account: str = ""
 
 
+class TrackingSection(_Model):
+    enabled: bool = True
+    # Empty: SQLite under <data_dir>/mlflow. Production: postgresql://user:pass@host/db
+    backend_store_uri: str = ""
+    # Empty: <data_dir>/mlflow/artifacts. Production: s3://bucket/prefix, gs://..., etc.
+    artifacts_destination: str = ""
+    workers: int = Field(1, ge=1, le=16)
+
+
 class Settings(_Model):
     hub: HubSection
     auth: AuthSection
     gpus: GPUSection
     kubernetes: KubernetesSection
+    tracking: TrackingSection = TrackingSection()
     profiles: list[Profile] = Field(min_length=1)
 
     def profile(self, slug: str) -> Profile | None:

@@ -121,6 +121,9 @@ def start_hub(
         **(extra_env or {}),
     }
     env.pop("HUBML_SETTINGS", None)
+    # the MLflow service costs ~7 s and 500 MB: only tests that ask for it get it
+    settings = dict(settings or {})
+    settings.setdefault("tracking", {"enabled": False})
     if settings is not None:
         path = data_dir / "settings.yaml"
         path.write_text(yaml.safe_dump(settings))

@@ -143,6 +143,14 @@ class ProfileSpawnerMixin(HasTraits):
             self._spawn_finished = True
             raise
 
+    def get_env(self):
+        env = super().get_env()
+        if env.get("MLFLOW_TRACKING_URI") and self.api_token:
+            # plain `mlflow` calls in kernels authenticate to the hub's mlflow service
+            env["MLFLOW_TRACKING_TOKEN"] = self.api_token
+        env["HUBML_USER"] = self.user.name
+        return env
+
     # -- progress ----------------------------------------------------------------------------
 
     def emit(self, message: str, progress: int) -> None:

@@ -1,0 +1,76 @@
+"""MLflow run-context provider: every run started in the platform describes itself.
+
+Registered through MLflow's ``mlflow.run_context_provider`` entry point (pyproject.toml), so it
+tags plain ``mlflow.start_run()`` calls too, in notebooks, jobs and scripts. Only active where
+the platform environment is present (``HUBML_USER`` or ``JUPYTERHUB_USER``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+
+def notebook_path() -> str | None:
+    """The calling notebook, from ``JPY_SESSION_NAME`` (set by jupyter_server for kernels)."""
+    return os.environ.get("HUBML_NOTEBOOK_PATH") or os.environ.get("JPY_SESSION_NAME") or None
+
+
+def git_state(path: str | None) -> dict[str, str]:
+    """Commit and dirty flag of the git repository holding ``path``, if any."""
+    if not path:
+        return {}
+    folder = Path(path).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    if not folder.exists():
+        return {}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"hubml.git_commit": commit.stdout.strip(), "hubml.git_dirty": str(bool(dirty.stdout.strip())).lower()}
+
+
+def platform_tags(environ=None) -> dict[str, str]:
+    """The DESIGN.md run tags for this process, from the platform environment."""
+    env = os.environ if environ is None else environ
+    user = env.get("HUBML_USER") or env.get("JUPYTERHUB_USER")
+    if not user:
+        return {}
+    tags = {"mlflow.user": user, "hubml.user": user}
+    path = env.get("HUBML_NOTEBOOK_PATH") or env.get("JPY_SESSION_NAME")
+    if path:
+        tags["mlflow.source.name"] = path
+        tags["mlflow.source.type"] = "NOTEBOOK"
+        tags["hubml.notebook_path"] = path
+    for key, var in [
+        ("hubml.profile", "HUBML_PROFILE"),
+        ("hubml.gpu", "HUBML_GPU"),
+        ("hubml.price_per_hour", "HUBML_PRICE_PER_HOUR"),
+        ("hubml.job_id", "HUBML_JOB_ID"),
+        ("hubml.job_run_id", "HUBML_JOB_RUN_ID"),
+    ]:
+        if env.get(var):
+            tags[key] = env[var]
+    if environ is None:
+        tags.update(git_state(path))
+    return tags
+
+
+class HubmlRunContext:
+    """The provider MLflow instantiates (duck-typed to ``RunContextProvider``)."""
+
+    def in_context(self) -> bool:
+        return bool(os.environ.get("HUBML_USER") or os.environ.get("JUPYTERHUB_USER"))
+
+    def tags(self) -> dict[str, str]:
+        return platform_tags()

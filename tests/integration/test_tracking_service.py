@@ -1,0 +1,135 @@
+"""MLflow behind the hub: who may reach it, what every run says about itself, who may delete."""
+
+import json
+import time
+
+import pytest
+import requests
+
+from tests.kernelclient import ServerKernel
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_mlflow(hub, token, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/experiments/search",
+                         params={"max_results": 1}, headers={"Authorization": f"token {token}"}, timeout=10)
+        if r.status_code == 200:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow service not answering: {r.status_code} {r.text[:300]}")
+
+
+@pytest.fixture(scope="module")
+def tracked_hub(tmp_path_factory):
+    from tests.hubprocess import start_hub
+
+    hub = start_hub(tmp_path_factory.mktemp("trk"), {"tracking": {"enabled": True}})
+    try:
+        wait_for_mlflow(hub, hub.token)
+        yield hub
+    finally:
+        hub.stop()
+
+
+def mlflow_api(hub, method, path, token, **kw):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.request(method, f"{hub.url}services/mlflow/api/2.0/mlflow/{path}", headers=headers,
+                            timeout=30, **kw)
+
+
+def test_plain_mlflow_in_a_notebook_is_tagged_with_user_notebook_and_profile(tracked_hub):
+    hub = tracked_hub
+    token = hub.user_token("alice")
+    hub.spawn("alice", {"profile": "cpu-large"}, token=token)
+    hub.wait_ready("alice")
+    kernel = ServerKernel(hub.url, "alice", token, "train.ipynb")
+    try:
+        out = kernel.execute(
+            "import mlflow\n"
+            "with mlflow.start_run() as run:\n"
+            "    mlflow.log_param('alpha', 0.5)\n"
+            "    mlflow.log_metric('accuracy', 0.91)\n"
+            "print('RUN', run.info.run_id)\n"
+        )
+    finally:
+        kernel.close()
+    run_id = out.split("RUN ")[1].split()[0]
+    r = mlflow_api(hub, "GET", "runs/get", token, params={"run_id": run_id})
+    assert r.status_code == 200, r.text
+    tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
+    assert tags["mlflow.user"] == "alice" and tags["hubml.user"] == "alice"
+    assert tags["mlflow.source.name"].endswith("train.ipynb")
+    assert tags["hubml.notebook_path"].endswith("train.ipynb")
+    assert tags["hubml.profile"] == "cpu-large"
+    assert tags["hubml.price_per_hour"] == "0.3885"
+    assert tags["hubml.gpu"] == "none"
+    assert r.json()["run"]["data"]["metrics"][0]["value"] == 0.91
+    hub.stop_server("alice")
+
+
+def test_requests_without_access_are_refused(tracked_hub):
+    hub = tracked_hub
+    r = mlflow_api(hub, "GET", "experiments/search", None, params={"max_results": 1})
+    assert r.status_code == 403 and "JupyterHub token" in r.json()["message"]
+    r = mlflow_api(hub, "GET", "experiments/search", "not-a-token", params={"max_results": 1})
+    assert r.status_code == 403
+    # a real token of a real user, but without the mlflow access scope
+    hub.ensure_user("dora")
+    limited = hub.api("POST", "users/dora/tokens", json={"scopes": ["read:users:name!user"]}).json()["token"]
+    r = mlflow_api(hub, "GET", "experiments/search", limited, params={"max_results": 1})
+    assert r.status_code == 403
+
+
+def test_users_cannot_touch_each_others_runs_or_impersonate(tracked_hub):
+    hub = tracked_hub
+    alice, bob = hub.user_token("alice"), hub.user_token("bob")
+    r = mlflow_api(hub, "POST", "runs/create", alice,
+                   json={"experiment_id": "0", "tags": [{"key": "mlflow.user", "value": "bob"}]})
+    assert r.status_code == 200, r.text
+    run = r.json()["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["mlflow.user"] == "alice"  # the platform, not the client, says who
+    run_id = run["info"]["run_id"]
+
+    r = mlflow_api(hub, "POST", "runs/delete", bob, json={"run_id": run_id})
+    assert r.status_code == 403
+    assert r.json()["message"] == f"run {run_id} belongs to alice; bob may not delete it"
+    r = mlflow_api(hub, "POST", "runs/log-metric", bob, json={"run_id": run_id, "key": "x", "value": 1,
+                                                               "timestamp": 0, "step": 0})
+    assert r.status_code == 403
+    r = mlflow_api(hub, "POST", "runs/set-tag", alice, json={"run_id": run_id, "key": "mlflow.user", "value": "bob"})
+    assert r.status_code == 403
+
+    assert mlflow_api(hub, "POST", "runs/delete", alice, json={"run_id": run_id}).status_code == 200
+    # admins may clean up anything
+    assert mlflow_api(hub, "POST", "runs/restore", hub.token, json={"run_id": run_id}).status_code == 200
+
+
+def test_experiments_belong_to_their_creator(tracked_hub):
+    hub = tracked_hub
+    alice, bob = hub.user_token("alice"), hub.user_token("bob")
+    r = mlflow_api(hub, "POST", "experiments/create", alice, json={"name": "alice-exp"})
+    assert r.status_code == 200, r.text
+    exp_id = r.json()["experiment_id"]
+    r = mlflow_api(hub, "POST", "experiments/delete", bob, json={"experiment_id": exp_id})
+    assert r.status_code == 403
+    assert mlflow_api(hub, "POST", "experiments/delete", alice, json={"experiment_id": exp_id}).status_code == 200
+
+
+def test_champion_alias_only_moves_through_approval(tracked_hub):
+    hub = tracked_hub
+    alice = hub.user_token("alice")
+    r = requests.post(f"{hub.url}services/mlflow/api/2.0/mlflow/registered-models/alias",
+                      headers={"Authorization": f"token {alice}"},
+                      data=json.dumps({"name": "m", "alias": "champion", "version": "1"}), timeout=30)
+    assert r.status_code == 403 and "approval flow" in r.json()["message"]
+
+
+def test_ui_is_served_under_the_service_prefix(tracked_hub):
+    hub = tracked_hub
+    token = hub.user_token("alice")
+    r = requests.get(f"{hub.url}services/mlflow/", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200 and "<!doctype html>" in r.text.lower()
