@@ -17,6 +17,8 @@ from .settings import Settings
 
 HERE = Path(__file__).resolve().parent
 ADMIN_SERVICE = "hubml-admin"
+# every single-user server loads hubml's server extension (the kernel <-> server bridge)
+SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -122,7 +124,7 @@ def update_spawner(c, settings: Settings) -> None:
     c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"
-    args = []
+    args = [SERVER_EXTENSION_ARG]
     if os.geteuid() == 0:
         args.append("--allow-root")
     c.Spawner.args = args

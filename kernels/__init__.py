@@ -1,0 +1,1 @@
+"""Kernel-side helpers: the platform environment as seen from inside a notebook kernel."""
