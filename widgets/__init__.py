@@ -1,0 +1,19 @@
+"""hubml notebook widgets. Importing this package is cheap: each panel loads on first use.
+
+>>> from hubml.widgets import ExperimentPanel
+"""
+
+_LAZY = {
+    "ExperimentPanel": "hubml.widgets.tracking",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hubml.widgets' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

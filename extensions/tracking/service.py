@@ -343,8 +343,13 @@ def make_app(ctx: TrackingContext, prefix: str):
             self.set_header("Content-Type", "application/json")
             self.finish({"mlflow": "up" if ctx.mlflow.alive() else "down"})
 
+    class CallbackHandler(HubOAuthCallbackHandler):
+        # the PKCE verifier is cached on the HubOAuth instance that started the login
+        def initialize(self):
+            self.hub_auth = hub_auth
+
     handlers = [
-        (prefix + "oauth_callback", HubOAuthCallbackHandler),
+        (prefix + "oauth_callback", CallbackHandler),
         (prefix + "hubml/health", HealthHandler),
     ]
     try:
