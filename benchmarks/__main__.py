@@ -5,9 +5,9 @@ import json
 import platform
 import sys
 
-from benchmarks import spawn
+from benchmarks import imports, spawn
 
-BENCHMARKS = {"spawn": spawn}
+BENCHMARKS = {"spawn": spawn, "imports": imports}
 
 
 def main(argv=None) -> int:
