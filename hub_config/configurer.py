@@ -164,6 +164,8 @@ def update_services(c, settings: Settings) -> None:
             }
         )
         user_services.append("mlflow")
+        # approvals depend on group membership, which the service asks the hub about
+        roles.append({"name": "hubml-mlflow", "scopes": ["read:users:groups"], "services": ["mlflow"]})
         public = f"http://{settings.hub.ip}:{settings.hub.port}"
         c.Spawner.environment = {
             **(c.Spawner.environment if "environment" in c.Spawner else {}),

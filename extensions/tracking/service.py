@@ -43,9 +43,9 @@ RUN_WRITE = re.compile(
 )
 EXPERIMENT_WRITE = re.compile(rf"^{_API}/experiments/(delete|restore|update|set-experiment-tag|delete-tag)$")
 ARTIFACT_WRITE = re.compile(r"^(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/(\d+)/([0-9a-f]{32})/")
-# @champion only moves through the approval flow
+# @challenger moves only when gates pass, @champion only through approval
 ALIAS = re.compile(rf"^{_API}/registered-models/alias$")
-PROTECTED_ALIASES = {"champion"}
+PROTECTED_ALIASES = {"champion", "challenger"}
 
 HOP_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -283,8 +283,8 @@ def make_app(ctx: TrackingContext, prefix: str):
                 if alias in PROTECTED_ALIASES:
                     self.refuse(
                         403,
-                        f"@{alias} moves only through hubml's approval flow (request promotion, then an "
-                        "approver promotes)",
+                        f"@{alias} moves only through hubml's gated flow: publish (gates set "
+                        "@challenger), request promotion, then an approver promotes to @champion",
                     )
             return None
 
@@ -352,12 +352,9 @@ def make_app(ctx: TrackingContext, prefix: str):
         (prefix + "oauth_callback", CallbackHandler),
         (prefix + "hubml/health", HealthHandler),
     ]
-    try:
-        from .registry_handlers import registry_handlers
+    from .registry_handlers import registry_handlers
 
-        handlers += registry_handlers(ctx, prefix, hub_auth)
-    except ImportError:
-        pass
+    handlers += registry_handlers(ctx, prefix, hub_auth)
     handlers.append((prefix + "(.*)", ProxyHandler))
     return web.Application(
         handlers,

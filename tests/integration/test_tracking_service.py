@@ -125,7 +125,7 @@ def test_champion_alias_only_moves_through_approval(tracked_hub):
     r = requests.post(f"{hub.url}services/mlflow/api/2.0/mlflow/registered-models/alias",
                       headers={"Authorization": f"token {alice}"},
                       data=json.dumps({"name": "m", "alias": "champion", "version": "1"}), timeout=30)
-    assert r.status_code == 403 and "approval flow" in r.json()["message"]
+    assert r.status_code == 403 and "gated flow" in r.json()["message"]
 
 
 def test_ui_is_served_under_the_service_prefix(tracked_hub):
@@ -133,3 +133,60 @@ def test_ui_is_served_under_the_service_prefix(tracked_hub):
     token = hub.user_token("alice")
     r = requests.get(f"{hub.url}services/mlflow/", headers={"Authorization": f"token {token}"}, timeout=30)
     assert r.status_code == 200 and "<!doctype html>" in r.text.lower()
+
+
+def test_gated_publish_and_approval_over_http(tracked_hub):
+    """The registry flow through the hub: gates, self-approval refused, approval, rollback, history."""
+    import mlflow
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    hub = tracked_hub
+    alice, bob = hub.user_token("alice"), hub.user_token("bob")
+    base = f"{hub.url}services/mlflow"
+
+    def api(method, path, token, **kw):
+        return requests.request(method, f"{base}/hubml/api/models/{path}",
+                                headers={"Authorization": f"token {token}"}, timeout=120, **kw)
+
+    X, y = load_iris(return_X_y=True)
+    mlflow.set_tracking_uri(base)
+    import os
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = alice
+    try:
+        mlflow.set_experiment("http-registry")
+        run_ids = []
+        for max_iter in (200, 300):
+            with mlflow.start_run() as run:
+                clf = LogisticRegression(max_iter=max_iter).fit(X, y)
+                mlflow.log_metric("accuracy", clf.score(X, y))
+                mlflow.sklearn.log_model(clf, name="model", input_example=X[:3])
+            run_ids.append(run.info.run_id)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+
+    r = api("POST", "iris/publish", alice, json={"run_id": run_ids[0], "reason": "first"})
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == "1"
+    assert api("GET", "iris/aliases/challenger", alice).json()["version"] == "1"
+    r = api("POST", "iris/versions/1/approve", alice, json={"reason": "mine"})
+    assert r.status_code == 403 and "alice" in r.json()["message"]
+    r = api("POST", "iris/versions/1/approve", bob, json={"reason": "looks good"})
+    assert r.status_code == 200, r.text
+    assert api("GET", "iris/aliases/champion", bob).json()["version"] == "1"
+    assert api("POST", "iris/publish", alice, json={"run_id": run_ids[1]}).status_code == 201
+    assert api("POST", "iris/versions/2/approve", bob, json={}).status_code == 200
+    assert api("POST", "iris/rollback", alice, json={"reason": "v2 misbehaves"}).status_code == 200
+    assert api("GET", "iris/aliases/champion", alice).json()["version"] == "1"
+    entries = api("GET", "iris/history", alice).json()["entries"]
+    moves = [(e["action"], e.get("alias"), e.get("from_version"), e.get("to_version"), e["actor"]) for e in entries]
+    assert [m for m in moves if m[1] == "champion"] == [
+        ("approve", "champion", None, "1", "bob"),
+        ("approve", "champion", "1", "2", "bob"),
+        ("rollback", "champion", "2", "1", "alice"),
+    ], moves
+    r = api("GET", "iris/aliases/staging", alice)
+    assert r.status_code == 404 and "has no alias @staging" in r.json()["message"]
+    r = api("GET", "bad%2Fname", alice)
+    assert r.status_code in (400, 404)
