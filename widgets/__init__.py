@@ -5,6 +5,7 @@
 
 _LAZY = {
     "ExperimentPanel": "hubml.widgets.tracking",
+    "PublishPanel": "hubml.widgets.publish",
 }
 
 

@@ -186,6 +186,15 @@ def test_gated_publish_and_approval_over_http(tracked_hub):
         ("approve", "champion", "1", "2", "bob"),
         ("rollback", "champion", "2", "1", "alice"),
     ], moves
+    # the notebook panel shows the same history, through the same API
+    from hubml.widgets.publish import PublishPanel, RegistryClient
+
+    panel = PublishPanel("iris", client=RegistryClient(base, alice))
+    assert len(panel.history()) == len(entries)
+    assert "rollback" in panel.output.value and "v2 misbehaves" in panel.output.value
+    panel.version.value = "2"
+    panel._run(panel.approve)  # alice approving her own version: refused, in plain words
+    assert "alice" in panel.status.value and "#82071e" in panel.status.value, panel.status.value
     r = api("GET", "iris/aliases/staging", alice)
     assert r.status_code == 404 and "has no alias @staging" in r.json()["message"]
     r = api("GET", "bad%2Fname", alice)

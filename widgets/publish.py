@@ -1,0 +1,214 @@
+"""The publish panel: compare a logged model with the current champion, run the gates, publish
+it as ``@challenger``, ask for promotion, approve, roll back, and read the audit history.
+
+Everything goes through the mlflow hub service's registry API (``.../hubml/api/models/``), which
+enforces the gates and the approval rules on the server; this panel only shows and asks.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+
+import ipywidgets as w
+
+
+class RegistryAPIError(RuntimeError):
+    """A refusal from the registry API; the message is the service's plain-words explanation."""
+
+    def __init__(self, status: int, message: str, data: dict | None = None):
+        super().__init__(message)
+        self.status, self.data = status, data or {}
+
+
+class RegistryClient:
+    """Small client of the registry API, authenticated like the kernel's MLflow calls."""
+
+    def __init__(self, tracking_uri: str | None = None, token: str | None = None):
+        self.base = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")).rstrip("/") + "/hubml/api/models/"
+        self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN", "")
+
+    def request(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> dict:
+        from urllib.parse import quote
+
+        import requests
+
+        name, _, rest = path.partition("/")
+        url = self.base + quote(name, safe="") + (f"/{rest}" if rest else "")
+        try:
+            resp = requests.request(
+                method, url, json=body, params=params, timeout=300,
+                headers={"Authorization": f"token {self.token}"},
+            )
+        except requests.RequestException as e:
+            raise RegistryAPIError(0, f"the tracking service did not answer ({type(e).__name__})") from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = {"message": resp.text[:200]}
+        if resp.status_code >= 400 and resp.status_code != 422:
+            raise RegistryAPIError(resp.status_code, data.get("message", resp.reason), data)
+        return data
+
+
+def comparison_html(data: dict) -> str:
+    champ = data.get("champion_version")
+    head = f"candidate (run {html.escape(data['run_id'][:8])})", f"@champion (v{champ})" if champ else "@champion (none yet)"
+    rows = "".join(
+        "<tr{style}><td>{m}</td><td>{a}</td><td>{b}</td><td>{d}</td></tr>".format(
+            style=" style='font-weight:600'" if r["gated"] else "",
+            m=html.escape(r["metric"]) + (" (gate)" if r["gated"] else ""),
+            a=_num(r["candidate"]), b=_num(r["champion"]), d=_num(r["delta"], signed=True),
+        )
+        for r in data["rows"]
+    )
+    return (
+        "<table class='hubml-compare' style='border-collapse:collapse'>"
+        f"<tr><th>metric</th><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th><th>Δ</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def gates_html(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{'✅' if g['passed'] else '❌'}</td><td>{html.escape(g['name'])}</td>"
+        f"<td>{html.escape(g['detail'])}</td></tr>"
+        for g in report["results"]
+    )
+    return f"<table class='hubml-gates'>{rows}</table>"
+
+
+def history_html(entries: list[dict]) -> str:
+    if not entries:
+        return "<i>No history yet.</i>"
+    rows = "".join(
+        "<tr><td>{at}</td><td>{actor}</td><td>{action}</td><td>{move}</td><td>{reason}</td></tr>".format(
+            at=html.escape(e["at"][:19].replace("T", " ")),
+            actor=html.escape(e["actor"]),
+            action=html.escape(e["action"]),
+            move=html.escape(
+                f"@{e['alias']}: {e.get('from_version') or '—'} → {e.get('to_version') or '—'}" if e.get("alias") else ""
+            ),
+            reason=html.escape(e.get("reason") or ""),
+        )
+        for e in entries
+    )
+    return (
+        "<table class='hubml-history'><tr><th>when (UTC)</th><th>who</th><th>action</th><th>alias move</th>"
+        f"<th>reason</th></tr>{rows}</table>"
+    )
+
+
+def _num(value, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+class PublishPanel(w.VBox):
+    """``PublishPanel(model_name="churn", run_id=panel.run_id)``"""
+
+    def __init__(self, model_name: str = "", run_id: str = "", artifact_path: str = "model", client=None):
+        self.client = client or RegistryClient()
+        self.name = w.Text(value=model_name, description="Model name", placeholder="e.g. churn-classifier")
+        self.run_id = w.Text(value=run_id, description="Run id", placeholder="run with a logged model")
+        self.artifact_path = w.Text(value=artifact_path, description="Artifact")
+        self.version = w.Text(value="", description="Version", placeholder="for promotion / approval")
+        self.reason = w.Text(value="", description="Reason", placeholder="why (kept in the audit log)")
+        buttons = [
+            ("Compare", self.compare), ("Run gates & publish", self.publish),
+            ("Request promotion", self.request_promotion), ("Approve", self.approve),
+            ("Roll back", self.rollback), ("History", self.history),
+        ]
+        self.buttons = {}
+        for label, action in buttons:
+            b = w.Button(description=label)
+            b.on_click(lambda _, action=action: self._run(action))
+            self.buttons[label] = b
+        self.buttons["Run gates & publish"].button_style = "primary"
+        self.output = w.HTML("")
+        self.status = w.HTML("")
+        super().__init__([
+            w.HTML("<b>Publish a model</b>"), self.name, self.run_id, self.artifact_path,
+            w.HBox([self.buttons["Compare"], self.buttons["Run gates & publish"]]),
+            self.version, self.reason,
+            w.HBox([self.buttons[k] for k in ("Request promotion", "Approve", "Roll back", "History")]),
+            self.status, self.output,
+        ])
+        self.add_class("hubml-publish-panel")
+
+    def _say(self, message: str, kind: str = "info") -> None:
+        colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
+        self.status.value = f"<span style='color:{colour}'>{html.escape(message)}</span>"
+
+    def _run(self, action) -> None:
+        for b in self.buttons.values():
+            b.disabled = True
+        try:
+            action()
+        except RegistryAPIError as e:
+            self._say(str(e), "error")
+        except ValueError as e:
+            self._say(str(e), "error")
+        finally:
+            for b in self.buttons.values():
+                b.disabled = False
+
+    def _model(self) -> str:
+        name = self.name.value.strip()
+        if not name:
+            raise ValueError("type the registered model's name first")
+        return name
+
+    def compare(self) -> dict:
+        data = self.client.request("GET", f"{self._model()}/compare", params={"run_id": self.run_id.value.strip()})
+        self.output.value = comparison_html(data)
+        self._say("Candidate next to the current champion.")
+        return data
+
+    def publish(self) -> dict:
+        data = self.client.request(
+            "POST", f"{self._model()}/publish",
+            {"run_id": self.run_id.value.strip(), "artifact_path": self.artifact_path.value.strip() or "model",
+             "reason": self.reason.value},
+        )
+        self.output.value = gates_html(data["gates"])
+        if data["ok"]:
+            self.version.value = str(data["version"])
+            self._say(f"All gates passed: version {data['version']} is now @challenger.", "ok")
+        else:
+            failed = ", ".join(g["name"] for g in data["gates"]["results"] if not g["passed"])
+            self._say(f"Not published: failed gate(s) {failed}. Aliases are untouched.", "error")
+        return data
+
+    def _version(self) -> str:
+        v = self.version.value.strip()
+        if not v:
+            raise ValueError("type the version number first")
+        return v
+
+    def request_promotion(self) -> dict:
+        data = self.client.request(
+            "POST", f"{self._model()}/versions/{self._version()}/request-promotion", {"reason": self.reason.value}
+        )
+        self._say(f"Promotion of version {data['to_version']} requested; an approver can now promote it.", "ok")
+        return data
+
+    def approve(self) -> dict:
+        data = self.client.request(
+            "POST", f"{self._model()}/versions/{self._version()}/approve", {"reason": self.reason.value}
+        )
+        self._say(f"Version {data['to_version']} is now @champion (was {data.get('from_version') or 'none'}).", "ok")
+        return data
+
+    def rollback(self) -> dict:
+        data = self.client.request("POST", f"{self._model()}/rollback", {"reason": self.reason.value})
+        self._say(f"@champion rolled back from {data.get('from_version')} to {data['to_version']}.", "ok")
+        return data
+
+    def history(self) -> list:
+        entries = self.client.request("GET", f"{self._model()}/history")["entries"]
+        self.output.value = history_html(entries)
+        self._say(f"{len(entries)} recorded action(s).")
+        return entries
+
