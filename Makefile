@@ -15,7 +15,7 @@ run: install
 
 test: install chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP) node_modules/.bin/configurable-http-proxy
 

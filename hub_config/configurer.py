@@ -171,6 +171,24 @@ def update_services(c, settings: Settings) -> None:
             **(c.Spawner.environment if "environment" in c.Spawner else {}),
             "MLFLOW_TRACKING_URI": f"{public}/services/mlflow",
         }
+    if settings.jobs.enabled:
+        services.append(
+            {
+                "name": "jobs",
+                "url": f"http://127.0.0.1:{free_port()}",
+                "command": [sys.executable, "-m", "hubml.extensions.jobs.service"],
+                "environment": {**env, "HUBML_PUBLIC_URL": f"http://{settings.hub.ip}:{settings.hub.port}"},
+                "oauth_no_confirm": True,
+                "display": True,
+                "info": {"description": "Notebook jobs and schedules (papermill)"},
+            }
+        )
+        user_services.append("jobs")
+        # runs execute as their user: the service mints short-lived tokens for them (MLflow)
+        # and reads group membership for profile access
+        roles.append(
+            {"name": "hubml-jobs", "scopes": ["tokens", "read:users:groups", "list:users"], "services": ["jobs"]}
+        )
     access = [f"access:services!service={name}" for name in user_services]
     roles.append({"name": "user", "scopes": ["self", *access]})
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *access]

@@ -187,12 +187,26 @@ class TrackingSection(_Model):
     workers: int = Field(1, ge=1, le=16)
 
 
+class JobsSection(_Model):
+    enabled: bool = True
+    # Empty: SQLite (WAL) under <data_dir>/jobs. Production: postgresql+psycopg://...
+    db_url: str = ""
+    # runs executing at once on this machine, and per user; more wait in the queue
+    max_concurrent_runs: int = Field(2, ge=1, le=256)
+    max_concurrent_runs_per_user: int = Field(2, ge=1, le=256)
+    # runs missed while the service was down: run once, skip them, or run each
+    catch_up: Literal["once", "none", "all"] = "once"
+    # local: papermill processes on this host. kubernetes: batch/v1 Jobs.
+    executor: Literal["local", "kubernetes"] = "local"
+
+
 class Settings(_Model):
     hub: HubSection
     auth: AuthSection
     gpus: GPUSection
     kubernetes: KubernetesSection
     tracking: TrackingSection = TrackingSection()
+    jobs: JobsSection = JobsSection()
     profiles: list[Profile] = Field(min_length=1)
 
     def profile(self, slug: str) -> Profile | None:

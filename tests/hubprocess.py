@@ -121,9 +121,10 @@ def start_hub(
         **(extra_env or {}),
     }
     env.pop("HUBML_SETTINGS", None)
-    # the MLflow service costs ~7 s and 500 MB: only tests that ask for it get it
+    # the MLflow (~7 s, 500 MB) and jobs services: only tests that ask for them get them
     settings = dict(settings or {})
     settings.setdefault("tracking", {"enabled": False})
+    settings.setdefault("jobs", {"enabled": False})
     if settings is not None:
         path = data_dir / "settings.yaml"
         path.write_text(yaml.safe_dump(settings))

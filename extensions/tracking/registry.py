@@ -564,7 +564,11 @@ def probe_model(model_dir: str, trials: int) -> tuple[GateResult, list[float] | 
     from mlflow.pyfunc import load_model
 
     fix = "log the model with input_example=<a few input rows> so MLflow saves it and infers a signature"
-    meta = Model.load(model_dir)
+    try:
+        meta = Model.load(model_dir)
+    except Exception as e:  # a hand-made or truncated MLmodel file
+        detail = f"could not read the model's MLmodel file: {_first_line(e)}"
+        return GateResult("inference", False, detail), None, None
     if meta.saved_input_example_info is None:
         return GateResult("inference", False, f"the model has no input example; {fix}"), None, None
     if meta.signature is None or meta.signature.outputs is None:
@@ -616,9 +620,13 @@ def probe_model(model_dir: str, trials: int) -> tuple[GateResult, list[float] | 
         numbers,
     )
     latencies = []
-    for _ in range(trials):
+    for trial in range(1, trials + 1):
         started = time.perf_counter()
-        model.predict(example)
+        try:
+            model.predict(example)
+        except Exception as e:  # works once, then fails: as unfit to serve as failing at once
+            detail = f"prediction {trial + 1} on the input example failed: {_first_line(e)}"
+            return GateResult("inference", False, detail, numbers), None, rows
         latencies.append((time.perf_counter() - started) * 1000)
     return result, latencies, rows
 
@@ -1231,7 +1239,8 @@ class RegistryService:
         return dict(_get_run(self.client, run_id).data.metrics) if run_id else {}
 
     def _authors(self, mv) -> set[str]:
-        authors = {mv.tags.get(AUTHOR_TAG)}
+        """The publisher and the user who made the source run: none of them may approve."""
+        authors = {self._publisher(mv.name, str(mv.version)), mv.tags.get(AUTHOR_TAG)}
         if mv.run_id:
             tags = _get_run(self.client, mv.run_id).data.tags
             authors |= {tags.get(t) for t in RUN_USER_TAGS}
@@ -1250,14 +1259,26 @@ class RegistryService:
         raise RegistryError(f"model {name!r} has no version {version} (versions: {known})", 404)
 
     def _require_gated_version(self, name: str, version: str):
+        """The model version, if this service published it after its gates passed.
+
+        The proof is the audit log's ``publish`` entry, not the version's tags: tags can be
+        written by anyone with MLflow access, the audit log only by this service.
+        """
         mv = self._require_version(name, version)
-        if mv.tags.get(GATES_PASSED_TAG) != "true":
+        if self._publisher(name, version) is None:
             raise RegistryError(
                 f"version {version} of {name!r} was not published through the gates; publish its "
                 "run with the publish panel first",
                 409,
             )
         return mv
+
+    def _publisher(self, name: str, version: str) -> str | None:
+        """Who published ``version`` through the gates, according to the audit log."""
+        for e in self.audit.entries(name):
+            if e.action == "publish" and e.alias == CHALLENGER and e.to_version == version:
+                return e.actor
+        return None
 
     def _move_alias(
         self,

@@ -45,6 +45,10 @@ EXPERIMENT_WRITE = re.compile(rf"^{_API}/experiments/(delete|restore|update|set-
 ARTIFACT_WRITE = re.compile(r"^(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/(\d+)/([0-9a-f]{32})/")
 # @challenger moves only when gates pass, @champion only through approval
 ALIAS = re.compile(rf"^{_API}/registered-models/alias$")
+# the registry's gate policy and provenance live in hubml.* tags, its audit is keyed by
+# model name and version: only the gated flow (or an admin) may touch those
+REGISTRY_TAGS = re.compile(rf"^{_API}/(registered-models|model-versions)/(create|set-tag|delete-tag)$")
+REGISTRY_DESTROY = re.compile(rf"^{_API}/(registered-models|model-versions)/(delete|rename)$")
 PROTECTED_ALIASES = {"champion", "challenger"}
 
 HOP_HEADERS = {
@@ -278,6 +282,21 @@ def make_app(ctx: TrackingContext, prefix: str):
                 if owner != name and not admin:
                     self.refuse(403, f"run {m.group(2)} belongs to {owner}; {name} may not write its artifacts")
                 return None
+            m = REGISTRY_TAGS.match(path)
+            if m and not admin:
+                body = self.json_body()
+                keys = [t.get("key", "") for t in body.get("tags") or [] if isinstance(t, dict)]
+                if body.get("key"):
+                    keys.append(body["key"])
+                if any(str(k).startswith("hubml.") for k in keys):
+                    self.refuse(403, "hubml.* tags of registered models are set by hubml's gated flow only")
+                return None
+            m = REGISTRY_DESTROY.match(path)
+            if m and not admin:
+                self.refuse(
+                    403,
+                    f"only admins may {m.group(2)} {m.group(1).replace('-', ' ')}: the audit history refers to them",
+                )
             if ALIAS.match(path):
                 alias = (self.json_body().get("alias") if method == "POST" else self.get_argument("alias", ""))
                 if alias in PROTECTED_ALIASES:
@@ -291,9 +310,12 @@ def make_app(ctx: TrackingContext, prefix: str):
         async def forward(self, path: str):
             body = await self.authorize(path)
             if body is None:
-                body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
+                # MLflow sends JSON bodies with DELETE too (registered-models/delete, delete-tag)
+                body = self.request.body if self.request.method in ("POST", "PUT", "PATCH", "DELETE") else None
             if self.request.method in ("POST", "PUT", "PATCH") and body is None:
                 body = b""
+            if self.request.method == "DELETE" and not body:
+                body = None
             url = f"{ctx.mlflow.url}{ctx.prefix}{path}"
             if self.request.query:
                 url += "?" + self.request.query

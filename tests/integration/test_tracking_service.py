@@ -128,6 +128,20 @@ def test_champion_alias_only_moves_through_approval(tracked_hub):
     assert r.status_code == 403 and "gated flow" in r.json()["message"]
 
 
+def test_registry_bookkeeping_cannot_be_forged(tracked_hub):
+    hub = tracked_hub
+    alice = hub.user_token("alice")
+    r = mlflow_api(hub, "POST", "registered-models/create", alice,
+                   json={"name": "forged", "tags": [{"key": "hubml.gate.allow_self_approval", "value": "true"}]})
+    assert r.status_code == 403 and "gated flow" in r.json()["message"]
+    assert mlflow_api(hub, "POST", "registered-models/create", alice, json={"name": "plain"}).status_code == 200
+    r = mlflow_api(hub, "POST", "registered-models/set-tag", alice,
+                   json={"name": "plain", "key": "hubml.gate.tolerance", "value": "1"})
+    assert r.status_code == 403
+    r = mlflow_api(hub, "DELETE", "registered-models/delete", alice, json={"name": "plain"})
+    assert r.status_code == 403 and "only admins" in r.json()["message"]
+
+
 def test_ui_is_served_under_the_service_prefix(tracked_hub):
     hub = tracked_hub
     token = hub.user_token("alice")

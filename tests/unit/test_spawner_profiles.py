@@ -3,6 +3,7 @@
 import asyncio
 import html
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from tornado import web
@@ -10,8 +11,14 @@ from tornado import web
 from tests.mocking import local_spawner
 
 
+def run(coro):
+    # a fresh loop in a fresh thread: other tiers (Playwright's sync API) may hold this one's
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def apply(spawner, options):
-    return asyncio.run(spawner._run_apply_user_options(options))
+    return run(spawner._run_apply_user_options(options))
 
 
 def status_and_message(spawner, options):
@@ -70,7 +77,7 @@ def test_gpu_profile_gets_its_own_device_and_a_clear_refusal_when_busy(tmp_path)
         "Cannot start gpu-a100: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by server:alice/). "
         "Try again when it is released, or choose one of: cpu-small, cpu-large."
     )
-    asyncio.run(alice.stop())  # never started: stopping still hands the device back
+    run(alice.stop())  # never started: stopping still hands the device back
     apply(bob, {"profile": "gpu-a100"})
     assert bob.environment["CUDA_VISIBLE_DEVICES"] == "0"
 
