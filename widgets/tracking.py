@@ -188,6 +188,8 @@ class ExperimentPanel(w.VBox):
 
     @staticmethod
     def _experiment_names() -> list[str]:
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            return []  # no tracking server configured: MLflow would create ./mlflow.db instead
         try:
             from mlflow import MlflowClient
 
