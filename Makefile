@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json | sha1sum | 
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test install chromium lint bench clean
+.PHONY: run test install system-deps lint bench clean
 
 run: install
 	$(BIN)/hubml up
 
-test: install chromium
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -29,14 +29,16 @@ node_modules/.bin/configurable-http-proxy: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian's Chromium for the browser tier (Playwright drives it; its own browser download
-# cannot work offline). Fails loudly when it cannot be installed.
-chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "ERROR: the browser tier needs Chromium at $(CHROMIUM): run 'apt-get install chromium' as root" >&2; exit 1; fi; \
-	fi
+# Debian packages the test tiers use: Chromium for the browser tier (Playwright drives it; its
+# own browser download cannot work offline) and the PostgreSQL server for the postgres tier.
+# Fails loudly when they cannot be installed.
+SYSTEM_DEPS_OK := $(shell [ -x $(CHROMIUM) ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && echo yes)
+system-deps:
+ifneq ($(SYSTEM_DEPS_OK),yes)
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "ERROR: the browser and postgres tiers need 'apt-get install chromium postgresql' as root" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null
+endif
 
 lint: install
 	$(BIN)/ruff check .

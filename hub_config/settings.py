@@ -184,6 +184,8 @@ class TrackingSection(_Model):
     backend_store_uri: str = ""
     # Empty: <data_dir>/mlflow/artifacts. Production: s3://bucket/prefix, gs://..., etc.
     artifacts_destination: str = ""
+    # Registry audit log (SQLAlchemy URL). Empty: SQLite under <data_dir>/mlflow.
+    audit_db_url: str = ""
     workers: int = Field(1, ge=1, le=16)
 
 

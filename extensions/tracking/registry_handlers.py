@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 
 from tornado import httpclient, web
 
@@ -41,8 +40,10 @@ def registry_handlers(ctx, prefix: str, hub_auth) -> list:
         if "service" not in state:
             from mlflow import MlflowClient
 
-            data_dir = os.environ.get("HUBML_DATA_DIR", ".")
-            audit_url = os.environ.get("HUBML_AUDIT_DB_URL") or default_audit_url(os.path.join(data_dir, "mlflow"))
+            from hubml.hub_config.settings import load_settings
+
+            settings = load_settings()
+            audit_url = settings.tracking.audit_db_url or default_audit_url(settings.data_dir / "mlflow")
             client = MlflowClient(tracking_uri=f"{ctx.mlflow.url}{ctx.prefix.rstrip('/')}")
             state["service"] = RegistryService(client, AuditLog(audit_url))
         return state["service"]
