@@ -1,0 +1,138 @@
+"""Pods for every catalog profile, built by the real KubeSpawner offline (no cluster)."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from traitlets.config import Config
+
+from hubml.hub_config.cli import main
+from hubml.hub_config.configurer import apply_settings
+from hubml.hub_config.k8s import ManifestError, make_spawner, pod_manifest
+from hubml.hub_config.settings import load_settings
+
+pytestmark = pytest.mark.k8s
+
+DEPLOY = Path(__file__).resolve().parents[2] / "hub_config" / "deploy"
+GPU_TOLERATION = [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+EXPECTED = {
+    # slug: (gpus, node selector, cpu request/limit, memory request/limit in bytes, image)
+    "cpu-small": (0, None, (0.5, 2.0), (1 << 30, 8 << 30), "hubml/singleuser-cpu:0.1.0"),
+    "cpu-large": (0, None, (4.0, 8.0), (16 << 30, 32 << 30), "hubml/singleuser-cpu:0.1.0"),
+    "gpu-t4": (1, {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}, (2.0, 4.0), (8 << 30, 15 << 30), "hubml/singleuser-gpu:0.1.0"),
+    "gpu-a10g": (1, {"node.kubernetes.io/instance-type": "g5.xlarge"}, (2.0, 4.0), (8 << 30, 15 << 30), "hubml/singleuser-gpu:0.1.0"),
+    "gpu-a100": (1, {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}, (8.0, 12.0), (64 << 30, 80 << 30), "hubml/singleuser-gpu:0.1.0"),
+    "gpu-h100": (1, {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}, (16.0, 26.0), (128 << 30, 234 << 30), "hubml/singleuser-gpu:0.1.0"),
+}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    path = tmp_path_factory.mktemp("k8s") / "settings.yaml"
+    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\n")
+    return load_settings(path, environ={"HUBML_DATA_DIR": str(path.parent)})
+
+
+@pytest.mark.parametrize("slug", list(EXPECTED))
+def test_pod_of_each_profile(settings, slug):
+    gpus, selector, cpu, mem, image = EXPECTED[slug]
+    pod = pod_manifest(settings, slug, "alice")
+    container = pod["spec"]["containers"][0]
+    res = container["resources"]
+    if gpus:
+        assert res["limits"]["nvidia.com/gpu"] == str(gpus) and res["requests"]["nvidia.com/gpu"] == str(gpus)
+        assert pod["spec"]["nodeSelector"] == selector
+        assert pod["spec"]["tolerations"] == GPU_TOLERATION
+    else:
+        assert "nvidia.com/gpu" not in res["limits"] and "nvidia.com/gpu" not in res["requests"]
+        assert not pod["spec"].get("nodeSelector") and not pod["spec"].get("tolerations")
+    assert (res["requests"]["cpu"], res["limits"]["cpu"]) == cpu
+    assert (res["requests"]["memory"], res["limits"]["memory"]) == mem
+    assert container["image"] == image
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HUBML_PROFILE"] == slug
+    assert env["JUPYTERHUB_API_TOKEN"] == "<generated-by-jupyterhub-at-spawn>"
+    assert {"mountPath": "/home/jovyan", "name": "home"} in container["volumeMounts"]
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}} in pod["spec"]["volumes"]
+    assert container["args"] == ["jupyterhub-singleuser", "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"]
+
+
+def test_builder_exact_values(settings):
+    from hubml.hub_config.spawners.kube import make_kubespawner_override
+
+    assert make_kubespawner_override(settings.profile("cpu-small")) == {
+        "image": "hubml/singleuser-cpu:0.1.0",
+        "cpu_guarantee": 0.5,
+        "cpu_limit": 2.0,
+        "mem_guarantee": 1 << 30,
+        "mem_limit": 8 << 30,
+        "extra_resource_guarantees": {},
+        "extra_resource_limits": {},
+        "node_selector": {},
+        "tolerations": [],
+        "environment": {"HUBML_PROFILE": "cpu-small", "HUBML_PROFILE_NAME": "Small CPU",
+                        "HUBML_PRICE_PER_HOUR": "0.0971", "HUBML_GPU": "none"},
+    }
+    a100 = make_kubespawner_override(settings.profile("gpu-a100"))
+    assert a100["extra_resource_limits"] == {"nvidia.com/gpu": "1"} == a100["extra_resource_guarantees"]
+    assert a100["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_cpu_after_gpu_on_one_spawner_carries_no_gpu(settings):
+    """KubeSpawner merges dict overrides in place; hubml replaces them."""
+    from hubml.hub_config.k8s import _close_clients, offline_kubeconfig
+
+    async def scenario():
+        try:
+            spawner = await make_spawner(settings, "gpu-a100", "alice")
+            gpu_pod = await spawner.get_pod_manifest()
+            await spawner._run_apply_user_options({"profile": "cpu-small"})
+            cpu_pod = await spawner.get_pod_manifest()
+            return gpu_pod, cpu_pod
+        finally:
+            await _close_clients()
+
+    with offline_kubeconfig(), ThreadPoolExecutor(1) as pool:
+        gpu_pod, cpu_pod = pool.submit(asyncio.run, scenario()).result()
+    assert gpu_pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    cpu = cpu_pod.spec.containers[0]
+    assert "nvidia.com/gpu" not in (cpu.resources.limits or {})
+    assert "nvidia.com/gpu" not in (cpu.resources.requests or {})
+    assert not cpu_pod.spec.node_selector and not cpu_pod.spec.tolerations
+    assert {e.name: e.value for e in cpu.env}["HUBML_PROFILE"] == "cpu-small"
+
+
+def test_hubml_k8s_pod_command(settings, capsys, monkeypatch, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("auth: {groups: {gpu-users: [alice]}}\n")
+    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "alice"]) == 0
+    pod = yaml.safe_load(capsys.readouterr().out)
+    assert pod["kind"] == "Pod"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-z", "--user", "alice"]) == 2
+    assert "unknown profile 'gpu-z'; valid profiles: cpu-small, cpu-large" in capsys.readouterr().err
+    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "bob"]) == 2
+    assert "limited to members of gpu-users" in capsys.readouterr().err
+
+
+def test_unknown_profile_is_a_manifest_error(settings):
+    with pytest.raises(ManifestError, match="valid profiles: cpu-small"):
+        pod_manifest(settings, "nope", "alice")
+
+
+def test_kubernetes_configuration_selects_the_kube_spawner(settings):
+    c = Config()
+    apply_settings(c, settings)
+    assert c.JupyterHub.spawner_class == "hubml.hub_config.spawners.kube.HubmlKubeSpawner"
+    assert [p["slug"] for p in c.HubmlKubeSpawner.catalog][:2] == ["cpu-small", "cpu-large"]
+    assert c.KubeSpawner.cmd == ["jupyterhub-singleuser"]
+    assert c.KubeSpawner.storage_pvc_ensure is True
+
+
+def test_deployment_examples_parse_and_validate(tmp_path):
+    values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
+    assert "configure(c)" in str(values["hub"]["extraConfig"])
+    s = load_settings(DEPLOY / "settings-kubernetes.yaml", environ={"HUBML_DATA_DIR": str(tmp_path)})
+    assert s.hub.spawner == "kubernetes"
