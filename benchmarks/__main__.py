@@ -5,9 +5,9 @@ import json
 import platform
 import sys
 
-from benchmarks import imports, spawn
+from benchmarks import imports, service_memory, spawn
 
-BENCHMARKS = {"spawn": spawn, "imports": imports}
+BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory}
 
 
 def main(argv=None) -> int:
