@@ -187,7 +187,8 @@ def update_services(c, settings: Settings) -> None:
         # runs execute as their user: the service mints short-lived tokens for them (MLflow)
         # and reads group membership for profile access
         roles.append(
-            {"name": "hubml-jobs", "scopes": ["tokens", "read:users:groups", "list:users"], "services": ["jobs"]}
+            {"name": "hubml-jobs", "scopes": ["tokens", "read:users:groups", "list:users", *(
+                ["access:services!service=mlflow"] if settings.tracking.enabled else [])], "services": ["jobs"]}
         )
     access = [f"access:services!service={name}" for name in user_services]
     roles.append({"name": "user", "scopes": ["self", *access]})

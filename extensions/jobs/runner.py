@@ -1,0 +1,245 @@
+"""One job run: papermill executes the notebook, nbconvert renders it, a result file says how.
+
+The jobs service starts runners in their own session, so a runner outlives a service that is
+killed and restarted. Liveness is an exclusive ``flock`` on the run's ``runner.lock``: the
+service takes the lock, hands the locked file to the runner (inherited on a cold start, passed
+over a Unix socket to a warm spare), and closes its own copy; the lock is free again exactly
+when the runner is gone. No PID bookkeeping can be fooled by PID reuse, and a service that dies
+between claiming a run and handing it over leaves the lock free, so the run is known never to
+have started.
+
+Warm spares (``--spare FD``) import papermill and nbconvert ahead of time and wait for a run;
+that saves the ~2.5 s of imports that dominate a short notebook's run time.
+
+The runner writes, in the run's directory: ``output.ipynb`` (papermill saves it after every
+cell, so a killed run keeps its partial output), ``output.html``, ``log`` and, last,
+``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+# what the runner wants to tell the service when it was stopped from outside
+_stop_reason: dict[str, str] = {}
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().decode(errors="replace").rsplit(")", 1)[-1].split()
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def kill_kernels() -> None:
+    """Kill the kernel(s) this runner started, with whatever they started (own sessions)."""
+    for pid in _children(os.getpid()):
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _stop(reason: str, message: str) -> None:
+    if not _stop_reason:
+        _stop_reason.update(status=reason, error=message)
+        print(f"[hubml-jobs] {message}", flush=True)
+        kill_kernels()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _render_html(output: Path, html: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(output), as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    html.write_text(body, encoding="utf-8")
+
+
+def _find_mlflow_run(run_id: str) -> str | None:
+    """The MLflow run the notebook's plain ``mlflow`` calls made, found by its job-run tag."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN", "")
+    if not uri.startswith("http"):
+        return None
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = uri.rstrip("/") + "/api/2.0/mlflow"
+    try:
+        exps = requests.post(f"{base}/experiments/search", json={"max_results": 1000}, headers=headers, timeout=10)
+        ids = [e["experiment_id"] for e in exps.json().get("experiments", [])]
+        if not ids:
+            return None
+        found = requests.post(
+            f"{base}/runs/search",
+            json={"experiment_ids": ids, "filter": f"tags.`hubml.job_run_id` = '{run_id}'", "max_results": 1},
+            headers=headers,
+            timeout=10,
+        ).json()
+    except (requests.RequestException, ValueError) as e:
+        print(f"[hubml-jobs] could not look up the MLflow run: {e}", flush=True)
+        return None
+    found_runs = found.get("runs") or []
+    return found_runs[0]["info"]["run_id"] if found_runs else None
+
+
+def execute(spec: dict) -> dict:
+    """Run the notebook described by ``spec``; return the result written to result.json."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    run_dir = Path(spec["run_dir"])
+    output = run_dir / "output.ipynb"
+    started = time.time()
+    timer = threading.Timer(
+        spec["timeout_s"],
+        _stop,
+        args=("timed_out", f"timed out after {spec['timeout_s']} s: the kernel was stopped"),
+    )
+    timer.daemon = True
+    timer.start()
+    status, error = "succeeded", None
+    # notebooks written by tools rather than JupyterLab may not name their kernel or language
+    with open(spec["input"], encoding="utf-8") as f:
+        meta = json.load(f).get("metadata", {})
+    kernel = spec.get("kernel_name") or (meta.get("kernelspec") or {}).get("name") or "python3"
+    language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name") or "python"
+    try:
+        papermill.execute_notebook(
+            spec["input"],
+            str(output),
+            parameters=spec["parameters"],
+            kernel_name=kernel,
+            language=language,
+            cwd=spec["cwd"],
+            log_output=True,
+            progress_bar=False,
+            request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError as e:
+        status = "failed"
+        error = f"cell {e.cell_index} (In [{e.exec_count}]) raised {e.ename}: {e.evalue}"
+    except BaseException as e:  # a dead kernel, a missing kernel, an unreadable notebook
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    finally:
+        timer.cancel()
+    if _stop_reason:
+        status, error = _stop_reason["status"], _stop_reason["error"]
+    if output.exists():
+        try:
+            _render_html(output, run_dir / "output.html")
+        except Exception as e:
+            print(f"[hubml-jobs] HTML rendering failed: {e}", flush=True)
+    mlflow_run_id = _find_mlflow_run(spec["run_id"])
+    result = {
+        "status": status,
+        "error": error,
+        "mlflow_run_id": mlflow_run_id,
+        "runner_seconds": round(time.time() - started, 3),
+    }
+    print(f"[hubml-jobs] run {spec['run_id']} {status}" + (f": {error}" if error else ""), flush=True)
+    return result
+
+
+def run(spec: dict) -> int:
+    run_dir = Path(spec["run_dir"])
+    log_fd = os.open(run_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    # papermill logs the cells' output (log_output=True) through logging
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
+    os.environ.update(spec["env"])
+    os.chdir(spec["cwd"])
+
+    def on_term(signum, frame):
+        if (run_dir / "cancel").exists():
+            _stop("cancelled", "cancelled by request")
+        else:
+            _stop("timed_out", f"stopped by the jobs service after {spec['timeout_s']} s")
+
+    signal.signal(signal.SIGTERM, on_term)
+    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} (pid {os.getpid()})", flush=True)
+    try:
+        result = execute(spec)
+    except BaseException as e:
+        result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
+    _write_json(run_dir / "result.json", result)
+    return 0
+
+
+def _warm_up() -> None:
+    import nbconvert  # noqa: F401
+    import nbformat  # noqa: F401
+    import papermill  # noqa: F401
+    import requests  # noqa: F401
+    from nbconvert import HTMLExporter
+
+    # the first export loads templates and filters (~0.4 s): do it before a run needs it
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    HTMLExporter().from_notebook_node(nb)
+
+
+def spare(sock_fd: int) -> int:
+    """Wait warm for one run: a JSON spec plus the run's locked lock file, over ``sock_fd``."""
+    _warm_up()
+    sock = socket.socket(fileno=sock_fd)
+    sock.sendall(b"ready\n")
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+    except OSError:
+        return 0
+    if not msg or not fds:
+        return 0  # the service went away before handing a run over
+    lock_fd = fds[0]  # keep it open for our whole life: it is our liveness
+    os.set_inheritable(lock_fd, False)
+    spec = json.loads(msg)
+    sock.sendall(f"started {os.getpid()}\n".encode())
+    sock.close()
+    return run(spec)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hubml.extensions.jobs.runner")
+    parser.add_argument("--spec", help="cold start: path of the run spec (JSON)")
+    parser.add_argument("--lock-fd", type=int, help="inherited, already locked runner.lock")
+    parser.add_argument("--spare", type=int, metavar="FD", help="warm spare: wait for a run on this socket")
+    args = parser.parse_args(argv)
+    if args.spare is not None:
+        return spare(args.spare)
+    os.set_inheritable(args.lock_fd, False)
+    return run(json.loads(Path(args.spec).read_text()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""The scheduler: turns due cron slots into runs, starts queued runs, finishes ended ones.
+
+One loop does everything, and every decision that must happen once is made by the database
+(see :mod:`.db`). The loop sleeps until the next due slot (at most ``TICK`` seconds) and is
+woken early whenever the API changes something, so "run now" starts at once and a scheduled
+run starts within a fraction of a second of its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import cron
+from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
+
+log = logging.getLogger("hubml.jobs.scheduler")
+
+TICK = 1.0
+# a slot this late counts as missed (the catch-up policy decides); earlier ones just run
+GRACE = dt.timedelta(seconds=60)
+MAX_CATCH_UP = 100
+KILL_GRACE_S = 15  # after the runner's own timeout, the service kills it
+
+
+class Scheduler:
+    def __init__(self, engine, settings, executor, data_dir: Path, hub=None, public_url: str = ""):
+        self.engine = engine
+        self.settings = settings
+        self.executor = executor
+        self.data_dir = Path(data_dir)
+        self.hub = hub  # HubClient: user tokens for MLflow, groups
+        self.public_url = public_url.rstrip("/")
+        self.wake = asyncio.Event()
+        self.notify = None  # async callable(run_row, job_row) for webhooks
+        self._ledger = None
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def home(self, user: str) -> Path:
+        return self.data_dir / "homes" / user
+
+    def run_dir(self, run) -> Path:
+        return self.data_dir / "jobs" / "runs" / run.owner / run.job_id / run.id
+
+    def ledger(self):
+        if self._ledger is None:
+            from hubml.hub_config.gpus import GPULedger, inventory_from_settings
+
+            self._ledger = GPULedger(self.data_dir / "gpu-ledger.json", inventory_from_settings(self.settings.gpus.inventory))
+        return self._ledger
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler tick failed; retrying")
+            timeout = self.seconds_to_next_slot()
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def seconds_to_next_slot(self) -> float:
+        with self.engine.connect() as conn:
+            nxt = conn.execute(
+                select(func.min(jobs.c.next_run_at)).where(jobs.c.paused.is_(False), jobs.c.next_run_at.is_not(None))
+            ).scalar()
+        if nxt is None:
+            return TICK
+        return max(0.0, min(TICK, (nxt - utcnow()).total_seconds()))
+
+    async def tick(self) -> None:
+        self.executor.maintain()
+        self.fire_due()
+        await self.finish_ended()
+        await self.dispatch()
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def slots(self, job, now: dt.datetime) -> tuple[list[dt.datetime], dt.datetime]:
+        """(slots to run now, the job's next_run_at after them) under the catch-up policy."""
+        due = []
+        t = job.next_run_at
+        while t <= now and len(due) < MAX_CATCH_UP:
+            due.append(t)
+            t = cron.next_times(job.schedule, job.timezone, after=t)[0]
+        if t <= now:  # more than MAX_CATCH_UP missed: jump to the future
+            t = cron.next_times(job.schedule, job.timezone, after=now)[0]
+        on_time = [s for s in due if now - s <= GRACE]
+        missed = [s for s in due if now - s > GRACE]
+        policy = self.settings.jobs.catch_up
+        if policy == "all":
+            chosen = due
+        elif policy == "once":
+            chosen = on_time or missed[-1:]
+        else:
+            chosen = on_time
+        if missed:
+            log.info("job %s missed %d slot(s) (%s to %s); catch-up policy %r runs %d",
+                     job.id, len(missed), missed[0], missed[-1], policy, len(chosen))
+        return chosen, t
+
+    def fire_due(self) -> int:
+        now = utcnow()
+        fired = 0
+        with self.engine.connect() as conn:
+            due_jobs = conn.execute(
+                select(jobs).where(
+                    jobs.c.schedule.is_not(None), jobs.c.paused.is_(False), jobs.c.next_run_at <= now
+                )
+            ).all()
+        for job in due_jobs:
+            chosen, nxt = self.slots(job, now)
+            try:
+                with self.engine.begin() as conn:
+                    moved = conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job.id, jobs.c.next_run_at == job.next_run_at)
+                        .values(next_run_at=nxt)
+                    ).rowcount
+                    if moved != 1:
+                        continue  # somebody else fired (or the job changed): nothing to do
+                    for slot in chosen:
+                        trigger = "schedule" if now - slot <= GRACE else "catch-up"
+                        self._insert_run(conn, job, slot, trigger)
+                        fired += 1
+            except IntegrityError:
+                log.warning("job %s: slot already has a run; not firing it twice", job.id)
+        if fired:
+            log.info("fired %d scheduled run(s)", fired)
+        return fired
+
+    def _insert_run(self, conn, job, slot: dt.datetime, trigger: str, attempt: int = 1,
+                    not_before: dt.datetime | None = None) -> str:
+        active = conn.execute(
+            select(func.count()).select_from(runs).where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
+        ).scalar()
+        status, error = "queued", None
+        if active and job.concurrency == "skip" and trigger != "retry":
+            status, error = "skipped", "skipped: the previous run of this job was still going (concurrency: skip)"
+        profile = self.settings.profile(job.profile)
+        run_id = new_id()
+        now = utcnow()
+        conn.execute(
+            insert(runs).values(
+                id=run_id, job_id=job.id, owner=job.owner, attempt=attempt, trigger=trigger,
+                status=status, scheduled_for=slot, not_before=not_before or now, created_at=now,
+                finished_at=now if status == "skipped" else None, error=error,
+                price_per_hour=profile.price_per_hour if profile else 0.0, profile=job.profile,
+                parameters=job.parameters,
+            )
+        )
+        return run_id
+
+    def run_now(self, job) -> str:
+        with self.engine.begin() as conn:
+            run_id = self._insert_run(conn, job, utcnow(), "manual")
+        self.wake.set()
+        return run_id
+
+    # -- starting runs -------------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        cfg = self.settings.jobs
+        now = utcnow()
+        with self.engine.connect() as conn:
+            queued = conn.execute(
+                select(runs).where(runs.c.status == "queued", runs.c.not_before <= now).order_by(runs.c.created_at)
+            ).all()
+            if not queued:
+                return
+            running = conn.execute(select(runs.c.owner).where(runs.c.status == "running")).scalars().all()
+        per_user: dict[str, int] = {}
+        for owner in running:
+            per_user[owner] = per_user.get(owner, 0) + 1
+        total = len(running)
+        for run in queued:
+            if total >= cfg.max_concurrent_runs:
+                break
+            if per_user.get(run.owner, 0) >= cfg.max_concurrent_runs_per_user:
+                continue
+            if await self.start(run):
+                total += 1
+                per_user[run.owner] = per_user.get(run.owner, 0) + 1
+
+    async def start(self, run) -> bool:
+        """Claim ``run`` and hand it to the executor; False when it has to wait (GPU busy)."""
+        from hubml.hub_config.gpus import GPUUnavailable
+
+        profile = self.settings.profile(run.profile)
+        with self.engine.connect() as conn:
+            job = conn.execute(select(jobs).where(jobs.c.id == run.job_id)).first()
+        if job is None or profile is None:
+            self._finish(run.id, "failed", f"job or profile {run.profile!r} no longer exists")
+            return False
+        owner = f"job:{run.id}"
+        devices: list[int] = []
+        if profile.gpu_model:
+            try:
+                devices = self.ledger().reserve(owner, profile.gpu_model, profile.gpu_count)
+            except GPUUnavailable as e:
+                log.debug("run %s waits for a GPU: %s", run.id, e)
+                return False
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(runs)
+                .where(runs.c.id == run.id, runs.c.status == "queued")
+                .values(status="running", started_at=utcnow(), gpu_devices=",".join(map(str, devices)) or None)
+            ).rowcount
+        if claimed != 1:
+            if devices:
+                self.ledger().release(owner)
+            return False
+        try:
+            spec = await self.spec(run, job, profile, devices)
+            pid = self.executor.launch(spec)
+        except Exception as e:
+            log.exception("run %s could not start", run.id)
+            if devices:
+                self.ledger().release(owner)
+            self._finish(run.id, "failed", f"could not start: {e}")
+            return False
+        if devices:
+            self.ledger().attach(owner, pid)
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run.id).values(pid=pid))
+        log.info("run %s of job %s started (pid %s, profile %s%s)", run.id, run.job_id, pid, run.profile,
+                 f", GPU {devices}" if devices else "")
+        return True
+
+    async def spec(self, run, job, profile, devices: list[int]) -> dict:
+        run_dir = self.run_dir(run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        source = Path(job.snapshot)
+        if job.track_latest:
+            latest = self.home(job.owner) / job.notebook
+            if latest.is_file():
+                source = latest
+        home = self.home(job.owner)
+        home.mkdir(parents=True, exist_ok=True)
+        gpu = f"{profile.gpu_count} x {profile.gpu_model}" if devices else "none"
+        env = {
+            "HOME": str(home),
+            "USER": job.owner,
+            "JUPYTERHUB_USER": job.owner,
+            "HUBML_USER": job.owner,
+            "HUBML_JOB_ID": job.id,
+            "HUBML_JOB_RUN_ID": run.id,
+            "HUBML_PROFILE": profile.slug,
+            "HUBML_PROFILE_NAME": profile.display_name,
+            "HUBML_PRICE_PER_HOUR": f"{profile.price_per_hour:g}",
+            "HUBML_GPU": gpu,
+            "HUBML_GPU_DEVICES": ",".join(map(str, devices)),
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)),
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            # the notebook's path, as a server would tell its kernels (run tags use it)
+            "JPY_SESSION_NAME": job.notebook,
+        }
+        if self.settings.tracking.enabled and self.public_url:
+            env["MLFLOW_TRACKING_URI"] = f"{self.public_url}/services/mlflow"
+            if self.hub is not None:
+                token = await self.hub.user_token(
+                    job.owner, expires_in=job.timeout_s + 900, note=f"hubml job {job.id} run {run.id}",
+                    scopes=["access:services!service=mlflow"],
+                )
+                if token:
+                    env["MLFLOW_TRACKING_TOKEN"] = token
+        return {
+            "run_id": run.id,
+            "job_id": job.id,
+            "run_dir": str(run_dir),
+            "input": str(source),
+            "parameters": run.parameters or {},
+            "cwd": str((home / job.notebook).parent),
+            "timeout_s": job.timeout_s,
+            "env": env,
+        }
+
+    # -- finishing runs ------------------------------------------------------------------------
+
+    async def finish_ended(self) -> None:
+        with self.engine.connect() as conn:
+            active = conn.execute(select(runs).where(runs.c.status == "running")).all()
+        now = utcnow()
+        for run in active:
+            run_dir = self.run_dir(run)
+            if self.executor.alive(run_dir):
+                with self.engine.connect() as conn:
+                    timeout = conn.execute(select(jobs.c.timeout_s).where(jobs.c.id == run.job_id)).scalar() or 0
+                elapsed = (now - run.started_at).total_seconds() if run.started_at else 0
+                if run.cancel_requested:
+                    self.executor.terminate(run_dir, run.pid)
+                    if elapsed and (run_dir / "cancel").exists() and (now.timestamp() - (run_dir / "cancel").stat().st_mtime) > KILL_GRACE_S:
+                        self.executor.terminate(run_dir, run.pid, force=True)
+                elif timeout and elapsed > timeout + KILL_GRACE_S:
+                    # the runner enforces its timeout itself; this is the backstop
+                    self.executor.terminate(run_dir, run.pid, force=elapsed > timeout + 2 * KILL_GRACE_S)
+                continue
+            result_file = run_dir / "result.json"
+            if result_file.exists():
+                result = json.loads(result_file.read_text())
+                status, error, mlflow_id = result["status"], result.get("error"), result.get("mlflow_run_id")
+            elif run.cancel_requested:
+                status, error, mlflow_id = "cancelled", "cancelled by request", None
+            elif not (run_dir / "log").exists():
+                # claimed, but the service stopped before a runner took it: it never ran a
+                # cell, so it goes back to the queue as the same run (not a retry)
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(runs).where(runs.c.id == run.id, runs.c.status == "running")
+                        .values(status="queued", started_at=None, pid=None, gpu_devices=None)
+                    )
+                self.ledger().release(f"job:{run.id}")
+                log.info("run %s was claimed but never started; queued again", run.id)
+                continue
+            else:
+                status, error, mlflow_id = "failed", (
+                    "the run's process ended without a result (killed, or lost while the jobs "
+                    "service was down)"
+                ), None
+            self._finish(run.id, status, error, mlflow_id)
+
+    def _finish(self, run_id: str, status: str, error: str | None, mlflow_run_id: str | None = None) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+            if run is None or run.status not in ACTIVE:
+                return
+            duration = (now - run.started_at).total_seconds() if run.started_at else 0.0
+            done = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
+                .values(
+                    status=status, error=error, finished_at=now, duration_s=round(duration, 3),
+                    cost_usd=round(duration / 3600 * run.price_per_hour, 6), mlflow_run_id=mlflow_run_id,
+                )
+            ).rowcount
+            if done != 1:
+                return
+            job = conn.execute(select(jobs).where(jobs.c.id == run.job_id)).first()
+            retry = (
+                job is not None and status in ("failed", "timed_out") and run.attempt <= job.max_retries
+            )
+            if retry:
+                delay = job.retry_delay_s * (2 ** (run.attempt - 1))
+                self._insert_run(conn, job, run.scheduled_for, "retry", attempt=run.attempt + 1,
+                                 not_before=now + dt.timedelta(seconds=delay))
+        self.ledger().release(f"job:{run_id}")
+        log.info("run %s %s%s%s", run_id, status, f": {error}" if error else "",
+                 f"; retrying (attempt {run.attempt + 1})" if retry else "")
+        if job is not None and self.notify is not None:
+            asyncio.ensure_future(self.notify(run_id))
+        self.wake.set()
+
+    def cancel(self, run) -> None:
+        with self.engine.begin() as conn:
+            if run.status == "queued":
+                conn.execute(
+                    update(runs).where(runs.c.id == run.id, runs.c.status == "queued")
+                    .values(status="cancelled", error="cancelled by request", finished_at=utcnow())
+                )
+            else:
+                conn.execute(update(runs).where(runs.c.id == run.id).values(cancel_requested=True))
+        if run.status == "running":
+            run_dir = self.run_dir(run)
+            (run_dir / "cancel").touch()
+            self.executor.terminate(run_dir, run.pid)
+        self.wake.set()
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a (re)start: say what was found; the loop re-attaches or finishes each run."""
+        with self.engine.connect() as conn:
+            running = conn.execute(select(runs).where(runs.c.status == "running")).all()
+        for run in running:
+            state = "still running, re-attached" if self.executor.alive(self.run_dir(run)) else "ended while the service was down"
+            log.info("run %s of job %s: %s", run.id, run.job_id, state)
+
+
+def run_model(run, public_prefix: str) -> dict:
+    base = f"{public_prefix}api/runs/{run.id}"
+    return {
+        "id": run.id,
+        "job_id": run.job_id,
+        "owner": run.owner,
+        "status": run.status,
+        "attempt": run.attempt,
+        "trigger": run.trigger,
+        "profile": run.profile,
+        "parameters": run.parameters,
+        "scheduled_for": iso(run.scheduled_for),
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "cost_usd": run.cost_usd,
+        "price_per_hour": run.price_per_hour,
+        "mlflow_run_id": run.mlflow_run_id,
+        "mlflow_url": f"/services/mlflow/#/runs/{run.mlflow_run_id}" if run.mlflow_run_id else None,
+        "error": run.error,
+        "gpu_devices": run.gpu_devices,
+        "links": {
+            "output": f"{base}/output.ipynb",
+            "html": f"{base}/output.html",
+            "log": f"{base}/log",
+            "cancel": f"{base}/cancel",
+        },
+    }

@@ -1,0 +1,298 @@
+"""Notebook jobs against a real hub, the real jobs service, real papermill kernels and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from tests.jobsutil import JobsAPI, write_notebook
+
+pytestmark = pytest.mark.integration
+
+A100 = "NVIDIA A100-SXM4-40GB"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    from tests.hubprocess import start_hub
+
+    hub = start_hub(
+        tmp_path_factory.mktemp("jobs"),
+        {
+            "tracking": {"enabled": True},
+            "jobs": {"enabled": True, "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4},
+            "auth": {"groups": {"gpu-users": ["alice"]}},
+            "gpus": {"inventory": [{"index": 0, "model": A100}]},
+        },
+    )
+    try:
+        JobsAPI(hub.url, hub.token).wait_up()
+        yield hub
+    finally:
+        hub.stop()
+
+
+def home(hub, user):
+    return hub.data_dir / "homes" / user
+
+
+@pytest.fixture(scope="module")
+def alice(hub):
+    return JobsAPI(hub.url, hub.user_token("alice"))
+
+
+@pytest.fixture(scope="module")
+def bob(hub):
+    return JobsAPI(hub.url, hub.user_token("bob"))
+
+
+def output_cells(hub, api, run) -> str:
+    r = api("GET", f"runs/{run['id']}/output.ipynb")
+    assert r.status_code == 200, r.text
+    nb = r.json()
+    return "\n".join(
+        "".join(o.get("text", "")) + json.dumps(o.get("data", {})) + o.get("evalue", "")
+        for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+    )
+
+
+def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fires_without_the_server(hub, alice):
+    token = alice.session.headers["Authorization"].split()[1]
+    write_notebook(
+        home(hub, "alice"), "projects/train.ipynb",
+        "import mlflow\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_param('epochs', epochs)\n"
+        "    mlflow.log_metric('accuracy', 0.5 + epochs / 100)\n"
+        "print(f'trained {epochs} epochs at lr={lr}')",
+        params="epochs = 1\nlr = 0.1",
+    )
+    job = alice.create(notebook="projects/train.ipynb", parameters={"epochs": 7}, profile="cpu-small",
+                       schedule=None, timeout_s=300, name="nightly training")
+    assert job["owner"] == "alice" and job["schedule"] is None and job["last_run"]["status"] in ("queued", "running")
+    [run] = alice.wait_runs(job["id"])
+    assert run["status"] == "succeeded", run
+    assert run["duration_s"] > 0 and run["cost_usd"] == pytest.approx(run["duration_s"] / 3600 * 0.0971, rel=0.05)
+    assert "trained 7 epochs at lr=0.1" in output_cells(hub, alice, run)
+    html = alice("GET", f"runs/{run['id']}/output.html")
+    assert html.status_code == 200 and "text/html" in html.headers["Content-Type"]
+    assert "trained 7 epochs" in html.text
+    assert "sandbox" in html.headers["Content-Security-Policy"]
+    assert "trained 7 epochs" in alice("GET", f"runs/{run['id']}/log").text
+
+    # the notebook's plain mlflow calls made a run that says which job and run made it
+    assert run["mlflow_run_id"], run
+    r = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
+    assert tags["hubml.job_id"] == job["id"] and tags["hubml.job_run_id"] == run["id"]
+    assert tags["mlflow.user"] == "alice" and tags["hubml.profile"] == "cpu-small"
+    assert tags["mlflow.source.name"] == "projects/train.ipynb"
+    params = {p["key"]: p["value"] for p in r.json()["run"]["data"]["params"]}
+    assert params["epochs"] == "7"
+
+    # the user's own server comes and goes; the schedule does not care
+    hub.spawn("alice", {"profile": "cpu-small"}, token=token)
+    hub.wait_ready("alice")
+    hub.stop_server("alice")
+    assert not hub.api("GET", "users/alice").json()["servers"]
+    r = alice("PATCH", f"jobs/{job['id']}", json={"schedule": "* * * * *", "parameters": {"epochs": 3}})
+    assert r.status_code == 200, r.text
+    assert r.json()["schedule_description"] == "Every minute" and r.json()["next_run_at"]
+    scheduled = alice.wait_status(job["id"], "running", timeout=75)
+    assert scheduled["trigger"] == "schedule"
+    runs = alice.wait_runs(job["id"], count=2, timeout=60)
+    assert runs[1]["status"] == "succeeded", runs[1]
+    assert "trained 3 epochs" in output_cells(hub, alice, runs[1])
+    r = alice("PATCH", f"jobs/{job['id']}", json={"paused": True})
+    assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run_at"] is None
+
+
+def test_users_only_reach_their_own_jobs_and_only_notebooks_in_their_home(hub, alice, bob):
+    write_notebook(home(hub, "alice"), "secret.ipynb", "print('alice only')")
+    write_notebook(home(hub, "bob"), "mine.ipynb", "print('bob')")
+    job = alice.create(notebook="secret.ipynb", profile="cpu-small")
+    [run] = alice.wait_runs(job["id"])
+    for method, path in [
+        ("GET", f"jobs/{job['id']}"), ("PATCH", f"jobs/{job['id']}"), ("DELETE", f"jobs/{job['id']}"),
+        ("GET", f"jobs/{job['id']}/runs"), ("POST", f"jobs/{job['id']}/runs"), ("GET", f"runs/{run['id']}"),
+        ("GET", f"runs/{run['id']}/output.ipynb"), ("GET", f"runs/{run['id']}/output.html"),
+        ("GET", f"runs/{run['id']}/log"), ("POST", f"runs/{run['id']}/cancel"),
+    ]:
+        r = bob(method, path, json={} if method in ("PATCH", "POST") else None)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        assert "of yours" in r.json()["message"]
+    assert all(j["owner"] == "bob" for j in bob("GET", "jobs").json()["jobs"])
+    # an admin sees everyone's
+    admin = JobsAPI(hub.url, hub.token)
+    assert admin("GET", f"jobs/{job['id']}").status_code == 200
+    # no token, a bad token
+    assert requests.get(alice.base + "jobs", timeout=10).status_code == 403
+    assert requests.get(alice.base + "jobs", headers={"Authorization": "token nope"}, timeout=10).status_code == 403
+
+    (home(hub, "bob") / "escape").symlink_to(home(hub, "alice"))
+    for notebook in ["../alice/secret.ipynb", str(home(hub, "alice") / "secret.ipynb"), "/etc/passwd",
+                     "escape/secret.ipynb", "../../jobs/jobs.db"]:
+        r = bob("POST", "jobs", json={"notebook": notebook, "profile": "cpu-small"})
+        assert r.status_code == 400, (notebook, r.text)
+        assert "outside your home" in r.json()["message"], r.text
+    # an absolute path inside one's own home is fine
+    bob.create(notebook=str(home(hub, "bob") / "mine.ipynb"), profile="cpu-small")
+    assert {j["notebook"] for j in bob("GET", "jobs").json()["jobs"]} == {"mine.ipynb"}
+
+
+def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub, alice):
+    user = home(hub, "alice")
+    write_notebook(user, "params.ipynb", "print(n)", params="n = 1\nname = 'x'\nrate: float = 0.5")
+    (user / "notes.txt").write_text("not a notebook")
+    before = len(alice("GET", "jobs").json()["jobs"])
+    snapshots = hub.data_dir / "jobs" / "snapshots" / "alice"
+    snapshots_before = len(list(snapshots.glob("*.ipynb")))
+    cases = [
+        ({"schedule": "61 * * * *"}, 400, "not a valid cron expression"),
+        ({"schedule": "every day"}, 400, "5-field cron"),
+        ({"schedule": "0 2 * * *", "timezone": "Mars/Olympus"}, 400, "unknown timezone"),
+        ({"profile": "gpu-giant"}, 400, "valid profiles: cpu-small"),
+        ({"parameters": {"epochs": 3}}, 400, "unknown parameter(s) epochs; the notebook declares n (int), name (str), rate (float)"),
+        ({"parameters": {"n": "three"}}, 400, "n must be int"),
+        ({"parameters": {"rate": True}}, 400, "rate must be float"),
+        ({"notebook": "missing.ipynb"}, 400, "does not exist"),
+        ({"notebook": "notes.txt"}, 400, "is not a notebook"),
+        ({"parameters": {"name": "x" * 70_000}}, 413, "at most 65536"),
+        ({"timeout_s": 0}, 400, "timeout_s: must be a whole number from 1"),
+        ({"max_retries": -1}, 400, "max_retries"),
+        ({"concurrency": "parallel"}, 400, "concurrency: 'skip'"),
+        ({"webhook_url": "file:///etc/passwd"}, 400, "webhook_url"),
+        ({"color": "red"}, 400, "unknown field(s) color"),
+    ]
+    for change, status, message in cases:
+        body = {"notebook": "params.ipynb", "profile": "cpu-small", **change}
+        r = alice("POST", "jobs", json=body)
+        assert r.status_code == status, (change, r.status_code, r.text)
+        assert message in r.json()["message"], (change, r.json())
+    r = alice("POST", "jobs", data="{not json")
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]
+    assert len(alice("GET", "jobs").json()["jobs"]) == before
+    assert len(list(snapshots.glob("*.ipynb"))) == snapshots_before
+    # a profile of a group bob is not in
+    bob = JobsAPI(hub.url, hub.user_token("bob"))
+    write_notebook(home(hub, "bob"), "gpu.ipynb", "print(1)")
+    r = bob("POST", "jobs", json={"notebook": "gpu.ipynb", "profile": "gpu-a100"})
+    assert r.status_code == 403 and "only for members of gpu-users" in r.json()["message"]
+    # the cron preview the widget shows
+    r = alice("GET", "cron", params={"schedule": "0 2 * * 1-5", "timezone": "Europe/Berlin"})
+    assert r.json()["description"] == "Every weekday at 02:00 (Europe/Berlin)" and len(r.json()["next_runs"]) == 3
+
+
+def test_timeout_retry_and_a_failing_cell(hub, alice):
+    user = home(hub, "alice")
+    write_notebook(user, "slow.ipynb", "print('started', flush=True)", "import time\ntime.sleep(120)", "print('never')")
+    write_notebook(
+        user, "flaky.ipynb",
+        "import os\nfirst = not os.path.exists('flaky.marker')\nopen('flaky.marker', 'w').close()\n"
+        "if first:\n    raise RuntimeError('first attempt fails')\nprint('second attempt ok')",
+    )
+    write_notebook(user, "broken.ipynb", "x = 1", "print('before the error')", "1 / 0", "print('not reached')")
+    slow = alice.create(notebook="slow.ipynb", profile="cpu-small", timeout_s=4)
+    flaky = alice.create(notebook="flaky.ipynb", profile="cpu-small", max_retries=2, retry_delay_s=0.5)
+    broken = alice.create(notebook="broken.ipynb", profile="cpu-small")
+
+    [run] = alice.wait_runs(slow["id"], timeout=60)
+    assert run["status"] == "timed_out" and "timed out after 4 s" in run["error"], run
+    assert "started" in output_cells(hub, alice, run)  # the partial output is kept
+    assert "never" not in output_cells(hub, alice, run)
+
+    runs = alice.wait_runs(flaky["id"], count=2, timeout=60)
+    assert [(r["attempt"], r["status"]) for r in runs] == [(1, "failed"), (2, "succeeded")], runs
+    assert "RuntimeError: first attempt fails" in runs[0]["error"] and runs[1]["trigger"] == "retry"
+
+    [run] = alice.wait_runs(broken["id"])
+    assert run["status"] == "failed"
+    assert run["error"] == "cell 2 (In [3]) raised ZeroDivisionError: division by zero", run["error"]
+    out = output_cells(hub, alice, run)
+    assert "before the error" in out and "not reached" not in out
+    assert "ZeroDivisionError" in alice("GET", f"runs/{run['id']}/output.html").text
+
+
+def test_two_gpu_jobs_on_one_device_run_one_after_the_other(hub, alice):
+    code = (
+        "import os, time, json\nstart = time.time()\ntime.sleep(3)\n"
+        "print(json.dumps({'cuda': os.environ['CUDA_VISIBLE_DEVICES'], 'start': start, 'end': time.time()}))"
+    )
+    write_notebook(home(hub, "alice"), "gpu.ipynb", code)
+    jobs = [alice.create(notebook="gpu.ipynb", profile="gpu-a100") for _ in range(2)]
+    seen = []
+    for job in jobs:
+        [run] = alice.wait_runs(job["id"], timeout=90)
+        assert run["status"] == "succeeded" and run["gpu_devices"] == "0", run
+        line = next(x for x in output_cells(hub, alice, run).splitlines() if '"cuda"' in x)
+        seen.append(json.loads(line[line.index("{"):]))
+    assert [s["cuda"] for s in seen] == ["0", "0"]
+    first, second = sorted(seen, key=lambda s: s["start"])
+    assert second["start"] >= first["end"], "two holders of GPU 0 at once"
+
+
+def test_cancel_a_running_job(hub, alice):
+    write_notebook(home(hub, "alice"), "long.ipynb", "print('go', flush=True)", "import time\ntime.sleep(300)")
+    job = alice.create(notebook="long.ipynb", profile="cpu-small")
+    run = alice.wait_status(job["id"], "running")
+    time.sleep(2)
+    r = alice("POST", f"runs/{run['id']}/cancel")
+    assert r.status_code == 202, r.text
+    [run] = alice.wait_runs(job["id"], timeout=40)
+    assert run["status"] == "cancelled", run
+    assert alice("POST", f"runs/{run['id']}/cancel").status_code == 409
+
+
+def service_pid(api) -> int:
+    r = requests.get(api.base.replace("/api/", "/hubml/health"), timeout=10)
+    return r.json()["pid"]
+
+
+def wait_restarted(api, old_pid, timeout=90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = service_pid(api)
+            if pid != old_pid:
+                return pid
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the hub did not restart the jobs service")
+
+
+def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub, alice):
+    write_notebook(home(hub, "alice"), "steady.ipynb", "import time\ntime.sleep(6)\nprint('finished')")
+    job = alice.create(notebook="steady.ipynb", profile="cpu-small")
+    run = alice.wait_status(job["id"], "running")
+    deadline = time.monotonic() + 30
+    while "Executing Cell 1" not in alice("GET", f"runs/{run['id']}/log").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = service_pid(alice)
+    os.kill(pid, signal.SIGKILL)
+    wait_restarted(alice, pid)
+    [run] = alice.wait_runs(job["id"], timeout=90)
+    # the runner outlived the service and was re-attached: one run, finished, not re-run
+    assert run["status"] == "succeeded" and run["attempt"] == 1, (run["error"], alice("GET", f"runs/{run['id']}/log").text)
+    assert "finished" in output_cells(hub, alice, run)
+
+    # a schedule due while the service is dead: exactly one run for that slot afterwards
+    write_notebook(home(hub, "alice"), "tick.ipynb", "print('tick')")
+    sched = alice.create(notebook="tick.ipynb", profile="cpu-small", schedule="* * * * *")
+    due = time.mktime(time.strptime(sched["next_run_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    time.sleep(max(0.0, due - time.time() - 0.3))
+    pid = service_pid(alice)
+    os.kill(pid, signal.SIGKILL)  # just before (or as) the slot comes due
+    wait_restarted(alice, pid)
+    alice("PATCH", f"jobs/{sched['id']}", json={"paused": True})
+    runs = alice.wait_runs(sched["id"], count=1, timeout=60)
+    slots = [r["scheduled_for"] for r in runs]
+    assert len(set(slots)) == len(slots), f"a slot ran twice: {runs}"
+    assert sched["next_run_at"][:16] in [s[:16] for s in slots], f"the due slot was lost: {runs}"
+    assert all(r["status"] == "succeeded" for r in runs), runs
