@@ -74,6 +74,19 @@ def cmd_k8s(args) -> int:
     try:
         if args.what == "pod":
             obj = k8s.pod_manifest(settings, args.profile, args.user)
+        elif args.what == "job":
+            from hubml.extensions.jobs.executor import k8s_job_manifest
+
+            if not args.notebook:
+                raise k8s.ManifestError("a job needs --notebook <path in the user's home>")
+            try:
+                parameters = json.loads(args.parameters) if args.parameters else {}
+            except json.JSONDecodeError as e:
+                raise k8s.ManifestError(f"--parameters must be a JSON object of name -> value ({e})") from None
+            if not isinstance(parameters, dict):
+                raise k8s.ManifestError("--parameters must be a JSON object of name -> value")
+            obj = k8s_job_manifest(settings, args.profile, args.user, args.notebook, parameters,
+                                   timeout_s=args.timeout)
         else:  # pragma: no cover - argparse restricts choices
             raise SystemExit(f"hubml k8s: unknown object {args.what!r}")
     except k8s.ManifestError as e:
@@ -107,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     k8s = sub.add_parser("k8s", help="print the Kubernetes objects hubml would create (offline)")
-    k8s.add_argument("what", choices=["pod"], help="which object")
+    k8s.add_argument("what", choices=["pod", "job"], help="pod: a user's server; job: one notebook job run")
     k8s.add_argument("--profile", required=True, help="catalog slug, e.g. gpu-a100")
     k8s.add_argument("--user", required=True, help="hub user name")
+    k8s.add_argument("--notebook", help="job: the notebook's path in the user's home")
+    k8s.add_argument("--parameters", help="job: parameters as a JSON object")
+    k8s.add_argument("--timeout", type=int, default=3600, help="job: seconds before the run is stopped")
     k8s.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     k8s.set_defaults(func=cmd_k8s)
     return parser

@@ -184,6 +184,10 @@ def update_services(c, settings: Settings) -> None:
             }
         )
         user_services.append("jobs")
+        c.Spawner.environment = {
+            **(c.Spawner.environment if "environment" in c.Spawner else {}),
+            "HUBML_JOBS_URL": f"http://{settings.hub.ip}:{settings.hub.port}/services/jobs",
+        }
         # runs execute as their user: the service mints short-lived tokens for them (MLflow)
         # and reads group membership for profile access
         roles.append(

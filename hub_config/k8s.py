@@ -41,6 +41,13 @@ def offline_kubeconfig():
             f.write(OFFLINE_KUBECONFIG)
         old = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = path
+        # kubernetes_asyncio reads $KUBECONFIG once, when its config module is first imported
+        import sys
+
+        kube_config = sys.modules.get("kubernetes_asyncio.config.kube_config")
+        old_default = getattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", None)
+        if kube_config is not None:
+            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
         try:
             yield path
         finally:
@@ -48,6 +55,8 @@ def offline_kubeconfig():
                 os.environ.pop("KUBECONFIG", None)
             else:
                 os.environ["KUBECONFIG"] = old
+            if kube_config is not None:
+                kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old_default
 
 
 def _run(coro):

@@ -6,6 +6,7 @@
 _LAZY = {
     "ExperimentPanel": "hubml.widgets.tracking",
     "PublishPanel": "hubml.widgets.publish",
+    "SchedulePanel": "hubml.widgets.jobs",
 }
 
 

@@ -85,7 +85,22 @@ def preview(expr: str, timezone: str = "UTC", count: int = 3) -> dict:
     expr = validate(expr, timezone)
     from hubml.extensions.jobs.db import iso
 
+    # what a month of this schedule costs is runs × price per run: count them
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    month_end = now + dt.timedelta(days=30)
+    from croniter import croniter
+
+    it = croniter(expr, now.replace(tzinfo=dt.UTC).astimezone(zone(timezone)))
+    per_month, t = 0, now
+    while per_month < 2000:
+        t = it.get_next(dt.datetime).astimezone(dt.UTC).replace(tzinfo=None)
+        if t > month_end:
+            break
+        per_month += 1
+    else:  # frequent schedules: extrapolate from the first 2000 runs
+        per_month = round(per_month * (month_end - now) / (t - now))
     return {
+        "runs_per_month": per_month,
         "schedule": expr,
         "timezone": timezone,
         "description": describe(expr, timezone),

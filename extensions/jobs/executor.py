@@ -204,8 +204,9 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
     container["args"] = papermill_command(notebook, f"{out_dir}/output.ipynb", parameters or {})
     container.pop("ports", None)
     container.pop("lifecycle", None)
-    drop = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_OAUTH", "JUPYTERHUB_SERVICE_URL")
-    env = [e for e in container.get("env", []) if not e["name"].startswith(drop)]
+    # the server's hub credentials and URLs mean nothing to a batch pod
+    env = [e for e in container.get("env", [])
+           if e["name"] == "JUPYTERHUB_USER" or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN"))]
     env += [
         {"name": "HUBML_JOB_ID", "value": job_id},
         {"name": "HUBML_JOB_RUN_ID", "value": run_id},

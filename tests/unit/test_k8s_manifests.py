@@ -136,3 +136,47 @@ def test_deployment_examples_parse_and_validate(tmp_path):
     assert "configure(c)" in str(values["hub"]["extraConfig"])
     s = load_settings(DEPLOY / "settings-kubernetes.yaml", environ={"HUBML_DATA_DIR": str(tmp_path)})
     assert s.hub.spawner == "kubernetes"
+
+
+@pytest.mark.parametrize("slug", ["cpu-small", "gpu-a100"])
+def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, slug):
+    from kubernetes_asyncio.client import V1Job  # noqa: F401  (the real client's model built it)
+
+    from hubml.extensions.jobs.executor import k8s_job_manifest
+
+    gpus, selector, cpu, mem, image = EXPECTED[slug]
+    job = k8s_job_manifest(settings, slug, "alice", "projects/train.ipynb", {"epochs": 5, "lr": 0.01},
+                           job_id="j1", run_id="r1", timeout_s=900)
+    pod = pod_manifest(settings, slug, "alice")
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    c = spec["containers"][0]
+    assert c["image"] == image and c["resources"] == pod["spec"]["containers"][0]["resources"]
+    assert c["resources"]["limits"].get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+    assert spec.get("nodeSelector") == pod["spec"].get("nodeSelector") == selector
+    assert spec.get("tolerations") == pod["spec"].get("tolerations")
+    assert spec["volumes"] == pod["spec"]["volumes"]  # the user's home volume
+    assert c["volumeMounts"] == pod["spec"]["containers"][0]["volumeMounts"]
+    assert c["args"][:3] == ["papermill", "projects/train.ipynb", ".hubml-jobs/j1/r1/output.ipynb"]
+    assert '{"epochs": 5}' in c["args"] and '{"lr": 0.01}' in c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HUBML_JOB_ID"] == "j1" and env["HUBML_JOB_RUN_ID"] == "r1" and env["JUPYTERHUB_USER"] == "alice"
+    assert not any(k.startswith("JUPYTERHUB_API") or "TOKEN" in k for k in env)
+    assert job["metadata"]["labels"]["hubml.io/run-id"] == "r1"
+
+
+def test_hubml_k8s_job_command(capsys, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("auth: {groups: {gpu-users: [alice]}}\n")
+    args = ["--settings", str(path), "k8s", "job", "--profile", "gpu-t4", "--user", "alice", "--notebook", "nb.ipynb"]
+    assert main(args + ["--parameters", '{"n": 2}', "-o", "json"]) == 0
+    import json
+
+    job = json.loads(capsys.readouterr().out)
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert main(args[:-2]) == 2
+    assert "a job needs --notebook" in capsys.readouterr().err
+    assert main(args + ["--parameters", "[1]"]) == 2
+    assert "--parameters must be a JSON object" in capsys.readouterr().err

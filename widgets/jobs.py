@@ -1,0 +1,303 @@
+"""The "Schedule this notebook" panel: run it now or on a cron schedule, on a chosen profile.
+
+Pre-filled from the calling notebook: its path (from the hubml server extension) and its
+parameters (from the jobs service, which reads the cell tagged ``parameters``), shown as typed
+inputs. The run history refreshes while runs are going. Everything goes through the jobs hub
+service's API (``/services/jobs/api/``), which checks every value again on the server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import threading
+import time
+from urllib.parse import urlsplit
+
+import ipywidgets as w
+
+SCHEDULES = [
+    ("Run once, now (no schedule)", "once"),
+    ("Hourly (minute 0)", "0 * * * *"),
+    ("Nightly (02:00)", "0 2 * * *"),
+    ("Weekly (Monday 06:00)", "0 6 * * 1"),
+    ("Custom cron…", "custom"),
+]
+ACTIVE = ("queued", "running")
+
+
+class JobsAPIError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class JobsClient:
+    """Small client of the jobs service, with the kernel's hub credentials."""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None):
+        base = base_url or os.environ.get("HUBML_JOBS_URL", "")
+        if not base:
+            tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+            base = tracking.rsplit("/services/", 1)[0] + "/services/jobs" if "/services/" in tracking else ""
+        self.base = base.rstrip("/") + "/api/"
+        self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        # links in the page are relative to the hub's origin, whatever host the kernel uses
+        self.public_prefix = urlsplit(base).path.rstrip("/") + "/"
+
+    def request(self, method: str, path: str, body=None, params=None) -> dict:
+        import requests
+
+        if not self.base.startswith("http"):
+            raise JobsAPIError(0, "no jobs service is configured for this server (HUBML_JOBS_URL is not set)")
+        try:
+            resp = requests.request(method, self.base + path, json=body, params=params, timeout=60,
+                                    headers={"Authorization": f"token {self.token}"})
+        except requests.RequestException as e:
+            raise JobsAPIError(0, f"the jobs service did not answer ({type(e).__name__})") from None
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = {"message": resp.text[:200]}
+        if resp.status_code >= 400:
+            raise JobsAPIError(resp.status_code, data.get("message", resp.reason))
+        return data
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def history_html(runs: list[dict], prefix: str) -> str:
+    if not runs:
+        return "<i>No runs yet.</i>"
+    colours = {"succeeded": "#116329", "failed": "#82071e", "timed_out": "#82071e", "running": "#0550ae",
+               "queued": "#57606a", "cancelled": "#57606a", "skipped": "#57606a"}
+    rows = []
+    for r in runs:
+        links = []
+        if r["status"] not in ("queued", "skipped"):
+            links.append(f"<a class='hubml-run-html' href='{prefix}api/runs/{r['id']}/output.html' target='_blank'>output</a>")
+            links.append(f"<a href='{prefix}api/runs/{r['id']}/log' target='_blank'>log</a>")
+        if r.get("mlflow_run_id"):
+            links.append(f"<a href='{html.escape(r['mlflow_url'])}' target='_blank'>MLflow run</a>")
+        error = f"<br><small>{html.escape(r['error'])}</small>" if r.get("error") else ""
+        rows.append(
+            f"<tr class='hubml-run-row' data-status='{r['status']}'>"
+            f"<td>{html.escape(r.get('started_at') or r['scheduled_for'] or '')[:19].replace('T', ' ')}</td>"
+            f"<td style='color:{colours.get(r['status'], '#000')}'><b>{r['status']}</b>{error}</td>"
+            f"<td>{r['attempt']}</td><td>{_duration(r.get('duration_s'))}</td><td>{_usd(r.get('cost_usd'))}</td>"
+            f"<td>{' · '.join(links)}</td></tr>"
+        )
+    return (
+        "<table class='hubml-run-history' style='border-collapse:collapse'>"
+        "<tr><th>started (UTC)</th><th>status</th><th>attempt</th><th>duration</th><th>cost</th><th></th></tr>"
+        + "".join(rows) + "</table>"
+    )
+
+
+def _input_for(name: str, spec: dict):
+    kind, default = spec["type"], spec["default"]
+    label = f"{name} ({kind})"
+    style = {"description_width": "160px"}
+    if kind == "bool":
+        return w.Checkbox(value=bool(default), description=label, style=style)
+    if kind == "int":
+        return w.IntText(value=default if isinstance(default, int) else 0, description=label, style=style)
+    if kind == "float":
+        return w.FloatText(value=float(default or 0), description=label, style=style)
+    if kind == "str":
+        return w.Text(value=default or "", description=label, style=style)
+    return w.Text(value=json.dumps(default), description=f"{label} JSON", style=style)
+
+
+def _value_of(spec: dict, widget):
+    if spec["type"] in ("list", "dict", "any"):
+        try:
+            return json.loads(widget.value)
+        except ValueError as e:
+            raise ValueError(f"{widget.description}: not valid JSON ({e})") from None
+    return widget.value
+
+
+class SchedulePanel(w.VBox):
+    """Run this notebook as a job now, or on a schedule, with its parameters.
+
+    ``SchedulePanel()`` in a notebook; ``notebook=`` and ``client=`` for other notebooks or tests.
+    """
+
+    def __init__(self, notebook: str | None = None, client: JobsClient | None = None, refresh_s: float = 1.0):
+        self.client = client or JobsClient()
+        self.refresh_s = refresh_s
+        self.job_ids: list[str] = []
+        self.declared: dict[str, dict] = {}
+        self.param_inputs: dict[str, w.Widget] = {}
+        self.status = w.HTML("")
+        self.path = w.Text(value=notebook or "", description="Notebook", layout=w.Layout(width="460px"))
+        self.params_box = w.VBox([])
+        self.profile = w.Dropdown(options=[], description="Profile", layout=w.Layout(width="460px"))
+        self.minutes = w.BoundedFloatText(value=10, min=0.1, max=7 * 24 * 60, description="Run length (min)",
+                                          style={"description_width": "120px"})
+        self.schedule = w.Dropdown(options=SCHEDULES, value=None, description="Schedule", layout=w.Layout(width="460px"))
+        self.cron = w.Text(value="0 2 * * *", description="Cron", layout=w.Layout(width="300px", display="none"))
+        self.timezone = w.Text(value="UTC", description="Timezone", layout=w.Layout(width="300px"))
+        self.preview = w.HTML("")
+        self.cost = w.HTML("")
+        self.run_button = w.Button(description="Run now", button_style="primary", icon="play")
+        self.schedule_button = w.Button(description="Schedule", icon="clock-o")
+        self.history = w.HTML("<i>No runs yet.</i>")
+        self.runs_per_month = 0
+        self.run_button.on_click(lambda _: self.run_now())
+        self.schedule_button.on_click(lambda _: self.create_schedule())
+        self.schedule.observe(lambda _: self._schedule_changed(), "value")
+        self.schedule.value = "once"
+        for widget in (self.cron, self.timezone):
+            widget.observe(lambda _: self._schedule_changed(), "value")
+        for widget in (self.profile, self.minutes):
+            widget.observe(lambda _: self._show_cost(), "value")
+        self.path.observe(lambda change: self._load_parameters(), "value")
+        super().__init__([
+            w.HTML("<b>Schedule this notebook</b> <small>(runs the notebook as last saved, as a job of the hub: "
+                   "it keeps running when your server stops)</small>"),
+            self.path, w.HTML("<b>Parameters</b>"), self.params_box,
+            self.profile, self.minutes, self.schedule, self.cron, self.timezone, self.preview, self.cost,
+            w.HBox([self.run_button, self.schedule_button]), self.status, self.history,
+        ])
+        self.add_class("hubml-schedule-panel")
+        threading.Thread(target=self._load, daemon=True).start()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _say(self, message: str, kind: str = "info") -> None:
+        colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
+        self.status.value = f"<span class='hubml-status-{kind}' style='color:{colour}'>{html.escape(message)}</span>"
+
+    def _load(self) -> None:
+        try:
+            if not self.path.value:
+                from hubml.kernels.context import ContextUnavailable, notebook
+
+                try:
+                    self.path.value = notebook(with_content=False)["path"]
+                except ContextUnavailable as e:
+                    self._say(f"Type the notebook's path: {e}")
+            profiles = self.client.request("GET", "profiles")["profiles"]
+            self.prices = {p["slug"]: p["price_per_hour"] for p in profiles}
+            self.profile.options = [(f"{p['display_name']} · {_usd(p['price_per_hour'])}/h", p["slug"]) for p in profiles]
+            default = next((p["slug"] for p in profiles if p.get("default")), profiles[0]["slug"] if profiles else None)
+            self.profile.value = default
+            self._load_parameters()
+            self._refresh_history()
+        except Exception as e:
+            self._say(str(e), "error")
+
+    def _load_parameters(self) -> None:
+        if not self.path.value:
+            return
+        try:
+            info = self.client.request("GET", "notebook", params={"path": self.path.value})
+        except JobsAPIError as e:
+            self.params_box.children = [w.HTML(f"<span style='color:#82071e'>{html.escape(str(e))}</span>")]
+            return
+        self.declared = info["parameters"]
+        self.param_inputs = {name: _input_for(name, spec) for name, spec in self.declared.items()}
+        self.params_box.children = list(self.param_inputs.values()) or [
+            w.HTML("<i>No cell tagged 'parameters' in this notebook: it runs as it is.</i>")
+        ]
+
+    def _schedule_changed(self) -> None:
+        custom = self.schedule.value == "custom"
+        self.cron.layout.display = "" if custom else "none"
+        expr = self.cron.value if custom else self.schedule.value
+        if expr == "once":
+            self.preview.value = "<small>Runs once, as soon as you click Run now.</small>"
+            self.runs_per_month = 0
+            self._show_cost()
+            return
+        try:
+            p = self.client.request("GET", "cron", params={"schedule": expr, "timezone": self.timezone.value})
+        except JobsAPIError as e:
+            self.preview.value = f"<span style='color:#82071e'>{html.escape(str(e))}</span>"
+            return
+        nxt = ", ".join(t[:16].replace("T", " ") for t in p["next_runs"])
+        self.runs_per_month = p.get("runs_per_month", 0)
+        self.preview.value = f"<small><b>{html.escape(p['description'])}</b>; next (UTC): {nxt}</small>"
+        self._show_cost()
+
+    def _show_cost(self) -> None:
+        price = getattr(self, "prices", {}).get(self.profile.value)
+        if price is None:
+            self.cost.value = ""
+            return
+        per_run = price * self.minutes.value / 60
+        month = f"; ≈ {_usd(per_run * self.runs_per_month)} per month ({self.runs_per_month} runs)" if self.runs_per_month else ""
+        self.cost.value = f"<small>≈ {_usd(per_run)} per run at {_usd(price)}/h{month}</small>"
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _body(self, schedule) -> dict:
+        params = {name: _value_of(self.declared[name], widget) for name, widget in self.param_inputs.items()}
+        return {"notebook": self.path.value, "parameters": params, "profile": self.profile.value,
+                "schedule": schedule, "timezone": self.timezone.value or "UTC"}
+
+    def run_now(self) -> dict | None:
+        """Create a one-off job (it runs at once); returns it."""
+        return self._create(None)
+
+    def create_schedule(self) -> dict | None:
+        expr = self.cron.value if self.schedule.value == "custom" else self.schedule.value
+        if expr == "once":
+            self._say("Choose a schedule first (or click Run now).", "error")
+            return None
+        return self._create(expr)
+
+    def _create(self, schedule) -> dict | None:
+        self.run_button.disabled = self.schedule_button.disabled = True
+        try:
+            job = self.client.request("POST", "jobs", body=self._body(schedule))
+        except (JobsAPIError, ValueError) as e:
+            self._say(str(e), "error")
+            return None
+        finally:
+            self.run_button.disabled = self.schedule_button.disabled = False
+        self.job_ids.append(job["id"])
+        if schedule:
+            self._say(f"Scheduled: {job.get('schedule_description', schedule)}; next run {job['next_run_at']}", "ok")
+        else:
+            self._say("Run started; it continues if you close this notebook.", "ok")
+        self._refresh_history(follow=True)
+        return job
+
+    def _refresh_history(self, follow: bool = False) -> None:
+        def fetch():
+            runs = []
+            for job_id in self.job_ids:
+                runs += self.client.request("GET", f"jobs/{job_id}/runs")["runs"]
+            runs.sort(key=lambda r: r["created_at"], reverse=True)
+            self.history.value = history_html(runs, self.client.public_prefix)
+            return runs
+
+        def follow_loop():
+            while True:
+                try:
+                    runs = fetch()
+                except JobsAPIError as e:
+                    self._say(str(e), "error")
+                    return
+                if not any(r["status"] in ACTIVE for r in runs):
+                    return
+                time.sleep(self.refresh_s)
+
+        if follow:
+            threading.Thread(target=follow_loop, daemon=True).start()
+        elif self.job_ids:
+            fetch()
