@@ -296,3 +296,45 @@ def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub,
     assert len(set(slots)) == len(slots), f"a slot ran twice: {runs}"
     assert sched["next_run_at"][:16] in [s[:16] for s in slots], f"the due slot was lost: {runs}"
     assert all(r["status"] == "succeeded" for r in runs), runs
+
+
+def test_webhook_hears_the_outcome_and_track_latest_runs_the_saved_notebook(hub, alice):
+    import http.server
+    import threading
+
+    heard = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            heard.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        user = home(hub, "alice")
+        write_notebook(user, "evolving.ipynb", "print('version one')")
+        snap = alice.create(notebook="evolving.ipynb", profile="cpu-small", concurrency="queue",
+                            webhook_url=f"http://127.0.0.1:{server.server_port}/hook", notify_on=["success", "failure"])
+        latest = alice.create(notebook="evolving.ipynb", profile="cpu-small", track_latest=True, concurrency="queue")
+        alice.wait_runs(snap["id"])
+        alice.wait_runs(latest["id"])
+        write_notebook(user, "evolving.ipynb", "print('version two')")
+        assert alice("POST", f"jobs/{snap['id']}/runs").status_code == 201
+        assert alice("POST", f"jobs/{latest['id']}/runs").status_code == 201
+        snap_runs = alice.wait_runs(snap["id"], count=2)
+        latest_runs = alice.wait_runs(latest["id"], count=2)
+        assert "version one" in output_cells(hub, alice, snap_runs[1])  # the snapshot taken at creation
+        assert "version two" in output_cells(hub, alice, latest_runs[1])  # the notebook as saved now
+        deadline = time.monotonic() + 10
+        while len(heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [h["event"] for h in heard] == ["run.succeeded", "run.succeeded"]
+        assert {h["run"]["id"] for h in heard} == {r["id"] for r in snap_runs}
+        assert heard[0]["job"]["id"] == snap["id"]
+    finally:
+        server.shutdown()
