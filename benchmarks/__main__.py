@@ -5,9 +5,9 @@ import json
 import platform
 import sys
 
-from benchmarks import imports, service_memory, spawn
+from benchmarks import fastlog, imports, service_memory, spawn
 
-BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory}
+BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog}
 
 
 def main(argv=None) -> int:

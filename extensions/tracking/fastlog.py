@@ -1,0 +1,661 @@
+"""Non-blocking, batched MLflow logging for training loops (issue 3).
+
+``BatchLogger`` is bound to one run. Its ``log_*`` methods validate the input in the caller
+(bad values raise ``ValueError`` right there), stamp metrics with the current time and put them
+on a queue; they never wait for the network. A daemon thread drains the queue into
+``log_batch`` requests that respect MLflow's per-request limits and sends them.
+
+Delivery is at-least-once on the wire and exactly-once in the store: a batch that failed is
+sent again unchanged, and MLflow's SQL store drops metric rows identical in (key, value,
+timestamp, step) to ones it already holds (``SqlAlchemyStore._log_metrics_once`` catches the
+primary-key ``IntegrityError`` and inserts only the missing rows); re-sending a param with the
+same value is accepted, and tags are upserts. That is why timestamps are fixed at enqueue time.
+
+During an outage the data stays in memory and the batch is retried with exponential backoff
+(0.2 s doubling to 5 s) until the server is back or ``close()``'s deadline passes; ``backlog``,
+``status()`` and ``repr()`` say how much is waiting. Errors about the data itself (for example
+``INVALID_PARAMETER_VALUE``) are not retried: the batch is dropped with a warning on stderr
+naming its keys, so one bad request cannot wedge the queue.
+
+MLflow is imported only inside functions (``import mlflow`` costs 1.5-2 s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import numbers
+import os
+import posixpath
+import queue
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+# MLflow's limits (mlflow/utils/validation.py): per log_batch request and per entity.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+# MLflow caps a log_batch request at 1e6 bytes of JSON; stay clearly below it.
+MAX_BATCH_BYTES = 900_000
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+# (connect, read) timeout of one log_batch request of the background client. A 1000-metric batch
+# takes 0.13-0.22 s on a healthy server (FACTS.md); a hung server is noticed after the read timeout.
+DEFAULT_REQUEST_TIMEOUT = (3.0, 20.0)
+# How long the atexit hook may spend sending what is left (all loggers together).
+EXIT_TIMEOUT_ENV = "HUBML_TRACK_EXIT_TIMEOUT"
+DEFAULT_EXIT_TIMEOUT_S = 10.0
+
+LOG_BATCH_ENDPOINT = "/api/2.0/mlflow/runs/log-batch"
+
+# MLflow error codes worth retrying: the server or the way to it is unwell, not the data.
+# Auth failures are included because credentials can be refreshed (they are re-read for every
+# request) and dropping a training run's metrics over an expired token would lose them.
+RETRYABLE_ERROR_CODES = frozenset({
+    "INTERNAL_ERROR",
+    "TEMPORARILY_UNAVAILABLE",
+    "REQUEST_LIMIT_EXCEEDED",
+    "DEADLINE_EXCEEDED",
+    "IO_ERROR",
+    "ABORTED",
+    "SERVICE_UNDER_MAINTENANCE",
+    "WORKSPACE_TEMPORARILY_UNAVAILABLE",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "ENDPOINT_NOT_FOUND",  # a proxy without a route yet (hub restarting), not a bad payload
+})
+
+# MLflow's rule for metric/param/tag names (validate_param_and_metric_name, non-Windows).
+_NAME_RE = re.compile(r"^[/\w.\- :]*$")
+_ALLOWED_NAME = "letters, digits, underscores, dashes, periods, spaces, colons and slashes"
+
+
+class Metric(NamedTuple):
+    key: str
+    value: float
+    timestamp: int  # milliseconds since the epoch, fixed when the point was logged
+    step: int
+
+
+class Param(NamedTuple):
+    key: str
+    value: str
+
+
+class Tag(NamedTuple):
+    key: str
+    value: str
+
+
+_STOP = object()  # queue sentinel put by close(): everything before it is sent first
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for outages (connection refused, timeouts, 5xx, 429); False for rejected data."""
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, str) and code:
+        return code in RETRYABLE_ERROR_CODES
+    # requests' exceptions derive from OSError; ConnectionError/TimeoutError do too.
+    return isinstance(exc, OSError)
+
+
+# --- validation (runs in the caller, so mistakes surface where they are made) -----------------
+
+def check_key(kind: str, key: Any) -> str:
+    if not isinstance(key, str):
+        raise ValueError(f"{kind} key must be a non-empty str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise ValueError(f"{kind} key must be a non-empty str, got ''")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {MAX_KEY_LENGTH}")
+    if not _NAME_RE.match(key):
+        raise ValueError(f"{kind} key {key!r} has characters MLflow refuses; allowed are {_ALLOWED_NAME}")
+    normalized = posixpath.normpath(key)
+    if normalized != key or normalized == "." or key.startswith(("..", "/")):
+        raise ValueError(
+            f"{kind} key {key!r} is not a clean relative path (MLflow refuses leading '/', '..', "
+            f"'./', '//' and trailing '/'); use for example {normalized.lstrip('/')!r}"
+        )
+    return key
+
+
+def check_metric_value(key: str, value: Any) -> float:
+    if type(value) is float:  # the common case, kept fast
+        number = value
+    elif isinstance(value, bool | str | bytes) or value is None:
+        raise ValueError(
+            f"metric {key!r}: value {value!r} ({type(value).__name__}) is not a number; "
+            "allowed are finite int/float values (or numpy/torch scalars), e.g. float(x)"
+        )
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+    else:
+        try:
+            number = float(value)  # numpy 0-d arrays, one-element tensors
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"metric {key!r}: value {value!r} ({type(value).__name__}) is not a number; "
+                "allowed are finite int/float values (or numpy/torch scalars), e.g. loss.item()"
+            ) from None
+    if not math.isfinite(number):
+        raise ValueError(
+            f"metric {key!r}: value is {number}; only finite numbers are allowed (NaN and +/-inf "
+            "are refused here, where they happen, instead of being stored as 0 or +/-1.8e308)"
+        )
+    return number
+
+
+def check_int(what: str, key: str, value: Any, minimum: int = _INT64_MIN) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"metric {key!r}: {what} must be an int, got {type(value).__name__} {value!r}")
+    number = int(value)
+    if not minimum <= number <= _INT64_MAX:
+        raise ValueError(f"metric {key!r}: {what} {number} is outside {minimum}..{_INT64_MAX}")
+    return number
+
+
+def check_text(kind: str, key: str, value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        hint = " (log long text as an artifact, e.g. mlflow.log_text, or as a tag: up to 8000)" if kind == "param" else " (log long text as an artifact, e.g. mlflow.log_text)"
+        raise ValueError(f"{kind} {key!r}: value is {len(text)} characters; MLflow allows at most {limit}{hint}")
+    return text
+
+
+# --- senders: what the background thread calls -------------------------------------------------
+
+class HttpLogBatch:
+    """``log_batch`` over MLflow's REST API for this logger only, with MLflow's own HTTP retries
+    off and a short timeout, so an outage is seen at once and handled by the logger's backoff.
+
+    ``MlflowClient`` reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (default 7, with backoff: minutes)
+    and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (120 s) inside ``call_endpoint``, which passes no
+    per-call override; changing those variables would change every other MLflow call of the
+    process. ``mlflow.utils.rest_utils.http_request`` accepts ``max_retries`` and ``timeout``
+    per call, so this sender posts the documented ``runs/log-batch`` JSON itself with the same
+    credentials (``get_default_host_creds``, re-read per request) and error handling
+    (``verify_rest_response``) that MLflow's ``RestStore`` uses.
+    """
+
+    def __init__(self, tracking_uri: str, timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT):
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        self.tracking_uri = tracking_uri
+        self.timeout = timeout
+        self._creds = get_default_host_creds
+        self._http_request = http_request
+        self._verify = verify_rest_response
+
+    def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (), tags: Iterable[Tag] = ()) -> None:
+        body = {
+            "run_id": run_id,
+            "metrics": [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in metrics],
+            "params": [{"key": p.key, "value": p.value} for p in params],
+            "tags": [{"key": t.key, "value": t.value} for t in tags],
+        }
+        response = self._http_request(
+            self._creds(self.tracking_uri), LOG_BATCH_ENDPOINT, "POST",
+            max_retries=0, timeout=self.timeout, raise_on_status=False, json=body,
+        )
+        self._verify(response, LOG_BATCH_ENDPOINT)
+
+    def __repr__(self) -> str:
+        return f"HttpLogBatch({self.tracking_uri!r})"
+
+
+class ClientLogBatch:
+    """Adapts an ``MlflowClient`` whose store is not plain HTTP (a local SQL store, Databricks):
+    converts the logger's tuples into MLflow entities. MLflow's own retry settings apply here."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (), tags: Iterable[Tag] = ()) -> None:
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import Param as MlflowParam
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(
+            run_id,
+            metrics=[MlflowMetric(m.key, m.value, m.timestamp, m.step) for m in metrics],
+            params=[MlflowParam(p.key, p.value) for p in params],
+            tags=[RunTag(t.key, t.value) for t in tags],
+        )
+
+
+def sender_for(client: Any, request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    """What the background thread calls ``log_batch`` on. An ``MlflowClient`` talking HTTP gets
+    the retry-free ``HttpLogBatch``; any other object with ``log_batch(run_id, metrics=, params=,
+    tags=)`` taking this module's ``Metric``/``Param``/``Tag`` tuples is used as it is."""
+    client_module = sys.modules.get("mlflow.tracking.client")  # no MlflowClient without it
+    if client_module is None or not isinstance(client, client_module.MlflowClient):
+        return client
+    uri = str(client.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return HttpLogBatch(uri, request_timeout)
+    return ClientLogBatch(client)
+
+
+# --- batching ------------------------------------------------------------------------------------
+
+class _Batch:
+    """One log_batch request being filled; ``items`` counts queue items consumed (a tag set twice
+    in one batch is one entity but two items)."""
+
+    __slots__ = ("metrics", "params", "tags", "items", "nbytes")
+
+    def __init__(self) -> None:
+        self.metrics: list[Metric] = []
+        self.params: list[Param] = []
+        self.tags: dict[str, Tag] = {}
+        self.items = 0
+        self.nbytes = 0
+
+    def entities(self) -> int:
+        return len(self.metrics) + len(self.params) + len(self.tags)
+
+    def add(self, item: Metric | Param | Tag) -> bool:
+        """Add ``item``; False (and nothing added) if it would break a per-request limit."""
+        size = 80 + len(item.key) + (len(item.value) if type(item) is not Metric else 0)
+        if self.items and self.nbytes + size > MAX_BATCH_BYTES:
+            return False
+        kind = type(item)
+        if kind is Tag and item.key in self.tags:
+            self.tags[item.key] = item  # same key again: last value wins, as with set_tag calls
+        else:
+            if self.entities() >= MAX_ENTITIES_PER_BATCH:
+                return False
+            if kind is Metric:
+                if len(self.metrics) >= MAX_METRICS_PER_BATCH:
+                    return False
+                self.metrics.append(item)
+            elif kind is Param:
+                if len(self.params) >= MAX_PARAMS_PER_BATCH:
+                    return False
+                self.params.append(item)
+            else:
+                if len(self.tags) >= MAX_TAGS_PER_BATCH:
+                    return False
+                self.tags[item.key] = item
+        self.items += 1
+        self.nbytes += size
+        return True
+
+    def split_by_kind(self) -> list[_Batch]:
+        """The metrics, params and tags as separate batches (item counts preserved)."""
+        parts = []
+        for kind in (self.metrics, self.params, list(self.tags.values())):
+            if kind:
+                part = _Batch()
+                for item in kind:
+                    part.add(item)
+                parts.append(part)
+        # Replaced tags were consumed items too: credit them to the last part.
+        parts[-1].items += self.items - sum(p.items for p in parts)
+        return parts
+
+    def describe(self, limit: int = 20) -> str:
+        out = []
+        for name, entries in (("metrics", self.metrics), ("params", self.params), ("tags", self.tags.values())):
+            keys = sorted({e.key for e in entries})
+            if keys:
+                more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+                out.append(f"{name} {', '.join(keys[:limit])}{more}")
+        return "; ".join(out) or "nothing"
+
+
+# --- the logger ----------------------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[BatchLogger] = weakref.WeakSet()
+
+
+def _warn(message: str) -> None:
+    # stderr rather than warnings.warn: shows in notebooks, and works from the background thread
+    print(f"hubml.track: {message}", file=sys.stderr, flush=True)
+
+
+class BatchLogger:
+    """Queue metrics, params and tags for one MLflow run; a background thread sends them in
+    ``log_batch`` requests. See the module docstring for the delivery guarantees.
+
+    ``client`` is an ``MlflowClient`` (default: one for the current tracking URI) or any object
+    with a compatible ``log_batch`` (see ``sender_for``).
+    """
+
+    def __init__(self, run_id: str, client: Any = None, *, request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT):
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
+        if client is None:
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+        self.run_id = run_id
+        self._sender = sender_for(client, request_timeout)
+        self._queue: queue.Queue = queue.Queue()
+        self._cv = threading.Condition()
+        self._kick = threading.Event()  # cuts a backoff wait short (flush, close)
+        self._enqueued = 0  # items put on the queue
+        self._sent = 0  # items delivered
+        self._dropped = 0  # items refused by the server (non-retryable) and dropped
+        self._requests = 0
+        self._retries = 0
+        self._last_error: str | None = None
+        self._outage_since: float | None = None  # wall-clock time of the first failure in a row
+        self._params: dict[str, str] = {}  # params queued by this logger (they are immutable)
+        self._checked_keys: set[str] = set()  # keys already validated, to keep log calls cheap
+        self._closed = False
+        self._deadline: float | None = None  # monotonic; set by close()
+        self._finished = False  # the thread has exited
+        self._thread = threading.Thread(target=self._work, name=f"hubml-track-{run_id[:8]}", daemon=True)
+        self._thread.start()
+        _LIVE.add(self)
+
+    # -- logging (caller's thread) --
+
+    def _key(self, kind: str, key: Any) -> str:
+        if key.__class__ is str and key in self._checked_keys:
+            return key
+        check_key(kind, key)
+        if len(self._checked_keys) < 10_000:
+            self._checked_keys.add(key)
+        return key
+
+    def _metric(self, key: Any, value: Any, step: Any, timestamp: int) -> Metric:
+        key = self._key("metric", key)
+        value = check_metric_value(key, value)
+        step = 0 if step is None else (step if type(step) is int and 0 <= step <= _INT64_MAX else check_int("step", key, step))
+        return Metric(key, value, timestamp, step)
+
+    def _put(self, items: list) -> None:
+        with self._cv:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed; start a new logger for more data")
+            self._enqueued += len(items)
+            for item in items:
+                self._queue.put(item)
+
+    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+        """Queue one metric point; ``timestamp`` is milliseconds (default: now). Never blocks."""
+        ts = int(time.time() * 1000) if timestamp is None else check_int("timestamp", key, timestamp, minimum=0)
+        item = self._metric(key, value, step, ts)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed; start a new logger for more data")
+            self._enqueued += 1
+            self._queue.put(item)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+        """Queue several metrics with one step and timestamp. All are checked before any is queued."""
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"log_metrics takes a mapping of key to number, got {type(metrics).__name__}")
+        ts = int(time.time() * 1000) if timestamp is None else check_int("timestamp", "*", timestamp, minimum=0)
+        self._put([self._metric(k, v, step, ts) for k, v in metrics.items()])
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Queue params. MLflow params are immutable: the same value again is a no-op, a
+        different value for a key this logger already logged raises ``ValueError``."""
+        if not isinstance(params, Mapping):
+            raise ValueError(f"log_params takes a mapping of key to value, got {type(params).__name__}")
+        items = []
+        with self._cv:
+            staged: dict[str, str] = {}
+            for key, value in params.items():
+                key = self._key("param", key)
+                text = check_text("param", key, value, MAX_PARAM_VALUE_LENGTH)
+                old = self._params.get(key, staged.get(key))
+                if old is None:
+                    staged[key] = text
+                    items.append(Param(key, text))
+                elif old != text:
+                    raise ValueError(
+                        f"param {key!r} was already logged as {old!r} for run {self.run_id}; MLflow "
+                        f"params cannot change (got {text!r}). Use a metric or tag for changing values, "
+                        "or a new run"
+                    )
+            self._put(items)  # the condition's lock is re-entrant
+            self._params.update(staged)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not isinstance(tags, Mapping):
+            raise ValueError(f"set_tags takes a mapping of key to value, got {type(tags).__name__}")
+        self._put([
+            Tag(self._key("tag", k), check_text("tag", k, v, MAX_TAG_VALUE_LENGTH)) for k, v in tags.items()
+        ])
+
+    # -- state --
+
+    @property
+    def backlog(self) -> int:
+        """Items logged but not yet delivered (or dropped)."""
+        return self._enqueued - self._sent - self._dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def status(self) -> dict[str, Any]:
+        with self._cv:
+            return {
+                "run_id": self.run_id,
+                "pending": self.backlog,
+                "sent": self._sent,
+                "dropped": self._dropped,
+                "requests": self._requests,
+                "retries": self._retries,
+                "last_error": self._last_error,
+                "outage_since": self._outage_since,
+                "closed": self._closed,
+            }
+
+    def __repr__(self) -> str:
+        s = self.status()
+        state = "closed" if s["closed"] else "ok"
+        if s["outage_since"] is not None:
+            state = f"OUTAGE for {time.time() - s['outage_since']:.0f}s, last error: {s['last_error']}"
+        dropped = f" dropped={s['dropped']}" if s["dropped"] else ""
+        return (
+            f"<BatchLogger run={self.run_id} pending={s['pending']} sent={s['sent']}{dropped} "
+            f"requests={s['requests']} retries={s['retries']} {state}>"
+        )
+
+    # -- waiting --
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything logged before this call is on the server (or dropped as
+        refused). Raises ``TimeoutError`` naming the backlog; the data is kept and retried."""
+        with self._cv:
+            target = self._enqueued
+            if self._sent + self._dropped >= target:
+                return
+        self._kick.set()  # retry now rather than after the current backoff
+        with self._cv:
+            self._cv.wait_for(lambda: self._sent + self._dropped >= target or self._finished, timeout)
+            if self._sent + self._dropped >= target:
+                return
+            if self._finished:
+                raise RuntimeError(f"{self!r} stopped with {self.backlog} item(s) unsent")
+            raise TimeoutError(
+                f"{self.backlog} item(s) for MLflow run {self.run_id} not yet sent after {timeout}s "
+                f"(last error: {self._last_error}); they are kept and retried in the background"
+            )
+
+    def _begin_close(self, timeout: float | None) -> None:
+        with self._cv:
+            if not self._closed:
+                self._closed = True
+                self._deadline = None if timeout is None else time.monotonic() + timeout
+                self._queue.put(_STOP)
+        self._kick.set()
+
+    def _end_close(self, timeout: float | None) -> None:
+        self._thread.join(timeout)
+        if self.backlog:
+            raise TimeoutError(
+                f"{self.backlog} item(s) for MLflow run {self.run_id} could not be sent before the "
+                f"close deadline ({timeout}s; last error: {self._last_error}) and are lost"
+            )
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Send what is queued (retrying up to ``timeout`` seconds), then stop the thread.
+        Raises ``TimeoutError`` with the number of items that could not be sent."""
+        self._begin_close(timeout)
+        self._end_close(None if timeout is None else timeout + 1.0)
+
+    def __enter__(self) -> BatchLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the background thread --
+
+    def _work(self) -> None:
+        try:
+            carry: Metric | Param | Tag | None = None  # item that did not fit the previous batch
+            stopping = False
+            while True:
+                if carry is None:
+                    if stopping:
+                        return
+                    item = self._queue.get()
+                    if item is _STOP:
+                        return
+                    carry = item
+                batch = _Batch()
+                batch.add(carry)
+                carry = None
+                # Take what is already queued, up to the limits; no waiting for more.
+                while not stopping:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                    elif not batch.add(item):
+                        carry = item
+                        break
+                if not self._deliver(batch):
+                    return  # close() deadline passed during an outage
+        finally:
+            with self._cv:
+                self._finished = True
+                self._cv.notify_all()
+            _LIVE.discard(self)
+
+    def _deliver(self, batch: _Batch) -> bool:
+        """Send ``batch``, retrying outages. False when the close deadline ends the retries."""
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                with self._cv:
+                    self._requests += 1
+                self._sender.log_batch(
+                    self.run_id, metrics=batch.metrics, params=batch.params, tags=list(batch.tags.values())
+                )
+            except Exception as exc:
+                if not is_retryable(exc):
+                    parts = batch.split_by_kind()
+                    if len(parts) > 1:  # do not lose the metrics over a refused param, or vice versa
+                        return all(self._deliver(part) for part in parts)
+                    self._drop(batch, exc)
+                    return True
+                self._failed(exc)
+                deadline = self._deadline
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    delay = min(delay, left)
+                self._kick.wait(delay)
+                self._kick.clear()
+                delay = min(delay * 2, BACKOFF_MAX_S)
+            else:
+                self._delivered(batch)
+                return True
+
+    def _failed(self, exc: Exception) -> None:
+        with self._cv:
+            self._retries += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+            first = self._outage_since is None
+            if first:
+                self._outage_since = time.time()
+            backlog = self.backlog
+        if first:
+            _warn(
+                f"MLflow unreachable for run {self.run_id} ({self._last_error[:200]}); "
+                f"{backlog} item(s) kept in memory and retried in the background"
+            )
+
+    def _delivered(self, batch: _Batch) -> None:
+        # Warn before counting the batch as sent, so a flush() that returns has seen the warning.
+        with self._cv:
+            since, self._outage_since = self._outage_since, None
+            backlog = self.backlog - batch.items
+        if since is not None:
+            _warn(f"MLflow reachable again for run {self.run_id} after {time.time() - since:.0f}s; {backlog} item(s) still queued")
+        with self._cv:
+            self._sent += batch.items
+            self._cv.notify_all()
+
+    def _drop(self, batch: _Batch, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        _warn(f"MLflow refused {batch.items} item(s) for run {self.run_id}, dropped them ({error[:300]}): {batch.describe()}")
+        with self._cv:
+            self._dropped += batch.items
+            self._last_error = error
+            self._cv.notify_all()
+
+
+# --- process exit -------------------------------------------------------------------------------
+
+def close_all(timeout: float) -> int:
+    """Close every live logger, all sending in parallel within ``timeout`` seconds in total.
+    Prints a warning per logger that could not send everything; returns the items lost."""
+    loggers = list(_LIVE)
+    end = time.monotonic() + timeout
+    for logger in loggers:
+        logger._begin_close(timeout)
+    lost = 0
+    for logger in loggers:
+        try:
+            logger._end_close(max(0.0, end - time.monotonic()) + 1.0)
+        except TimeoutError:
+            lost += logger.backlog
+            _warn(
+                f"{logger.backlog} item(s) for MLflow run {logger.run_id} could not be sent before "
+                f"exit ({timeout:.0f}s, {EXIT_TIMEOUT_ENV}; last error: {logger._last_error}) and are lost"
+            )
+    return lost
+
+
+def _close_all_at_exit() -> None:
+    if not _LIVE:
+        return
+    try:
+        timeout = float(os.environ.get(EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S))
+    except ValueError:
+        timeout = DEFAULT_EXIT_TIMEOUT_S
+    close_all(timeout)
+
+
+atexit.register(_close_all_at_exit)
