@@ -122,6 +122,7 @@ def update_spawner(c, settings: Settings) -> None:
     ]
     c.HubmlLocalSpawner.gpu_ledger_path = str(data / "gpu-ledger.json")
     c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
+    c.HubmlLocalSpawner.apps_dir = str(data / "apps")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"
     args = [SERVER_EXTENSION_ARG]
@@ -194,6 +195,35 @@ def update_services(c, settings: Settings) -> None:
             {"name": "hubml-jobs", "scopes": ["tokens", "read:users:groups", "list:users", *(
                 ["access:services!service=mlflow"] if settings.tracking.enabled else [])], "services": ["jobs"]}
         )
+    if settings.apps.enabled:
+        public = f"http://{settings.hub.ip}:{settings.hub.port}"
+        apps_env = {**env}
+        if settings.tracking.enabled:
+            apps_env["HUBML_MLFLOW_URL"] = f"{public}/services/mlflow"
+        services.append(
+            {
+                "name": "apps",
+                "url": f"http://127.0.0.1:{free_port()}",
+                "command": [sys.executable, "-m", "hubml.extensions.apps.service"],
+                "environment": apps_env,
+                "oauth_no_confirm": True,
+                "display": True,
+                "info": {"description": "Gradio apps published from notebooks, shared as links"},
+            }
+        )
+        user_services.append("apps")
+        # apps are the owners' named servers: the service starts/stops them and shares them
+        roles.append({"name": "hubml-apps", "services": ["apps"], "scopes": [
+            "servers", "shares", "read:users", "read:users:shares", "read:groups", "read:groups:shares",
+            "list:users", "list:groups",
+            *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+        ]})
+        c.JupyterHub.allow_named_servers = True
+        c.Spawner.environment = {
+            **(c.Spawner.environment if "environment" in c.Spawner else {}),
+            "HUBML_APPS_URL": f"{public}/services/apps",
+            "HUBML_APPS_ALLOW_PUBLIC_SHARE": "1" if settings.apps.allow_public_share else "0",
+        }
     access = [f"access:services!service={name}" for name in user_services]
     roles.append({"name": "user", "scopes": ["self", *access]})
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *access]

@@ -83,6 +83,8 @@ def enforce_once(client: HubClient, profiles: dict[str, Profile], default: Profi
     stopped = []
     for user, name, server in list(client.active_servers()):
         options = server.get("user_options") or {}
+        if isinstance(options, dict) and options.get("app"):
+            continue  # published apps have their own idle timeout, kept by the apps service
         slug = options.get("profile") if isinstance(options, dict) else None
         profile = profiles.get(slug) if slug else default
         reason = overdue_reason(server, profile, now)

@@ -204,6 +204,14 @@ class JobsSection(_Model):
     warm_runners: int = Field(1, ge=0, le=16)
 
 
+class AppsSection(_Model):
+    enabled: bool = True
+    # Empty: SQLite under <data_dir>/apps. Production: postgresql+psycopg://...
+    db_url: str = ""
+    # Gradio's share=True (a public, unauthenticated tunnel) for published apps: off by policy
+    allow_public_share: bool = False
+
+
 class Settings(_Model):
     hub: HubSection
     auth: AuthSection
@@ -211,6 +219,7 @@ class Settings(_Model):
     kubernetes: KubernetesSection
     tracking: TrackingSection = TrackingSection()
     jobs: JobsSection = JobsSection()
+    apps: AppsSection = AppsSection()
     profiles: list[Profile] = Field(min_length=1)
 
     def profile(self, slug: str) -> Profile | None:

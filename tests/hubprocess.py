@@ -125,6 +125,7 @@ def start_hub(
     settings = dict(settings or {})
     settings.setdefault("tracking", {"enabled": False})
     settings.setdefault("jobs", {"enabled": False})
+    settings.setdefault("apps", {"enabled": False})
     if settings is not None:
         path = data_dir / "settings.yaml"
         path.write_text(yaml.safe_dump(settings))

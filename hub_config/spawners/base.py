@@ -10,10 +10,11 @@ the REST API and is validated here, on the server, either way.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from tornado import web
-from traitlets import Dict, Float, HasTraits, List, default
+from traitlets import Dict, Float, HasTraits, List, Unicode, default
 
 from ..catalog import (
     describe_gpu,
@@ -44,6 +45,10 @@ class Availability:
 
 class ProfileSpawnerMixin(HasTraits):
     """Catalog-driven profile selection for a JupyterHub spawner."""
+
+    apps_dir = Unicode(
+        "", help="Where the apps service keeps published app bundles (<apps_dir>/<user>/<app>/app.py)."
+    ).tag(config=True)
 
     catalog = List(
         Dict(),
@@ -101,10 +106,10 @@ class ProfileSpawnerMixin(HasTraits):
             raise http_error(400, 'Server options must be a JSON object such as {"profile": "cpu-small"}.')
         allowed = self.allowed_profiles()
         allowed_slugs = ", ".join(p.slug for p in allowed) or "(none)"
-        unknown = sorted(k for k in user_options if k != "profile")
+        unknown = sorted(k for k in user_options if k not in ("profile", "app"))
         if unknown:
             raise http_error(
-                400, f"Unknown server option(s): {', '.join(unknown)}. The only option is 'profile'."
+                400, f"Unknown server option(s): {', '.join(unknown)}. The options are 'profile' (and 'app' for published apps)."
             )
         slug = user_options.get("profile")
         if isinstance(slug, list) and len(slug) == 1:  # raw form data
@@ -139,9 +144,32 @@ class ProfileSpawnerMixin(HasTraits):
             self.profile_slug = profile.slug
             self.emit(f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5)
             await self.apply_profile(profile)
+            if isinstance(user_options, dict) and user_options.get("app") is not None:
+                self.apply_app(user_options["app"])
         except Exception:
             self._spawn_finished = True
             raise
+
+    def apply_app(self, app) -> None:
+        """Run the user's published app ``app`` instead of a Jupyter server (apps service).
+
+        Only on the named server ``app-<app>`` and only the user's own bundle: the launcher
+        serves the Gradio app and no Jupyter API at all.
+        """
+        import re
+        import sys
+
+        if not isinstance(app, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", app):
+            raise http_error(400, "'app' must be an app name (lowercase letters, digits and '-').")
+        if self.name != f"app-{app}":
+            raise http_error(400, f"An app runs on its own named server 'app-{app}', not on {self.name or 'the default server'!r}.")
+        bundle = os.path.join(self.apps_dir, self.user.name, app)
+        if not self.apps_dir or not os.path.isfile(os.path.join(bundle, "app.py")):
+            raise http_error(404, f"No published app {app!r} of {self.user.name}; publish it through /services/apps/api/apps.")
+        self.cmd = [sys.executable, "-m", "hubml.extensions.apps.launcher"]
+        self.args = []
+        self.environment = {**self.environment, "HUBML_APP_DIR": bundle, "HUBML_APP_NAME": app}
+        self.emit(f"Starting app {app}", 20)
 
     def get_env(self):
         env = super().get_env()

@@ -1,0 +1,174 @@
+"""The process of a published app: the Gradio app behind JupyterHub OAuth, and nothing else.
+
+JupyterHub starts this as the owner's named server ``app-<name>`` (the spawner swaps the
+Jupyter server command for this module when the spawn carries ``{"app": "<name>"}``). It serves
+no Jupyter API, no terminals, no kernels: every path under the server's prefix is the app,
+behind a front door that lets in only hub users whose token or OAuth cookie carries
+``access:servers!server=<owner>/app-<name>`` (the owner, admins, and whoever the owner shared
+the server with through JupyterHub's sharing). The hub's answer is cached for one second, so a
+revoked share takes effect within a second.
+
+The bundle directory (``HUBML_APP_DIR``) holds ``app.py``, which must define ``demo`` (a Gradio
+``Blocks`` or ``Interface``), ``app.log`` (this process's output) and ``usage.json`` (who used
+the app last, for the owner and for idle culling).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import runpy
+import socket
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("hubml.apps.launcher")
+USAGE_EVERY_S = 5.0
+REVALIDATE_S = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_demo(app_py: Path):
+    """The ``demo`` object ``app.py`` defines (run as a module, not as ``__main__``)."""
+    import gradio as gr
+
+    namespace = runpy.run_path(str(app_py), run_name="hubml_app")
+    demo = namespace.get("demo")
+    if demo is None:
+        candidates = [v for v in namespace.values() if isinstance(v, gr.Blocks)]
+        if len(candidates) != 1:
+            raise SystemExit(
+                f"{app_py.name} must define `demo = gr.Interface(...)` or `gr.Blocks()`; "
+                f"found {len(candidates)} Gradio apps"
+            )
+        demo = candidates[0]
+    if not isinstance(demo, gr.Blocks):
+        raise SystemExit(f"`demo` in {app_py.name} is a {type(demo).__name__}, not a Gradio Interface or Blocks")
+    return demo
+
+
+class Usage:
+    """``usage.json``: last visitor and time, written at most every few seconds."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.last_write = 0.0
+        self.data = {"last_used_at": None, "last_user": None, "requests": 0, "users": []}
+
+    def touch(self, user: str) -> None:
+        self.data["requests"] += 1
+        self.data["last_user"] = user
+        self.data["last_used_at"] = time.time()
+        if user not in self.data["users"]:
+            self.data["users"] = [*self.data["users"], user][-50:]
+        if time.time() - self.last_write >= USAGE_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_write = time.time()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def make_app(prefix: str, target: str, owner: str, app_name: str, usage: Usage):
+    from jupyterhub.services.auth import (
+        HubOAuth,
+        HubOAuthCallbackHandler,
+        HubOAuthenticated,
+        _ExpiringDict,
+    )
+    from tornado import web
+
+    from .proxy import forward
+
+    # the hub's answer about a token (its user and current scopes) is kept for one second only,
+    # so revoking a share takes effect within a second (cache_max_age=0 would mean forever)
+    hub_auth = HubOAuth(cache=_ExpiringDict(max_age=REVALIDATE_S))
+
+    class AppHandler(HubOAuthenticated, web.RequestHandler):
+        SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+        def initialize(self):
+            self.hub_auth = hub_auth
+
+        def check_xsrf_cookie(self):
+            return  # the app is Gradio's; requests are authenticated by token or OAuth cookie
+
+        def write_error(self, status_code, **kwargs):
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            if status_code == 403:
+                body = (
+                    f"<h1>403: no access to {app_name}</h1><p>This app belongs to <b>{owner}</b> and has not "
+                    "been shared with you (or the share was revoked). Ask its owner to share it with you.</p>"
+                )
+            else:
+                body = f"<h1>{status_code}</h1><p>{self._reason}</p>"
+            self.finish(f"<!doctype html><title>{app_name}: {status_code}</title>{body}")
+
+        @web.authenticated
+        async def get(self, path):
+            usage.touch(self.current_user["name"])
+            query = f"?{self.request.query}" if self.request.query else ""
+            await forward(self, f"{target}/{path}{query}")
+
+        post = put = patch = delete = head = options = get
+
+    class CallbackHandler(HubOAuthCallbackHandler):
+        def initialize(self):
+            self.hub_auth = hub_auth
+
+    return web.Application(
+        [(prefix + "oauth_callback", CallbackHandler), (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
+         (prefix + "(.*)", AppHandler)],
+        cookie_secret=os.urandom(32), hub_auth=hub_auth, max_body_size=1024**3,
+    )
+
+
+def main() -> int:
+    bundle = Path(os.environ["HUBML_APP_DIR"])
+    # our output is the app's log, which the owner reads through the apps service
+    log_fd = os.open(bundle / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
+    owner = os.environ.get("JUPYTERHUB_USER", "")
+    app_name = os.environ.get("HUBML_APP_NAME", bundle.name)
+    port = int(os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    print(f"[hubml-apps] starting {app_name} of {owner} at {prefix}", flush=True)
+    os.chdir(bundle)
+    sys.path.insert(0, str(bundle))
+    demo = load_demo(bundle / "app.py")
+    internal = free_port()
+    allow_share = os.environ.get("HUBML_APPS_ALLOW_PUBLIC_SHARE") == "1"
+    demo.launch(
+        server_name="127.0.0.1", server_port=internal, root_path=prefix.rstrip("/"),
+        prevent_thread_lock=True, share=allow_share and os.environ.get("HUBML_APP_SHARE") == "1",
+        quiet=True, show_error=True, ssr_mode=False,
+    )
+    from tornado import ioloop
+
+    usage = Usage(bundle / "usage.json")
+    usage.flush()
+    app = make_app(prefix, f"http://127.0.0.1:{internal}", owner, app_name, usage)
+    app.listen(port, address="127.0.0.1", xheaders=True)
+    print(f"[hubml-apps] {app_name} is up: Gradio on 127.0.0.1:{internal}, front door on :{port}", flush=True)
+    try:
+        ioloop.IOLoop.current().start()
+    finally:
+        usage.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
