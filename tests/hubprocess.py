@@ -75,8 +75,8 @@ class RunningHub:
         assert r.status_code in (202, 204), r.text
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if not self.api("GET", f"users/{user}").json().get("servers"):
-                return
+            if "" not in (self.api("GET", f"users/{user}").json().get("servers") or {}):
+                return  # the default server is gone (named ones, such as apps, may stay)
             time.sleep(0.2)
         raise TimeoutError(f"{user}'s server did not stop")
 

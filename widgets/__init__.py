@@ -7,6 +7,8 @@ _LAZY = {
     "ExperimentPanel": "hubml.widgets.tracking",
     "PublishPanel": "hubml.widgets.publish",
     "SchedulePanel": "hubml.widgets.jobs",
+    "AppsPanel": "hubml.widgets.apps",
+    "try_app": "hubml.widgets.apps",
 }
 
 

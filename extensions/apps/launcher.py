@@ -63,12 +63,13 @@ class Usage:
         self.data = {"last_used_at": None, "last_user": None, "requests": 0, "users": []}
 
     def touch(self, user: str) -> None:
+        new_user = user != self.data["last_user"]
         self.data["requests"] += 1
         self.data["last_user"] = user
         self.data["last_used_at"] = time.time()
         if user not in self.data["users"]:
             self.data["users"] = [*self.data["users"], user][-50:]
-        if time.time() - self.last_write >= USAGE_EVERY_S:
+        if new_user or time.time() - self.last_write >= USAGE_EVERY_S:
             self.flush()
 
     def flush(self) -> None:

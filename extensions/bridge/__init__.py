@@ -8,13 +8,17 @@ Its server does. This extension answers, for the calling kernel only:
 as last saved (nbformat JSON), and ``path`` is relative to the server's root (the user's home).
 
 Kernels reach it with the server's own ``JUPYTERHUB_API_TOKEN`` (see ``hubml.kernels.context``).
+
+``<server>/hubml/apps/<port>/...`` shows a Gradio demo a kernel started with
+``hubml.widgets.apps.try_app`` (on 127.0.0.1:<port>, registered in the runtime directory) through
+the server, so only whoever may use the server sees it: the owner, never a public tunnel.
 """
 
 from __future__ import annotations
 
 import json
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
@@ -46,6 +50,42 @@ class KernelContextHandler(APIHandler):
         self.finish(json.dumps(model, default=str))
 
 
+def inline_apps_dir():
+    """Where kernels register the ports of their inline demos (the server's runtime dir)."""
+    import os
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    path = os.path.join(jupyter_runtime_dir(), "hubml-inline-apps")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class InlineAppHandler(JupyterHandler):
+    """Forward to a kernel's inline Gradio demo; the server's own authentication applies."""
+
+    auth_resource = "kernels"
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def check_xsrf_cookie(self):
+        # Gradio's own fetch() calls carry no Jupyter XSRF token; same-origin is required instead
+        if self.request.headers.get("Sec-Fetch-Site") not in (None, "same-origin"):
+            raise web.HTTPError(403, "cross-site request to an inline app")
+
+    @web.authenticated
+    async def get(self, port, path):
+        import os
+
+        from hubml.extensions.apps.proxy import forward
+
+        if not os.path.exists(os.path.join(inline_apps_dir(), port)):
+            raise web.HTTPError(404, f"no inline app on port {port}; start one with hubml.widgets.apps.try_app")
+        query = f"?{self.request.query}" if self.request.query else ""
+        await forward(self, f"http://127.0.0.1:{port}/{path}{query}")
+
+    post = put = patch = delete = head = options = get
+
+
 def _jupyter_server_extension_points():
     return [{"module": "hubml.extensions.bridge"}]
 
@@ -53,6 +93,10 @@ def _jupyter_server_extension_points():
 def _load_jupyter_server_extension(serverapp):
     base = serverapp.web_app.settings["base_url"]
     serverapp.web_app.add_handlers(
-        ".*$", [(url_path_join(base, "hubml/api/kernel-context"), KernelContextHandler)]
+        ".*$",
+        [
+            (url_path_join(base, "hubml/api/kernel-context"), KernelContextHandler),
+            (url_path_join(base, r"hubml/apps/(\d+)/(.*)"), InlineAppHandler),
+        ],
     )
     serverapp.log.info("hubml bridge: kernel context at %s", url_path_join(base, "hubml/api/kernel-context"))

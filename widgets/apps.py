@@ -1,0 +1,256 @@
+"""Gradio apps from the notebook: try a demo inline, publish it, share it, manage it.
+
+``try_app(fn_or_demo_or_model_uri)`` shows a demo inside the notebook, served through your own
+server (owner-only, no public tunnel). ``AppsPanel(source="app.py")`` (or ``model="models:/name@alias"``)
+publishes it through the apps hub service as an app that keeps running when the notebook's
+kernel and server stop, shares it with users, groups or as an expiring link, and lists your
+apps with their status, link, access and logs.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import threading
+from urllib.parse import urlsplit
+
+import ipywidgets as w
+
+
+class AppsAPIError(RuntimeError):
+    def __init__(self, status: int, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.status, self.log_tail = status, log_tail
+
+
+class AppsClient:
+    def __init__(self, base_url: str | None = None, token: str | None = None):
+        base = (base_url or os.environ.get("HUBML_APPS_URL", "")).rstrip("/")
+        self.base = base + "/api/"
+        self.origin_prefix = ""
+        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.hub_path = urlsplit(base).path.rsplit("/services/", 1)[0] if base else ""
+
+    def request(self, method: str, path: str, body=None) -> dict:
+        import requests
+
+        if not self.base.startswith("http"):
+            raise AppsAPIError(0, "no apps service is configured for this server (HUBML_APPS_URL is not set)")
+        try:
+            resp = requests.request(method, self.base + path, json=body, timeout=180,
+                                    headers={"Authorization": f"token {self.token}"})
+        except requests.RequestException as e:
+            raise AppsAPIError(0, f"the apps service did not answer ({type(e).__name__})") from None
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = {"message": resp.text[:300]}
+        if resp.status_code >= 400:
+            raise AppsAPIError(resp.status_code, data.get("message", resp.reason), data.get("log_tail", ""))
+        return data
+
+
+# -- try inline ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_demo(target, inputs="text", outputs="text"):
+    """A Gradio app from a function, an existing Blocks/Interface, or ``models:/<name>@<alias>``."""
+    import gradio as gr
+
+    if isinstance(target, gr.Blocks):
+        return target
+    if isinstance(target, str):
+        from hubml.extensions.apps.service import MODEL_APP, MODEL_URI
+
+        m = MODEL_URI.match(target)
+        if not m:
+            raise ValueError(f"{target!r} is not a model reference; use 'models:/<name>@<alias>'")
+        namespace: dict = {}
+        exec(compile(MODEL_APP.format(uri=target, title=f"{m.group(1)} @{m.group(2)}"), target, "exec"), namespace)
+        return namespace["demo"]
+    if callable(target):
+        return gr.Interface(fn=target, inputs=inputs, outputs=outputs, flagging_mode="never")
+    raise TypeError("try_app takes a function, a Gradio Blocks/Interface, or 'models:/<name>@<alias>'")
+
+
+def try_app(target, inputs="text", outputs="text", height: int = 520):
+    """Show ``target`` as a Gradio demo in the notebook, served through your own server.
+
+    Returns the demo (call ``.close()`` to stop it). Nobody else can open it: it goes through
+    your server's authentication, not a public ``share=True`` tunnel.
+    """
+    from IPython.display import IFrame, display
+
+    from hubml.extensions.bridge import inline_apps_dir
+
+    demo = make_demo(target, inputs, outputs)
+    port = _free_port()
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    root = f"{prefix}hubml/apps/{port}"
+    demo.launch(server_name="127.0.0.1", server_port=port, root_path=root, prevent_thread_lock=True,
+                share=False, inline=False, quiet=True, ssr_mode=False)
+    open(os.path.join(inline_apps_dir(), str(port)), "w").close()
+    demo.hubml_url = root + "/"
+    display(IFrame(src=root + "/", width="100%", height=height))
+    return demo
+
+
+# -- the panel ----------------------------------------------------------------------------------
+
+
+def apps_html(listing: dict, hub_path: str = "") -> str:
+    def row(app, mine: bool) -> str:
+        access = app.get("access") or {}
+        who = ", ".join([*access.get("users", []), *[f"group {g}" for g in access.get("groups", [])]])
+        links = [s for s in app.get("shares", []) if s["kind"] == "link"]
+        if links:
+            who = (who + ", " if who else "") + f"{len(links)} link(s)"
+        last = f"{html.escape(app['last_used_by'])} at {html.escape(app['last_used_at'][:16].replace('T', ' '))}" \
+            if app.get("last_used_by") else "–"
+        return (
+            f"<tr class='hubml-app-row' data-app='{html.escape(app['name'])}' data-status='{html.escape(app['status'])}'>"
+            f"<td><a class='hubml-app-link' href='{html.escape(hub_path + app['url'])}' target='_blank'>"
+            f"{html.escape(app['name'])}</a></td><td>{html.escape(app['owner'])}</td><td>{html.escape(app['status'])}</td>"
+            f"<td>{html.escape(who or ('only you' if mine else ''))}</td><td>{last}</td></tr>"
+        )
+
+    rows = [row(a, True) for a in listing.get("apps", [])] + [row(a, False) for a in listing.get("shared_with_me", [])]
+    if not rows:
+        return "<i>No apps yet.</i>"
+    return ("<table class='hubml-apps' style='border-collapse:collapse'><tr><th>app</th><th>owner</th><th>status</th>"
+            "<th>access</th><th>last used</th></tr>" + "".join(rows) + "</table>")
+
+
+class AppsPanel(w.VBox):
+    """Publish this notebook's demo as an app and share it."""
+
+    def __init__(self, source: str | None = None, model: str | None = None, name: str = "",
+                 client: AppsClient | None = None):
+        self.client = client or AppsClient()
+        self.name = w.Text(value=name, description="App name", placeholder="e.g. churn-demo")
+        self.source = w.Text(value=source or "", description="app.py", placeholder="path in your home, defines `demo`")
+        self.model = w.Text(value=model or "", description="or model", placeholder="models:/<name>@<alias>")
+        self.profile = w.Text(value="", description="Profile", placeholder="default: smallest CPU")
+        self.publish_button = w.Button(description="Publish", button_style="primary", icon="rocket")
+        self.status = w.HTML("")
+        self.share_users = w.Text(description="Users", placeholder="bob, carol")
+        self.share_groups = w.Text(description="Groups", placeholder="reviewers")
+        self.expiry_h = w.BoundedFloatText(value=0, min=0, max=24 * 365, description="Expires (h)",
+                                           tooltip="0: no expiry (a link always expires, default 24 h)")
+        self.share_button = w.Button(description="Share", icon="share")
+        self.shares = w.VBox([])
+        self.listing = w.HTML("")
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.stop_button = w.Button(description="Stop", icon="stop")
+        self.delete_button = w.Button(description="Delete", button_style="danger", icon="trash")
+        self.logs_button = w.Button(description="Logs", icon="file-text")
+        self.logs = w.HTML("")
+        self.publish_button.on_click(lambda _: self.publish())
+        self.share_button.on_click(lambda _: self.share())
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.stop_button.on_click(lambda _: self._act("POST", "stop"))
+        self.delete_button.on_click(lambda _: self._act("DELETE", None))
+        self.logs_button.on_click(lambda _: self.show_logs())
+        super().__init__([
+            w.HTML("<b>Publish a Gradio app</b> <small>(runs on the hub behind its login; keeps running when this "
+                   "notebook's kernel and server stop)</small>"),
+            self.name, self.source, self.model, self.profile, self.publish_button, self.status,
+            w.HTML("<b>Share</b> <small>(users or groups by name; neither: a link anyone signed in can accept)</small>"),
+            w.HBox([self.share_users, self.share_groups, self.expiry_h]), self.share_button, self.shares,
+            w.HTML("<b>Apps</b>"), w.HBox([self.refresh_button, self.stop_button, self.delete_button, self.logs_button]),
+            self.listing, self.logs,
+        ])
+        self.add_class("hubml-apps-panel")
+        threading.Thread(target=self.refresh, daemon=True).start()
+
+    def _say(self, message: str, kind: str = "info", extra: str = "") -> None:
+        colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
+        pre = f"<pre style='max-height:14em;overflow:auto'>{html.escape(extra)}</pre>" if extra else ""
+        self.status.value = f"<span class='hubml-status-{kind}' style='color:{colour}'>{html.escape(message)}</span>{pre}"
+
+    def publish(self) -> dict | None:
+        body = {"name": self.name.value.strip(), "source": self.source.value.strip() or None,
+                "model": self.model.value.strip() or None}
+        if self.profile.value.strip():
+            body["profile"] = self.profile.value.strip()
+        self.publish_button.disabled = True
+        self._say("Publishing… (starting the app on the hub)")
+        try:
+            app = self.client.request("POST", "apps", body)
+        except AppsAPIError as e:
+            self._say(str(e), "error", e.log_tail)
+            return None
+        finally:
+            self.publish_button.disabled = False
+        link = self.client.hub_path + app["url"]
+        self.status.value = (f"<span class='hubml-status-ok' style='color:#116329'>Published: "
+                             f"<a class='hubml-published-link' href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>"
+                             "</span>")
+        self.refresh()
+        return app
+
+    def share(self) -> dict | None:
+        users = [u.strip() for u in self.share_users.value.split(",") if u.strip()]
+        groups = [g.strip() for g in self.share_groups.value.split(",") if g.strip()]
+        body = {"users": users, "groups": groups,
+                "expires_in_s": int(self.expiry_h.value * 3600) if self.expiry_h.value else None}
+        try:
+            result = self.client.request("POST", f"apps/{self.name.value.strip()}/shares", body)
+        except AppsAPIError as e:
+            self._say(str(e), "error")
+            return None
+        self._say(f"Shared: {', '.join((s.get('target') or 'link') for s in result['shares'])}", "ok")
+        self.refresh()
+        return result
+
+    def revoke(self, share_id: int) -> None:
+        try:
+            self.client.request("DELETE", f"apps/{self.name.value.strip()}/shares/{share_id}")
+            self._say("Access revoked.", "ok")
+        except AppsAPIError as e:
+            self._say(str(e), "error")
+        self.refresh()
+
+    def _act(self, method: str, action: str | None) -> None:
+        name = self.name.value.strip()
+        try:
+            self.client.request(method, f"apps/{name}" + (f"/{action}" if action else ""))
+            self._say(f"{name}: {'stopped' if action == 'stop' else 'deleted'}.", "ok")
+        except AppsAPIError as e:
+            self._say(str(e), "error")
+        self.refresh()
+
+    def show_logs(self) -> None:
+        import requests
+
+        try:
+            resp = requests.get(f"{self.client.base}apps/{self.name.value.strip()}/logs", timeout=30,
+                                headers={"Authorization": f"token {self.client.token}"})
+            self.logs.value = f"<pre style='max-height:20em;overflow:auto'>{html.escape(resp.text[-8000:])}</pre>"
+        except requests.RequestException as e:
+            self.logs.value = html.escape(f"could not read the logs: {e}")
+
+    def refresh(self) -> None:
+        try:
+            listing = self.client.request("GET", "apps")
+        except AppsAPIError as e:
+            self.listing.value = f"<span style='color:#82071e'>{html.escape(str(e))}</span>"
+            return
+        self.listing.value = apps_html(listing, self.client.hub_path)
+        mine = next((a for a in listing.get("apps", []) if a["name"] == self.name.value.strip()), None)
+        rows = []
+        for s in (mine or {}).get("shares", []):
+            label = s["target"] if s["kind"] != "link" else f"link {s['url'] or ''}"
+            expiry = f" (until {s['expires_at'][:16].replace('T', ' ')} UTC)" if s.get("expires_at") else ""
+            button = w.Button(description="Revoke", layout=w.Layout(width="90px"))
+            button.add_class("hubml-revoke")
+            button.on_click(lambda _, sid=s["id"]: self.revoke(sid))
+            rows.append(w.HBox([w.HTML(f"{s['kind']}: {html.escape(label)}{html.escape(expiry)}"), button]))
+        self.shares.children = rows
