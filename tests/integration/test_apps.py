@@ -197,3 +197,27 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
         expected = int(clf.predict(pd.DataFrame({"sepal": [sepal], "petal": [petal]}))[0])
         assert client.predict(sepal, petal, api_name="/predict") == expected
     assert api("DELETE", "apps/flowers").status_code == 204
+
+
+def test_try_inline_is_served_through_the_owner_server_only(hub):
+    alice = token(hub, "alice")
+    bob = token(hub, "bob", ["inherit"])
+    hub.spawn("alice", {"profile": "cpu-small"}, token=alice)
+    hub.wait_ready("alice")
+    kernel = ServerKernel(hub.url, "alice", alice, "try.ipynb")
+    try:
+        out = kernel.execute(
+            "from hubml.widgets import try_app\n"
+            "demo = try_app(lambda text: text[::-1])\n"
+            "print('AT', demo.hubml_url)"
+        )
+        path = out.split("AT ")[1].split()[0]
+        assert path.startswith("/user/alice/hubml/apps/"), out
+        r = app_get(hub, path + "config", alice)
+        assert r.status_code == 200 and r.json()["root"].endswith(path.rstrip("/")), r.text[:300]
+        assert app_get(hub, path + "config", bob).status_code in (403, 404)  # not bob's server
+        r = app_get(hub, "/user/alice/hubml/apps/1/config", alice)
+        assert r.status_code == 404  # only ports a kernel registered are forwarded
+    finally:
+        kernel.close()
+        hub.stop_server("alice")

@@ -1,0 +1,106 @@
+"""Three people, one app: A publishes from a notebook and shares with B; B uses it; C is
+refused; A revokes and B is refused on the next load."""
+
+import re
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.browser
+
+APP = (
+    "import gradio as gr\n\n"
+    "def shout(text):\n"
+    "    return text.upper() + '!'\n\n"
+    "demo = gr.Interface(shout, gr.Textbox(label='text'), gr.Textbox(label='shouted'), title='Shouter')\n"
+)
+
+
+def login(page, hub, user):
+    page.goto(f"{hub.url}hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", hub.password)
+    page.click("#login_submit")
+    page.wait_for_load_state()
+
+
+def open_app(page, url):
+    page.goto(url)
+    # the first visit authorizes the app's OAuth client (JupyterHub may ask to confirm)
+    authorize = page.locator("input[type=submit][value*=Authorize], button:has-text('Authorize')")
+    if authorize.count():
+        authorize.first.click()
+    page.wait_for_load_state()
+
+
+def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
+    hub = hub_factory({"apps": {"enabled": True}})
+    deadline = time.monotonic() + 60
+    while requests.get(f"{hub.url}services/apps/api/apps", headers={"Authorization": f"token {hub.token}"},
+                       timeout=10).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    for user in ("alice", "bob", "carol"):
+        hub.ensure_user(user)
+    home = hub.data_dir / "homes" / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "shouter.py").write_text(APP)
+
+    contexts = {u: browser.new_context(viewport={"width": 1280, "height": 860}) for u in ("alice", "bob", "carol")}
+    pages = {u: c.new_page() for u, c in contexts.items()}
+    for p in pages.values():
+        p.set_default_timeout(90_000)
+    try:
+        a = pages["alice"]
+        login(a, hub, "alice")
+        a.wait_for_url(re.compile(r".*/hub/spawn.*"))
+        a.click("input[type=submit], button[type=submit]")
+        a.wait_for_url(re.compile(r".*/user/alice/lab.*"))
+        a.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        a.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for()
+        a.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
+        a.keyboard.insert_text("from hubml.widgets import AppsPanel\nAppsPanel(source='shouter.py', name='shouter')")
+        a.keyboard.press("Shift+Enter")
+        panel = a.locator(".hubml-apps-panel")
+        panel.wait_for()
+        panel.get_by_role("button", name="Publish").click()
+        link = panel.locator("a.hubml-published-link")
+        link.wait_for()
+        app_url = hub.url.rstrip("/") + link.get_attribute("href")
+        panel.locator(".widget-text", has_text="Users").locator("input").fill("bob")
+        panel.get_by_role("button", name="Share").click()
+        panel.locator(".hubml-revoke").first.wait_for()
+        a.screenshot(path=str(artifacts / "apps-panel-shared.png"), full_page=True)
+
+        b = pages["bob"]
+        login(b, hub, "bob")
+        open_app(b, app_url)
+        b.get_by_label("text").first.fill("hello reviewers")
+        b.get_by_role("button", name="Submit").click()
+        try:
+            b.wait_for_function(
+                "() => [...document.querySelectorAll('textarea, input')].some(t => (t.value || '').includes('HELLO REVIEWERS!'))",
+                timeout=60_000,
+            )
+        finally:
+            b.screenshot(path=str(artifacts / "apps-bob-uses-app.png"), full_page=True)
+
+        c = pages["carol"]
+        login(c, hub, "carol")
+        open_app(c, app_url)
+        c.screenshot(path=str(artifacts / "apps-carol-refused.png"), full_page=True)
+        assert "Shouter" not in c.content()
+        assert re.search(r"403|not been shared|permission|not allowed", c.content(), re.I)
+
+        panel.locator(".hubml-revoke").first.click()
+        panel.get_by_text("Access revoked.").wait_for()
+        time.sleep(1.2)  # the app re-checks a visitor's scopes with the hub at most every second
+        response = b.reload()
+        b.wait_for_load_state()
+        b.screenshot(path=str(artifacts / "apps-bob-after-revoke.png"), full_page=True)
+        assert "Shouter" not in b.content()
+        assert response.status == 403 or re.search(r"403|not been shared|permission", b.content(), re.I)
+    finally:
+        for ctx in contexts.values():
+            ctx.close()
