@@ -5,9 +5,9 @@ import json
 import platform
 import sys
 
-from benchmarks import fastlog, imports, service_memory, spawn
+from benchmarks import apps, fastlog, imports, service_memory, spawn
 
-BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog}
+BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog, "apps": apps}
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ from tornado import httpclient, web
 
 HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "host", "authorization", "cookie",
+    "transfer-encoding", "upgrade", "content-length", "host", "authorization", "cookie", "date", "server",
 }
 _client: httpclient.AsyncHTTPClient | None = None
 
