@@ -200,6 +200,18 @@ class JobsSection(_Model):
     catch_up: Literal["once", "none", "all"] = "once"
     # local: papermill processes on this host. kubernetes: batch/v1 Jobs.
     executor: Literal["local", "kubernetes"] = "local"
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_available(cls, value: str) -> str:
+        if value == "kubernetes":
+            # the batch/v1 Job is built (`hubml k8s job`), but submitting and following it from
+            # the service is not there yet: say so instead of silently running jobs locally
+            raise ValueError(
+                "the kubernetes executor cannot submit jobs yet; use local "
+                "(`hubml k8s job` prints the batch/v1 Job a run would be)"
+            )
+        return value
     # runner processes kept warm (papermill imported) so a run starts without ~2.5 s of imports
     warm_runners: int = Field(1, ge=0, le=16)
 

@@ -138,6 +138,8 @@ class AppsPanel(w.VBox):
         self.source = w.Text(value=source or "", description="app.py", placeholder="path in your home, defines `demo`")
         self.model = w.Text(value=model or "", description="or model", placeholder="models:/<name>@<alias>")
         self.profile = w.Text(value="", description="Profile", placeholder="default: smallest CPU")
+        self.try_button = w.Button(description="Try", icon="play")
+        self.try_output = w.Output()
         self.publish_button = w.Button(description="Publish", button_style="primary", icon="rocket")
         self.status = w.HTML("")
         self.share_users = w.Text(description="Users", placeholder="bob, carol")
@@ -152,6 +154,7 @@ class AppsPanel(w.VBox):
         self.delete_button = w.Button(description="Delete", button_style="danger", icon="trash")
         self.logs_button = w.Button(description="Logs", icon="file-text")
         self.logs = w.HTML("")
+        self.try_button.on_click(lambda _: self.try_here())
         self.publish_button.on_click(lambda _: self.publish())
         self.share_button.on_click(lambda _: self.share())
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -161,7 +164,8 @@ class AppsPanel(w.VBox):
         super().__init__([
             w.HTML("<b>Publish a Gradio app</b> <small>(runs on the hub behind its login; keeps running when this "
                    "notebook's kernel and server stop)</small>"),
-            self.name, self.source, self.model, self.profile, self.publish_button, self.status,
+            self.name, self.source, self.model, self.profile, w.HBox([self.try_button, self.publish_button]),
+            self.status, self.try_output,
             w.HTML("<b>Share</b> <small>(users or groups by name; neither: a link anyone signed in can accept)</small>"),
             w.HBox([self.share_users, self.share_groups, self.expiry_h]), self.share_button, self.shares,
             w.HTML("<b>Apps</b>"), w.HBox([self.refresh_button, self.stop_button, self.delete_button, self.logs_button]),
@@ -174,6 +178,28 @@ class AppsPanel(w.VBox):
         colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
         pre = f"<pre style='max-height:14em;overflow:auto'>{html.escape(extra)}</pre>" if extra else ""
         self.status.value = f"<span class='hubml-status-{kind}' style='color:{colour}'>{html.escape(message)}</span>{pre}"
+
+    def try_here(self):
+        """Show the app inline (through your own server) before publishing it."""
+        import runpy
+
+        self.try_output.clear_output()
+        try:
+            if self.model.value.strip():
+                target = self.model.value.strip()
+            else:
+                home = os.environ.get("HOME", ".")
+                path = os.path.join(home, self.source.value.strip())
+                target = runpy.run_path(path, run_name="hubml_try").get("demo")
+                if target is None:
+                    raise ValueError(f"{self.source.value.strip()} does not define `demo`")
+            with self.try_output:
+                demo = try_app(target)
+            self._say("Showing it here (only you can see this); Publish to share it.", "ok")
+            return demo
+        except Exception as e:
+            self._say(f"Could not try it: {e}", "error")
+            return None
 
     def publish(self) -> dict | None:
         body = {"name": self.name.value.strip(), "source": self.source.value.strip() or None,

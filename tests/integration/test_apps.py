@@ -191,6 +191,10 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
     assert r.status_code == 400 and "'flowers' has no alias 'nope'; its aliases: demo" in r.json()["message"]
     r = api("POST", "apps", json={"name": "flowers", "model": "models:/flowers@demo"})
     assert r.status_code == 201, r.text
+    # the generated UI has one input per column of the model's signature
+    config = app_get(hub, r.json()["url"] + "config", alice).json()
+    labels = [c["props"].get("label") for c in config["components"] if c["type"] == "number"]
+    assert labels == ["sepal", "petal"], labels
     client = Client(f"{hub.url.rstrip('/')}{r.json()['url']}", headers={"Authorization": f"token {alice}"},
                     verbose=False)
     for sepal, petal in [(1.0, 0.5), (6.0, 3.3)]:

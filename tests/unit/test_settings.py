@@ -176,3 +176,8 @@ def test_memory_units():
     assert parse_memory("16G") == 16 * 1024**3
     with pytest.raises(ValueError):
         parse_memory("16GiB")
+
+
+def test_a_kubernetes_job_executor_is_refused_rather_than_silently_local(tmp_path):
+    path = write(tmp_path, "jobs:\n  executor: kubernetes\n")
+    assert error_of(path).startswith(f"{path}:2: jobs.executor: the kubernetes executor cannot submit jobs yet")
