@@ -75,7 +75,7 @@ def cmd_k8s(args) -> int:
         if args.what == "pod":
             obj = k8s.pod_manifest(settings, args.profile, args.user)
         elif args.what == "job":
-            from hubml.extensions.jobs.executor import k8s_job_manifest
+            from hubml.extensions.jobs.kube import k8s_job_manifest
 
             if not args.notebook:
                 raise k8s.ManifestError("a job needs --notebook <path in the user's home>")

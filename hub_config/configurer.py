@@ -21,6 +21,14 @@ ADMIN_SERVICE = "hubml-admin"
 SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"
 
 
+
+def _kube_env(settings) -> dict:
+    """What the kubernetes job executor needs to find its cluster (a service gets no other env)."""
+    if settings.jobs.executor != "kubernetes":
+        return {}
+    keys = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HOME")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -178,7 +186,8 @@ def update_services(c, settings: Settings) -> None:
                 "name": "jobs",
                 "url": f"http://127.0.0.1:{free_port()}",
                 "command": [sys.executable, "-m", "hubml.extensions.jobs.service"],
-                "environment": {**env, "HUBML_PUBLIC_URL": f"http://{settings.hub.ip}:{settings.hub.port}"},
+                "environment": {**env, "HUBML_PUBLIC_URL": f"http://{settings.hub.ip}:{settings.hub.port}",
+                                **_kube_env(settings)},
                 "oauth_no_confirm": True,
                 "display": True,
                 "info": {"description": "Notebook jobs and schedules (papermill)"},

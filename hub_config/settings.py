@@ -198,20 +198,19 @@ class JobsSection(_Model):
     max_concurrent_runs_per_user: int = Field(2, ge=1, le=256)
     # runs missed while the service was down: run once, skip them, or run each
     catch_up: Literal["once", "none", "all"] = "once"
-    # local: papermill processes on this host. kubernetes: batch/v1 Jobs.
+    # local: papermill processes on this host. kubernetes: a batch/v1 Job per run, in
+    # kubernetes.namespace, from the same catalog translation as the spawner
     executor: Literal["local", "kubernetes"] = "local"
+    # kubernetes executor: how a job's pod reaches the hub's services (the jobs service, MLflow)
+    # from inside the cluster; z2jh's proxy service is "proxy-public"
+    cluster_hub_url: str = "http://proxy-public"
 
-    @field_validator("executor")
+    @field_validator("cluster_hub_url")
     @classmethod
-    def _executor_available(cls, value: str) -> str:
-        if value == "kubernetes":
-            # the batch/v1 Job is built (`hubml k8s job`), but submitting and following it from
-            # the service is not there yet: say so instead of silently running jobs locally
-            raise ValueError(
-                "the kubernetes executor cannot submit jobs yet; use local "
-                "(`hubml k8s job` prints the batch/v1 Job a run would be)"
-            )
-        return value
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"must be an http(s) URL such as http://proxy-public, not {value!r}")
+        return value.rstrip("/")
     # runner processes kept warm (papermill imported) so a run starts without ~2.5 s of imports
     warm_runners: int = Field(1, ge=0, le=16)
 

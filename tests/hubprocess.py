@@ -105,10 +105,11 @@ def start_hub(
     extra_env: dict | None = None,
     config: Path | None = None,
     timeout: float = 45,
+    port: int | None = None,
 ) -> RunningHub:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     token = secrets.token_hex(24)
     password = "test-" + secrets.token_hex(8)
     env = {

@@ -1,4 +1,4 @@
-"""Where runs execute: local runner processes, or Kubernetes ``batch/v1`` Jobs.
+"""Where runs execute on this host: local runner processes (Kubernetes Jobs: :mod:`.kube`).
 
 The local executor starts :mod:`hubml.extensions.jobs.runner` processes in their own session
 (they outlive the service) and knows whether a run is alive by its ``runner.lock`` (see the
@@ -162,82 +162,3 @@ class LocalExecutor:
         for s in self.spares:
             s.discard()
         self.spares = []
-
-
-# ---------------------------------------------------------------------------------------------
-# Kubernetes: a batch/v1 Job from the same catalog translation as the spawner
-
-
-def papermill_command(notebook: str, output: str, parameters: dict) -> list[str]:
-    cmd = ["papermill", notebook, output, "--log-output", "--no-progress-bar"]
-    for name, value in parameters.items():
-        cmd += ["-y", json.dumps({name: value})]
-    return cmd
-
-
-def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, parameters: dict | None = None,
-                     job_id: str = "preview", run_id: str = "preview", timeout_s: int = 3600) -> dict:
-    """The ``batch/v1`` Job for one run: the user's pod from KubeSpawner, running papermill.
-
-    The pod template is KubeSpawner's own pod for this user and profile (same image, GPU limits,
-    node selector, tolerations, home volume), with the notebook server command replaced by
-    papermill and the server's hub credentials removed. Retries are the service's business, so
-    ``backoffLimit`` is 0; ``activeDeadlineSeconds`` enforces the timeout in the cluster.
-    """
-    from kubernetes_asyncio.client import (
-        ApiClient,
-        V1Job,
-        V1JobSpec,
-        V1ObjectMeta,
-        V1PodTemplateSpec,
-    )
-
-    from hubml.hub_config import k8s
-
-    pod = k8s.pod_manifest(settings, profile_slug, username)
-    spec = pod["spec"]
-    spec["restartPolicy"] = "Never"
-    container = spec["containers"][0]
-    out_dir = f".hubml-jobs/{job_id}/{run_id}"
-    container["name"] = "papermill"
-    container["command"] = ["/bin/sh", "-c", f'mkdir -p "{out_dir}" && exec "$@"', "hubml-job"]
-    container["args"] = papermill_command(notebook, f"{out_dir}/output.ipynb", parameters or {})
-    container.pop("ports", None)
-    container.pop("lifecycle", None)
-    # the server's hub credentials and URLs mean nothing to a batch pod
-    env = [e for e in container.get("env", [])
-           if e["name"] == "JUPYTERHUB_USER" or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN"))]
-    env += [
-        {"name": "HUBML_JOB_ID", "value": job_id},
-        {"name": "HUBML_JOB_RUN_ID", "value": run_id},
-        {"name": "JPY_SESSION_NAME", "value": notebook},
-    ]
-    container["env"] = env
-    labels = {**pod["metadata"].get("labels", {}), "app.kubernetes.io/component": "hubml-job",
-              "hubml.io/job-id": job_id, "hubml.io/run-id": run_id}
-    labels.pop("component", None)
-    job = V1Job(
-        api_version="batch/v1",
-        kind="Job",
-        metadata=V1ObjectMeta(
-            name=f"job-{username}-{run_id}"[:63].rstrip("-").lower(),
-            namespace=settings.kubernetes.namespace,
-            labels=labels,
-            annotations={"hubml.io/notebook": notebook, "hubml.io/profile": profile_slug},
-        ),
-        spec=V1JobSpec(
-            backoff_limit=0,
-            active_deadline_seconds=timeout_s,
-            ttl_seconds_after_finished=7 * 24 * 3600,
-            template=V1PodTemplateSpec(
-                metadata=V1ObjectMeta(labels=labels, annotations=pod["metadata"].get("annotations")),
-                spec=spec,
-            ),
-        ),
-    )
-
-    async def serialize():
-        async with ApiClient() as api:
-            return api.sanitize_for_serialization(job)
-
-    return k8s._run(serialize())

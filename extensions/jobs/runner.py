@@ -229,12 +229,104 @@ def spare(sock_fd: int) -> int:
     return run(spec)
 
 
+# ---------------------------------------------------------------------------------------------
+# in a Kubernetes Job's pod: the run comes from the jobs service and its output goes back to it
+
+
+class _Service:
+    """The jobs service's runner endpoints for one run, with the run's secret."""
+
+    def __init__(self):
+        import requests
+
+        self.base = os.environ["HUBML_JOBS_URL"].rstrip("/") + f"/api/runs/{os.environ['HUBML_JOB_RUN_ID']}/runner/"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"hubml-run {os.environ.pop('HUBML_RUN_TOKEN', '')}"
+
+    def call(self, method: str, name: str, data: bytes | None = None, patience_s: float = 120):
+        """One request, retried while the service is unreachable or restarting (5xx)."""
+        import requests
+
+        delay, deadline = 1.0, time.monotonic() + patience_s
+        while True:
+            try:
+                r = self.session.request(method, self.base + name, data=data, timeout=60)
+                if r.status_code < 500:
+                    return r
+                problem = f"HTTP {r.status_code}"
+            except requests.RequestException as e:
+                problem = str(e)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the jobs service did not answer {method} {name}: {problem}")
+            print(f"[hubml-jobs] {method} {name}: {problem}; retrying in {delay:.0f} s", flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 15)
+
+    def send(self, path: Path) -> None:
+        if path.exists():
+            r = self.call("PUT", path.name, path.read_bytes())
+            if r.status_code != 204:
+                print(f"[hubml-jobs] the service refused {path.name}: {r.status_code} {r.text}", flush=True)
+
+
+def remote() -> int:
+    """Run the run named by the environment (HUBML_JOBS_URL, HUBML_JOB_RUN_ID, HUBML_RUN_TOKEN)."""
+    import tempfile
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
+    service = _Service()
+    r = service.call("GET", "spec")
+    if r.status_code != 200:
+        print(f"[hubml-jobs] the jobs service refused this run: {r.status_code} {r.text}", flush=True)
+        return 1
+    spec = r.json()
+    work = Path(tempfile.mkdtemp(prefix="hubml-run-"))
+    (work / "input.ipynb").write_text(json.dumps(spec.pop("input")), encoding="utf-8")
+    home = Path(os.environ.get("HOME") or Path.home())
+    cwd = home / Path(spec["notebook"]).parent
+    spec.update(run_dir=str(work), input=str(work / "input.ipynb"), cwd=str(cwd if cwd.is_dir() else home))
+    os.environ.update(spec["env"])
+    os.chdir(spec["cwd"])
+    # SIGTERM: the Job was deleted (cancel, or the service's backstop) or the pod evicted
+    signal.signal(signal.SIGTERM, lambda *_: _stop("failed", "stopped from outside: the pod was deleted or evicted"))
+    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} in pod {os.environ.get('HOSTNAME', '?')}", flush=True)
+
+    done = threading.Event()
+
+    def progress():  # the output so far, every 10 s, so a pod that dies keeps some
+        sent = 0.0
+        while not done.wait(10):
+            out = work / "output.ipynb"
+            if out.exists() and out.stat().st_mtime > sent:
+                sent = out.stat().st_mtime
+                with contextlib.suppress(Exception):
+                    service.send(out)
+
+    threading.Thread(target=progress, daemon=True).start()
+    try:
+        result = execute(spec)
+    except BaseException as e:
+        result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
+    done.set()
+    _write_json(work / "result.json", result)
+    try:
+        for name in ("output.ipynb", "output.html", "result.json"):  # the result last: it ends the run
+            service.send(work / name)
+    except RuntimeError as e:
+        print(f"[hubml-jobs] {e}", flush=True)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubml.extensions.jobs.runner")
     parser.add_argument("--spec", help="cold start: path of the run spec (JSON)")
     parser.add_argument("--lock-fd", type=int, help="inherited, already locked runner.lock")
     parser.add_argument("--spare", type=int, metavar="FD", help="warm spare: wait for a run on this socket")
+    parser.add_argument("--remote", action="store_true", help="in a Kubernetes Job: the run comes from the jobs service")
     args = parser.parse_args(argv)
+    if args.remote:
+        return remote()
     if args.spare is not None:
         return spare(args.spare)
     os.set_inheritable(args.lock_fd, False)

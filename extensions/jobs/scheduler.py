@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -28,6 +29,11 @@ TICK = 1.0
 GRACE = dt.timedelta(seconds=60)
 MAX_CATCH_UP = 100
 KILL_GRACE_S = 15  # after the runner's own timeout, the service kills it
+
+
+async def _call(result):
+    """An executor method's result: the local executor answers at once, Kubernetes' awaits."""
+    return await result if inspect.isawaitable(result) else result
 
 
 class Scheduler:
@@ -80,7 +86,7 @@ class Scheduler:
         return max(0.0, min(TICK, (nxt - utcnow()).total_seconds()))
 
     async def tick(self) -> None:
-        self.executor.maintain()
+        await _call(self.executor.maintain())
         self.fire_due()
         await self.finish_ended()
         await self.dispatch()
@@ -205,7 +211,8 @@ class Scheduler:
             return False
         owner = f"job:{run.id}"
         devices: list[int] = []
-        if profile.gpu_model:
+        # on this host GPUs come from the ledger; a cluster's scheduler places its own
+        if profile.gpu_model and not getattr(self.executor, "cluster_gpus", False):
             try:
                 devices = self.ledger().reserve(owner, profile.gpu_model, profile.gpu_count)
             except GPUUnavailable as e:
@@ -223,7 +230,7 @@ class Scheduler:
             return False
         try:
             spec = await self.spec(run, job, profile, devices)
-            pid = self.executor.launch(spec)
+            pid = await _call(self.executor.launch(spec))
         except Exception as e:
             log.exception("run %s could not start", run.id)
             if devices:
@@ -282,6 +289,9 @@ class Scheduler:
             "input": str(source),
             "parameters": run.parameters or {},
             "cwd": str((home / job.notebook).parent),
+            "notebook": job.notebook,
+            "user": job.owner,
+            "profile": profile.slug,
             "timeout_s": job.timeout_s,
             "env": env,
         }
@@ -294,22 +304,24 @@ class Scheduler:
         now = utcnow()
         for run in active:
             run_dir = self.run_dir(run)
-            if self.executor.alive(run_dir):
+            if await _call(self.executor.alive(run_dir)):
                 with self.engine.connect() as conn:
                     timeout = conn.execute(select(jobs.c.timeout_s).where(jobs.c.id == run.job_id)).scalar() or 0
                 elapsed = (now - run.started_at).total_seconds() if run.started_at else 0
                 if run.cancel_requested:
-                    self.executor.terminate(run_dir, run.pid)
+                    await _call(self.executor.terminate(run_dir, run.pid))
                     if elapsed and (run_dir / "cancel").exists() and (now.timestamp() - (run_dir / "cancel").stat().st_mtime) > KILL_GRACE_S:
-                        self.executor.terminate(run_dir, run.pid, force=True)
+                        await _call(self.executor.terminate(run_dir, run.pid, force=True))
                 elif timeout and elapsed > timeout + KILL_GRACE_S:
                     # the runner enforces its timeout itself; this is the backstop
-                    self.executor.terminate(run_dir, run.pid, force=elapsed > timeout + 2 * KILL_GRACE_S)
+                    await _call(self.executor.terminate(run_dir, run.pid, force=elapsed > timeout + 2 * KILL_GRACE_S))
                 continue
             result_file = run_dir / "result.json"
             if result_file.exists():
                 result = json.loads(result_file.read_text())
                 status, error, mlflow_id = result["status"], result.get("error"), result.get("mlflow_run_id")
+                if run.cancel_requested and status != "succeeded":
+                    status, error = "cancelled", "cancelled by request"
             elif run.cancel_requested:
                 status, error, mlflow_id = "cancelled", "cancelled by request", None
             elif not (run_dir / "log").exists():
@@ -374,7 +386,9 @@ class Scheduler:
         if run.status == "running":
             run_dir = self.run_dir(run)
             (run_dir / "cancel").touch()
-            self.executor.terminate(run_dir, run.pid)
+            stopping = self.executor.terminate(run_dir, run.pid)
+            if inspect.isawaitable(stopping):
+                asyncio.ensure_future(stopping)
         self.wake.set()
 
     # -- start-up ------------------------------------------------------------------------------
@@ -383,6 +397,9 @@ class Scheduler:
         """After a (re)start: say what was found; the loop re-attaches or finishes each run."""
         with self.engine.connect() as conn:
             running = conn.execute(select(runs).where(runs.c.status == "running")).all()
+        if running and inspect.iscoroutinefunction(self.executor.alive):
+            log.info("%d run(s) were running; following their Jobs again", len(running))
+            return
         for run in running:
             state = "still running, re-attached" if self.executor.alive(self.run_dir(run)) else "ended while the service was down"
             log.info("run %s of job %s: %s", run.id, run.job_id, state)

@@ -9,6 +9,7 @@ on all. The API contract is in issue 4 and docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -419,6 +420,13 @@ class RunFileHandler(Base):
     async def get(self, run_id, name):
         run = self.owned_run(run_id)
         path = self.ctx.scheduler.run_dir(run) / name
+        live = getattr(self.ctx.scheduler.executor, "live_log", None)
+        if name == "log" and run.status == "running" and live is not None:
+            text = await live(path.parent)
+            if text is not None:
+                self.set_header("Content-Type", self.TYPES[name])
+                self.finish(text)
+                return
         if not path.exists():
             state = "has not produced it yet" if run.status in ACTIVE else "produced none"
             raise BadRequest(f"run {run_id} {state} ({name}); status {run.status}", 404)
@@ -429,6 +437,81 @@ class RunFileHandler(Base):
         if name == "output.ipynb":
             self.set_header("Content-Disposition", f'attachment; filename="{run_id}-output.ipynb"')
         self.finish(path.read_bytes())
+
+
+class RunnerHandler(web.RequestHandler):
+    """What a run's pod (kubernetes executor) fetches and sends back; see :mod:`.kube`.
+
+    Authenticated by the run's own secret (``Authorization: hubml-run <secret>``), never by a
+    hub token: only the pod of that run has it, and only while the run is running.
+    """
+
+    FILES = {"output.ipynb", "output.html", "result.json"}
+    STATUSES = {"succeeded", "failed", "timed_out"}
+
+    def initialize(self, ctx):
+        self.ctx = ctx
+
+    def check_xsrf_cookie(self):
+        return  # no cookies here: the secret is in a header
+
+    def write_error(self, status_code, **kwargs):
+        Base.write_error(self, status_code, **kwargs)
+
+    def _run(self, run_id: str):
+        from .kube import TOKEN_FILE, token_hash
+
+        scheme, _, secret = self.request.headers.get("Authorization", "").partition(" ")
+        with self.ctx.engine.connect() as conn:
+            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        path = self.ctx.scheduler.run_dir(run) / TOKEN_FILE if run is not None else None
+        expected = path.read_text() if path is not None and path.exists() else ""
+        if scheme != "hubml-run" or not expected or not hmac.compare_digest(token_hash(secret), expected):
+            raise BadRequest("this endpoint is for a run's own pod: Authorization: hubml-run <the run's secret>", 403)
+        if run.status != "running":
+            raise BadRequest(f"run {run_id} is {run.status}, no longer running", 409)
+        return run
+
+    async def get(self, run_id, name):
+        if name != "spec":
+            raise BadRequest(f"GET {name}: only spec can be read here", 405)
+        run = self._run(run_id)
+        from .kube import REMOTE_SPEC
+
+        spec = json.loads((self.ctx.scheduler.run_dir(run) / REMOTE_SPEC).read_text())
+        spec["input"] = json.loads(Path(spec["input"]).read_text(encoding="utf-8"))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(spec))
+
+    async def put(self, run_id, name):
+        if name not in self.FILES:
+            raise BadRequest(f"PUT {name}: a run sends {', '.join(sorted(self.FILES))}", 404)
+        run = self._run(run_id)
+        body = self.request.body
+        if name != "output.html":
+            try:
+                data = json.loads(body)
+            except ValueError as e:
+                raise BadRequest(f"{name} is not JSON: {e}") from None
+            if name == "output.ipynb" and not (isinstance(data, dict) and isinstance(data.get("cells"), list)):
+                raise BadRequest("output.ipynb is not a notebook (no cells)")
+            if name == "result.json":
+                if not isinstance(data, dict) or data.get("status") not in self.STATUSES:
+                    raise BadRequest(f"result.json needs status one of {', '.join(sorted(self.STATUSES))}")
+                error, mlflow_id = data.get("error"), data.get("mlflow_run_id")
+                if not (error is None or isinstance(error, str)) or not (
+                        mlflow_id is None or isinstance(mlflow_id, str) and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", mlflow_id)):
+                    raise BadRequest("result.json: error must be a string or null, mlflow_run_id an MLflow run id or null")
+                body = json.dumps({"status": data["status"], "error": error and error[:4000],
+                                   "mlflow_run_id": mlflow_id, "runner_seconds": data.get("runner_seconds")}).encode()
+        run_dir = self.ctx.scheduler.run_dir(run)
+        tmp = run_dir / f".{name}.upload"
+        tmp.write_bytes(body)
+        os.replace(tmp, run_dir / name)
+        if name == "result.json":
+            self.ctx.scheduler.wake.set()
+        self.set_status(204)
+        self.finish()
 
 
 class CancelHandler(Base):
@@ -517,6 +600,7 @@ def make_app(ctx: Context):
         (p + r"api/runs/([0-9a-f]+)", authed(RunHandler), kw),
         (p + r"api/runs/([0-9a-f]+)/(output\.ipynb|output\.html|log)", authed(RunFileHandler), kw),
         (p + r"api/runs/([0-9a-f]+)/cancel", authed(CancelHandler), kw),
+        (p + r"api/runs/([0-9a-f]+)/runner/([\w.-]+)", RunnerHandler, kw),
         (p + "api/cron", authed(CronHandler), kw),
         (p + "api/profiles", authed(ProfilesHandler), kw),
         (p + "api/notebook", authed(NotebookHandler), kw),
@@ -566,7 +650,12 @@ def main() -> int:
     engine = make_engine(db_url(settings))
     init_db(engine)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
-    executor = LocalExecutor(warm_spares=settings.jobs.warm_runners)
+    if settings.jobs.executor == "kubernetes":
+        from .kube import KubernetesExecutor
+
+        executor = KubernetesExecutor(settings)
+    else:
+        executor = LocalExecutor(warm_spares=settings.jobs.warm_runners)
     hub = HubClient()
     public = os.environ.get("HUBML_PUBLIC_URL", "")
     scheduler = Scheduler(engine, settings, executor, settings.data_dir, hub=hub, public_url=public)

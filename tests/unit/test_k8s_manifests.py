@@ -1,6 +1,7 @@
 """Pods for every catalog profile, built by the real KubeSpawner offline (no cluster)."""
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,14 +143,15 @@ def test_deployment_examples_parse_and_validate(tmp_path):
 def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, slug):
     from kubernetes_asyncio.client import V1Job  # noqa: F401  (the real client's model built it)
 
-    from hubml.extensions.jobs.executor import k8s_job_manifest
+    from hubml.extensions.jobs.kube import STOP_GRACE_S, k8s_job_manifest
 
     gpus, selector, cpu, mem, image = EXPECTED[slug]
     job = k8s_job_manifest(settings, slug, "alice", "projects/train.ipynb", {"epochs": 5, "lr": 0.01},
                            job_id="j1", run_id="r1", timeout_s=900)
     pod = pod_manifest(settings, slug, "alice")
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900
+    # the runner gets the run's timeout; the Job's deadline leaves it time to stop and report
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900 + STOP_GRACE_S
     spec = job["spec"]["template"]["spec"]
     assert spec["restartPolicy"] == "Never"
     c = spec["containers"][0]
@@ -159,11 +161,13 @@ def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, sl
     assert spec.get("tolerations") == pod["spec"].get("tolerations")
     assert spec["volumes"] == pod["spec"]["volumes"]  # the user's home volume
     assert c["volumeMounts"] == pod["spec"]["containers"][0]["volumeMounts"]
-    assert c["args"][:3] == ["papermill", "projects/train.ipynb", ".hubml-jobs/j1/r1/output.ipynb"]
-    assert '{"epochs": 5}' in c["args"] and '{"lr": 0.01}' in c["args"]
+    assert c["command"] == ["python", "-m", "hubml.extensions.jobs.runner", "--remote"] and "args" not in c
+    assert json.loads(job["metadata"]["annotations"]["hubml.io/parameters"]) == {"epochs": 5, "lr": 0.01}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HUBML_JOB_ID"] == "j1" and env["HUBML_JOB_RUN_ID"] == "r1" and env["JUPYTERHUB_USER"] == "alice"
-    assert not any(k.startswith("JUPYTERHUB_API") or "TOKEN" in k for k in env)
+    assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs/"  # z2jh's proxy, in the cluster
+    # no hub credentials: the pod's only secret is its run's, minted when the run is submitted
+    assert [k for k in env if "TOKEN" in k] == ["HUBML_RUN_TOKEN"] and env["HUBML_RUN_TOKEN"] == "<minted for each run>"
     assert job["metadata"]["labels"]["hubml.io/run-id"] == "r1"
 
 

@@ -178,6 +178,10 @@ def test_memory_units():
         parse_memory("16GiB")
 
 
-def test_a_kubernetes_job_executor_is_refused_rather_than_silently_local(tmp_path):
-    path = write(tmp_path, "jobs:\n  executor: kubernetes\n")
-    assert error_of(path).startswith(f"{path}:2: jobs.executor: the kubernetes executor cannot submit jobs yet")
+def test_kubernetes_job_executor_settings(tmp_path):
+    path = write(tmp_path, "jobs:\n  executor: kubernetes\n  cluster_hub_url: http://proxy-public:8000/\n")
+    s = load_settings(path)
+    assert s.jobs.executor == "kubernetes" and s.jobs.cluster_hub_url == "http://proxy-public:8000"
+    path = write(tmp_path, "jobs:\n  executor: kubernetes\n  cluster_hub_url: proxy-public\n")
+    assert error_of(path).startswith(f"{path}:3: jobs.cluster_hub_url: must be an http(s) URL such as http://proxy-public")
+

@@ -1,0 +1,209 @@
+"""The jobs service's kubernetes executor: a real hub and jobs service submitting ``batch/v1``
+Jobs with the real ``kubernetes_asyncio`` client to a stand-in API server (tests/kubefake.py,
+there is no cluster here), whose "pods" run the real runner, papermill and kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from tests.jobsutil import JobsAPI, write_notebook
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "hubml-jobs-test"
+
+
+@pytest.fixture(scope="module")
+def cluster_and_hub(tmp_path_factory):
+    from tests.hubprocess import free_port, start_hub
+    from tests.kubefake import FakeCluster
+
+    tmp = tmp_path_factory.mktemp("jobs-k8s")
+    port = free_port()
+    cluster = FakeCluster(homes=tmp / "hub" / "homes", workdir=tmp / "cluster").start()
+    hub = None
+    try:
+        hub = start_hub(
+            tmp / "hub",
+            {
+                "jobs": {"enabled": True, "executor": "kubernetes", "cluster_hub_url": f"http://127.0.0.1:{port}",
+                         "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4},
+                "auth": {"groups": {"gpu-users": ["alice"]}},
+                "kubernetes": {"namespace": NAMESPACE},
+                "gpus": {"inventory": "none"},  # no GPU on this host: the cluster has them
+            },
+            extra_env={"KUBECONFIG": str(cluster.kubeconfig)},
+            port=port,
+        )
+        JobsAPI(hub.url, hub.token).wait_up()
+        yield cluster, hub
+    finally:
+        if hub is not None:
+            hub.stop()
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_and_hub):
+    return cluster_and_hub[0]
+
+
+@pytest.fixture(scope="module")
+def hub(cluster_and_hub):
+    return cluster_and_hub[1]
+
+
+@pytest.fixture(scope="module")
+def alice(hub):
+    return JobsAPI(hub.url, hub.user_token("alice"))
+
+
+def home(hub, user):
+    return hub.data_dir / "homes" / user
+
+
+def outputs(api, run) -> str:
+    r = api("GET", f"runs/{run['id']}/output.ipynb")
+    assert r.status_code == 200, r.text
+    return "\n".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) + o.get("evalue", "")
+                     for c in r.json()["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+
+
+def submitted(cluster, run_id) -> dict:
+    return next(m for m in cluster.created if m["metadata"]["labels"]["hubml.io/run-id"] == run_id)
+
+
+def wait_gone(cluster, run_id, timeout=20):
+    deadline = time.monotonic() + timeout
+    while any(n.endswith(run_id) for n in cluster.job_names()):
+        assert time.monotonic() < deadline, f"Job of run {run_id} still there: {cluster.job_names()}"
+        time.sleep(0.2)
+
+
+def test_a_run_is_a_job_on_the_cluster_built_from_the_catalog_and_its_output_comes_back(hub, cluster, alice):
+    write_notebook(home(hub, "alice"), "projects/train.ipynb",
+                   "import os\nprint('epochs', epochs, 'in', os.getcwd(), 'gpus', os.environ.get('CUDA_VISIBLE_DEVICES'))",
+                   params="epochs = 1")
+    job = alice.create(notebook="projects/train.ipynb", parameters={"epochs": 7}, profile="gpu-t4", timeout_s=600)
+    [run] = alice.wait_runs(job["id"], timeout=120)
+    log = alice("GET", f"runs/{run['id']}/log").text
+    assert run["status"] == "succeeded", (run, log)
+    out = outputs(alice, run)
+    # the parameter was injected, it ran in the user's home folder of the notebook, and CUDA
+    # devices were left to the cluster's device plugin (not hidden by an empty variable)
+    assert "epochs 7 in " + str(home(hub, "alice") / "projects") in out and "gpus None" in out, out
+    assert "epochs 7" in alice("GET", f"runs/{run['id']}/output.html").text
+    assert f"submitted Job hubml-run-{run['id']} to namespace {NAMESPACE}" in log and "Executing Cell" in log, log
+
+    manifest = submitted(cluster, run["id"])
+    assert manifest["apiVersion"] == "batch/v1" and manifest["metadata"]["namespace"] == NAMESPACE
+    assert manifest["spec"]["backoffLimit"] == 0 and manifest["spec"]["activeDeadlineSeconds"] == 600 + 60
+    pod = manifest["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"  # the catalog's gpu-t4, as the spawner does it
+    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert c["image"].startswith("hubml/singleuser-gpu")
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HUBML_JOB_RUN_ID"] == run["id"] and env["JUPYTERHUB_USER"] == "alice"
+    assert "CUDA_VISIBLE_DEVICES" not in env and "JUPYTERHUB_API_TOKEN" not in env
+    assert json.loads(manifest["metadata"]["annotations"]["hubml.io/parameters"]) == {"epochs": 7}
+    wait_gone(cluster, run["id"])  # collected, then deleted
+
+
+def test_the_runner_endpoints_take_only_the_runs_own_secret_while_it_runs(hub, cluster, alice):
+    write_notebook(home(hub, "alice"), "wait.ipynb", "import time\ntime.sleep(300)")
+    job = alice.create(notebook="wait.ipynb", profile="cpu-small")
+    run = alice.wait_status(job["id"], "running", timeout=60)
+    deadline = time.monotonic() + 30
+    while not any(m["metadata"]["labels"]["hubml.io/run-id"] == run["id"] for m in cluster.created):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    secret = cluster.pod_env(run["id"])["HUBML_RUN_TOKEN"]
+    base = f"{hub.url}services/jobs/api/runs/{run['id']}/runner/"
+    assert requests.get(base + "spec", headers={"Authorization": f"hubml-run {secret}"}, timeout=10).status_code == 200
+    for header in ({}, {"Authorization": "hubml-run wrong"}, {"Authorization": f"token {alice.session.headers['Authorization'].split()[1]}"},
+                   {"Authorization": f"token {hub.token}"}):
+        r = requests.get(base + "spec", headers=header, timeout=10)
+        assert r.status_code == 403 and "the run's secret" in r.json()["message"], (header, r.text)
+    bad = requests.put(base + "result.json", data=b'{"status": "great"}', headers={"Authorization": f"hubml-run {secret}"}, timeout=10)
+    assert bad.status_code == 400 and "status one of" in bad.json()["message"]
+
+    # cancel: the Job is deleted in the foreground, the runner stops its kernel and sends what it has
+    assert alice("POST", f"runs/{run['id']}/cancel").status_code == 202
+    [run] = alice.wait_runs(job["id"], timeout=60)
+    assert run["status"] == "cancelled", run
+    wait_gone(cluster, run["id"])
+    r = requests.get(base + "spec", headers={"Authorization": f"hubml-run {secret}"}, timeout=10)
+    assert r.status_code == 409 and "no longer running" in r.json()["message"]
+    assert not cluster.alive_processes()
+
+
+def test_timeout_keeps_partial_output_and_a_pod_killed_for_memory_says_so(hub, cluster, alice):
+    write_notebook(home(hub, "alice"), "slow.ipynb", "print('started', flush=True)", "import time\ntime.sleep(120)")
+    job = alice.create(notebook="slow.ipynb", profile="cpu-small", timeout_s=5)
+    [run] = alice.wait_runs(job["id"], timeout=90)
+    assert run["status"] == "timed_out" and "timed out after 5 s" in run["error"], run
+    assert "started" in outputs(alice, run)
+
+    write_notebook(home(hub, "alice"), "big.ipynb", "print('loading', flush=True)", "import time\ntime.sleep(120)")
+    job = alice.create(notebook="big.ipynb", profile="cpu-small", max_retries=0)
+    run = alice.wait_status(job["id"], "running", timeout=60)
+    deadline = time.monotonic() + 60
+    while "Executing Cell 2" not in alice("GET", f"runs/{run['id']}/log").text:  # the live log is the pod's
+        assert time.monotonic() < deadline, alice("GET", f"runs/{run['id']}/log").text
+        time.sleep(0.2)
+    cluster.oom_kill(run["id"])
+    [run] = alice.wait_runs(job["id"], timeout=60)
+    assert run["status"] == "failed" and "ran out of memory (OOMKilled)" in run["error"], run
+    assert "loading" in alice("GET", f"runs/{run['id']}/log").text
+    wait_gone(cluster, run["id"])
+
+
+def test_a_service_killed_during_a_run_follows_the_job_again(hub, cluster, alice):
+    write_notebook(home(hub, "alice"), "steady.ipynb", "import time\ntime.sleep(8)\nprint('finished')")
+    job = alice.create(notebook="steady.ipynb", profile="cpu-small")
+    run = alice.wait_status(job["id"], "running", timeout=60)
+    pid = requests.get(f"{hub.url}services/jobs/hubml/health", timeout=10).json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if requests.get(f"{hub.url}services/jobs/hubml/health", timeout=5).json()["pid"] != pid:
+                break
+        except (requests.RequestException, ValueError):
+            pass
+        assert time.monotonic() < deadline, "the hub did not restart the jobs service"
+        time.sleep(0.5)
+    [run] = alice.wait_runs(job["id"], timeout=90)
+    assert run["status"] == "succeeded" and run["attempt"] == 1, run
+    assert "finished" in outputs(alice, run)
+    assert len([m for m in cluster.created if m["metadata"]["labels"]["hubml.io/job-id"] == job["id"]]) == 1
+
+
+def test_every_call_the_executor_made_is_allowed_by_the_shipped_role(cluster):
+    """hub_config/deploy/jobs-rbac.yaml grants what the executor needs, judged by what it did."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    rbac = Path(__file__).resolve().parents[2] / "hub_config" / "deploy" / "jobs-rbac.yaml"
+    role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "Role")
+    allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    verbs = {"POST": "create", "DELETE": "delete"}
+    used = set()
+    for method, uri in cluster.requests:
+        m = re.match(r"/apis?/(?:(batch)/)?v1/namespaces/[^/]+/(\w+)(/[^/?]+)?(/log)?", uri)
+        assert m, uri
+        group, resource, name, sub = m.group(1) or "", m.group(2), m.group(3), m.group(4)
+        verb = verbs.get(method) or ("get" if name else "list")
+        used.add((group, resource + (sub or ""), verb))
+    assert {("batch", "jobs", "create"), ("batch", "jobs", "list"), ("batch", "jobs", "delete"),
+            ("", "pods", "list"), ("", "pods/log", "get")} <= used
+    assert used <= allowed, used - allowed
