@@ -22,6 +22,28 @@ SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=
 
 
 
+# hubml's services on Kubernetes: fixed ports on the hub's Service, where the proxy (its own pod)
+# reaches them; deploy/values.yaml opens the same ports (hub.service.extraPorts)
+SERVICE_PORTS = {"mlflow": 8091, "jobs": 8092, "apps": 8093}
+
+
+def _in_cluster(settings) -> bool:
+    return settings.hub.spawner == "kubernetes"
+
+
+def service_url(settings, name: str) -> str:
+    """Where the proxy reaches a hubml service."""
+    if _in_cluster(settings):
+        return f"http://{settings.kubernetes.hub_service}:{SERVICE_PORTS[name]}"
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def pods_hub_url(settings) -> str:
+    """The hub's public URL as users' servers and jobs see it."""
+    if _in_cluster(settings):
+        return settings.kubernetes.proxy_url
+    return f"http://{settings.hub.ip}:{settings.hub.port}"
+
 def _kube_env(settings) -> dict:
     """What the kubernetes job executor needs to find its cluster (a service gets no other env)."""
     if settings.jobs.executor != "kubernetes":
@@ -147,6 +169,8 @@ def update_services(c, settings: Settings) -> None:
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
     env = {"HUBML_DATA_DIR": str(settings.data_dir)}
+    if _in_cluster(settings):
+        env["HUBML_SERVICE_BIND"] = ""  # all interfaces: the proxy is another pod
     if os.environ.get("HUBML_SETTINGS"):
         env["HUBML_SETTINGS"] = os.environ["HUBML_SETTINGS"]
     services.append(
@@ -164,7 +188,7 @@ def update_services(c, settings: Settings) -> None:
         services.append(
             {
                 "name": "mlflow",
-                "url": f"http://127.0.0.1:{free_port()}",
+                "url": service_url(settings, "mlflow"),
                 "command": [sys.executable, "-m", "hubml.extensions.tracking.service"],
                 "environment": env,
                 "oauth_no_confirm": True,
@@ -175,7 +199,7 @@ def update_services(c, settings: Settings) -> None:
         user_services.append("mlflow")
         # approvals depend on group membership, which the service asks the hub about
         roles.append({"name": "hubml-mlflow", "scopes": ["read:users:groups"], "services": ["mlflow"]})
-        public = f"http://{settings.hub.ip}:{settings.hub.port}"
+        public = pods_hub_url(settings)
         c.Spawner.environment = {
             **(c.Spawner.environment if "environment" in c.Spawner else {}),
             "MLFLOW_TRACKING_URI": f"{public}/services/mlflow",
@@ -184,9 +208,9 @@ def update_services(c, settings: Settings) -> None:
         services.append(
             {
                 "name": "jobs",
-                "url": f"http://127.0.0.1:{free_port()}",
+                "url": service_url(settings, "jobs"),
                 "command": [sys.executable, "-m", "hubml.extensions.jobs.service"],
-                "environment": {**env, "HUBML_PUBLIC_URL": f"http://{settings.hub.ip}:{settings.hub.port}",
+                "environment": {**env, "HUBML_PUBLIC_URL": pods_hub_url(settings),
                                 **_kube_env(settings)},
                 "oauth_no_confirm": True,
                 "display": True,
@@ -196,7 +220,7 @@ def update_services(c, settings: Settings) -> None:
         user_services.append("jobs")
         c.Spawner.environment = {
             **(c.Spawner.environment if "environment" in c.Spawner else {}),
-            "HUBML_JOBS_URL": f"http://{settings.hub.ip}:{settings.hub.port}/services/jobs",
+            "HUBML_JOBS_URL": f"{pods_hub_url(settings)}/services/jobs",
         }
         # runs execute as their user: the service mints short-lived tokens for them (MLflow)
         # and reads group membership for profile access
@@ -205,14 +229,14 @@ def update_services(c, settings: Settings) -> None:
                 ["access:services!service=mlflow"] if settings.tracking.enabled else [])], "services": ["jobs"]}
         )
     if settings.apps.enabled:
-        public = f"http://{settings.hub.ip}:{settings.hub.port}"
+        public = pods_hub_url(settings)
         apps_env = {**env}
         if settings.tracking.enabled:
             apps_env["HUBML_MLFLOW_URL"] = f"{public}/services/mlflow"
         services.append(
             {
                 "name": "apps",
-                "url": f"http://127.0.0.1:{free_port()}",
+                "url": service_url(settings, "apps"),
                 "command": [sys.executable, "-m", "hubml.extensions.apps.service"],
                 "environment": apps_env,
                 "oauth_no_confirm": True,

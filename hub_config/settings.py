@@ -176,6 +176,18 @@ class KubernetesSection(_Model):
     storage_class: str = ""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     service_account: str = ""
+    # how pods in the cluster (users' servers, job runs) reach the hub's services: through the
+    # chart's proxy Service ("proxy-public" in z2jh)
+    proxy_url: str = "http://proxy-public"
+    # the hub's Service; the proxy reaches hubml's services on it (ports in deploy/values.yaml)
+    hub_service: str = "hub"
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"must be an http(s) URL such as http://proxy-public, not {value!r}")
+        return value.rstrip("/")
 
 
 class TrackingSection(_Model):
@@ -201,16 +213,6 @@ class JobsSection(_Model):
     # local: papermill processes on this host. kubernetes: a batch/v1 Job per run, in
     # kubernetes.namespace, from the same catalog translation as the spawner
     executor: Literal["local", "kubernetes"] = "local"
-    # kubernetes executor: how a job's pod reaches the hub's services (the jobs service, MLflow)
-    # from inside the cluster; z2jh's proxy service is "proxy-public"
-    cluster_hub_url: str = "http://proxy-public"
-
-    @field_validator("cluster_hub_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
-            raise ValueError(f"must be an http(s) URL such as http://proxy-public, not {value!r}")
-        return value.rstrip("/")
     # runner processes kept warm (papermill imported) so a run starts without ~2.5 s of imports
     warm_runners: int = Field(1, ge=0, le=16)
 

@@ -736,7 +736,7 @@ def main() -> int:
     ctx = Context(settings, engine, Hub(), HubOAuth(cache_max_age=60), prefix)
     app = make_app(ctx)
     port = int(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:5002").rsplit(":", 1)[-1].split("/")[0])
-    app.listen(port, address="127.0.0.1", xheaders=True)
+    app.listen(port, address=os.environ.get("HUBML_SERVICE_BIND", "127.0.0.1"), xheaders=True)
     log.info("apps service on 127.0.0.1:%s%s", port, prefix)
 
     async def sweeper():

@@ -120,7 +120,7 @@ STOP_GRACE_S = 60
 
 
 def cluster_jobs_url(settings) -> str:
-    return settings.jobs.cluster_hub_url.rstrip("/") + "/services/jobs/"
+    return settings.kubernetes.proxy_url + "/services/jobs/"
 
 
 class KubernetesExecutor:
@@ -176,7 +176,7 @@ class KubernetesExecutor:
         token = secrets.token_urlsafe(32)
         env = {k: v for k, v in spec["env"].items() if k not in _LOCAL_ONLY}
         if "MLFLOW_TRACKING_URI" in env:  # the pod reaches MLflow the way it reaches us
-            env["MLFLOW_TRACKING_URI"] = self.settings.jobs.cluster_hub_url.rstrip("/") + "/services/mlflow"
+            env["MLFLOW_TRACKING_URI"] = self.settings.kubernetes.proxy_url + "/services/mlflow"
         remote = {k: spec[k] for k in ("run_id", "job_id", "parameters", "timeout_s", "notebook")}
         _write_private(run_dir / REMOTE_SPEC, json.dumps({**remote, "input": spec["input"], "env": env}))
         _write_private(run_dir / TOKEN_FILE, token_hash(token))

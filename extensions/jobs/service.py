@@ -669,7 +669,7 @@ def main() -> int:
     app = make_app(ctx)
     service_url = os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:5001")
     port = int(service_url.rsplit(":", 1)[-1].split("/")[0])
-    app.listen(port, address="127.0.0.1", xheaders=True)
+    app.listen(port, address=os.environ.get("HUBML_SERVICE_BIND", "127.0.0.1"), xheaders=True)
     log.info("jobs service on 127.0.0.1:%s%s (pid %s, db %s)", port, prefix, os.getpid(), engine.url.render_as_string(hide_password=True))
 
     loop = ioloop.IOLoop.current()

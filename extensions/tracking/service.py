@@ -409,7 +409,7 @@ def main() -> int:
     app = make_app(ctx, prefix)
     service_url = os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:5000")
     port = int(service_url.rsplit(":", 1)[-1].split("/")[0])
-    app.listen(port, address="127.0.0.1", xheaders=True)
+    app.listen(port, address=os.environ.get("HUBML_SERVICE_BIND", "127.0.0.1"), xheaders=True)
     log.info("mlflow front door on 127.0.0.1:%s%s", port, prefix)
 
     def supervise():

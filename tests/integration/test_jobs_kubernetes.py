@@ -32,10 +32,11 @@ def cluster_and_hub(tmp_path_factory):
         hub = start_hub(
             tmp / "hub",
             {
-                "jobs": {"enabled": True, "executor": "kubernetes", "cluster_hub_url": f"http://127.0.0.1:{port}",
+                "jobs": {"enabled": True, "executor": "kubernetes",
                          "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4},
                 "auth": {"groups": {"gpu-users": ["alice"]}},
-                "kubernetes": {"namespace": NAMESPACE},
+                # the stand-in pods are on this host: they reach the hub's proxy on loopback
+                "kubernetes": {"namespace": NAMESPACE, "proxy_url": f"http://127.0.0.1:{port}"},
                 "gpus": {"inventory": "none"},  # no GPU on this host: the cluster has them
             },
             extra_env={"KUBECONFIG": str(cluster.kubeconfig)},

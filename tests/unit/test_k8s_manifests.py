@@ -132,6 +132,25 @@ def test_kubernetes_configuration_selects_the_kube_spawner(settings):
     assert c.KubeSpawner.storage_pvc_ensure is True
 
 
+def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(settings):
+    from hubml.hub_config.configurer import SERVICE_PORTS
+
+    c = Config()
+    apply_settings(c, settings)
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
+    opened = {p["port"] for p in values["hub"]["service"]["extraPorts"]}
+    for name in ("mlflow", "jobs", "apps"):
+        # the proxy is another pod: loopback would not reach the hub pod
+        assert services[name]["url"] == f"http://hub:{SERVICE_PORTS[name]}"
+        assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""
+        assert SERVICE_PORTS[name] in opened and SERVICE_PORTS[name] in values["hub"]["networkPolicy"]["allowedIngressPorts"]
+    env = c.KubeSpawner.environment if "environment" in c.KubeSpawner else c.Spawner.environment
+    assert env["MLFLOW_TRACKING_URI"] == "http://proxy-public/services/mlflow"
+    assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs"
+    assert env["HUBML_APPS_URL"] == "http://proxy-public/services/apps"
+
+
 def test_deployment_examples_parse_and_validate(tmp_path):
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     assert "configure(c)" in str(values["hub"]["extraConfig"])

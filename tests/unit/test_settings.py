@@ -179,9 +179,9 @@ def test_memory_units():
 
 
 def test_kubernetes_job_executor_settings(tmp_path):
-    path = write(tmp_path, "jobs:\n  executor: kubernetes\n  cluster_hub_url: http://proxy-public:8000/\n")
+    path = write(tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: http://proxy-public:8000/\n")
     s = load_settings(path)
-    assert s.jobs.executor == "kubernetes" and s.jobs.cluster_hub_url == "http://proxy-public:8000"
-    path = write(tmp_path, "jobs:\n  executor: kubernetes\n  cluster_hub_url: proxy-public\n")
-    assert error_of(path).startswith(f"{path}:3: jobs.cluster_hub_url: must be an http(s) URL such as http://proxy-public")
+    assert s.jobs.executor == "kubernetes" and s.kubernetes.proxy_url == "http://proxy-public:8000"
+    path = write(tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: proxy-public\n")
+    assert error_of(path).startswith(f"{path}:4: kubernetes.proxy_url: must be an http(s) URL such as http://proxy-public")
 
