@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("hubml.jobs.executor")
@@ -89,6 +90,30 @@ class LocalExecutor:
         self.warm_spares = warm_spares
         self.spares: list[_Spare] = []
         self._procs: list[subprocess.Popen] = []  # ours to reap
+        # called (from a watcher thread) the moment a runner is gone, so the scheduler finishes
+        # its run at once instead of on its next tick
+        self.notify = None
+        self._watched: set[str] = set()
+
+    def _watch(self, run_dir: Path) -> None:
+        """Wait, in a thread, for the runner's lock to be free (the runner has exited)."""
+        key = str(run_dir)
+        if self.notify is None or key in self._watched:
+            return
+        self._watched.add(key)
+
+        def wait():
+            try:
+                with open(lock_path(run_dir), "a+") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX)  # blocks while the runner lives
+                    fcntl.flock(f, fcntl.LOCK_UN)
+            except OSError:
+                pass
+            self._watched.discard(key)
+            if self.notify is not None:
+                self.notify()
+
+        threading.Thread(target=wait, daemon=True, name=f"runner-watch-{Path(run_dir).name}").start()
 
     def maintain(self) -> None:
         """Reap finished runners, replace dead spares, keep ``warm_spares`` warming."""
@@ -108,14 +133,15 @@ class LocalExecutor:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             spare = next((s for s in self.spares if s.poll_ready()), None)
+            pid = None
             if spare is not None:
                 self.spares.remove(spare)
                 pid = self._hand_over(spare, spec, fd)
-                if pid:
-                    return pid
-            return self._cold(run_dir, fd)
+            pid = pid or self._cold(run_dir, fd)
         finally:
             os.close(fd)  # the runner holds its own copy of the locked file now
+        self._watch(run_dir)
+        return pid
 
     def _hand_over(self, spare: _Spare, spec: dict, fd: int) -> int | None:
         try:
@@ -146,9 +172,11 @@ class LocalExecutor:
         self._procs.append(proc)
         return proc.pid
 
-    @staticmethod
-    def alive(run_dir: Path) -> bool:
-        return runner_alive(run_dir)
+    def alive(self, run_dir: Path) -> bool:
+        if runner_alive(run_dir):
+            self._watch(run_dir)  # a runner re-attached after a restart is watched too
+            return True
+        return False
 
     @staticmethod
     def terminate(run_dir: Path, pid: int | None, force: bool = False) -> None:

@@ -66,6 +66,9 @@ class Scheduler:
     # -- the loop ------------------------------------------------------------------------------
 
     async def loop(self) -> None:
+        if hasattr(self.executor, "notify"):
+            running = asyncio.get_running_loop()
+            self.executor.notify = lambda: running.call_soon_threadsafe(self.wake.set)
         while True:
             try:
                 await self.tick()
