@@ -5,9 +5,9 @@ import json
 import platform
 import sys
 
-from benchmarks import apps, fastlog, imports, service_memory, spawn
+from benchmarks import apps, fastlog, imports, jobs, service_memory, spawn
 
-BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog, "apps": apps}
+BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog, "apps": apps, "jobs": jobs}
 
 
 def main(argv=None) -> int:

@@ -86,9 +86,12 @@ class _Spare:
 class LocalExecutor:
     """Runner processes on this host."""
 
-    def __init__(self, warm_spares: int = 1):
+    def __init__(self, warm_spares: int = 1, max_idle: int | None = None):
         self.warm_spares = warm_spares
+        # runners back from a run are kept for the next one, up to this many idle
+        self.max_idle = max(warm_spares, max_idle or 0)
         self.spares: list[_Spare] = []
+        self.busy: list[_Spare] = []  # warm runners on a run; they say "ready" when done
         self._procs: list[subprocess.Popen] = []  # ours to reap
         # called (from a watcher thread) the moment a runner is gone, so the scheduler finishes
         # its run at once instead of on its next tick
@@ -118,6 +121,16 @@ class LocalExecutor:
     def maintain(self) -> None:
         """Reap finished runners, replace dead spares, keep ``warm_spares`` warming."""
         self._procs = [p for p in self._procs if p.poll() is None]
+        for s in list(self.busy):
+            if s.proc.poll() is not None:
+                self.busy.remove(s)
+                s.discard()
+            elif s.poll_ready():
+                self.busy.remove(s)
+                if len(self.spares) < self.max_idle:
+                    self.spares.append(s)
+                else:
+                    s.discard()
         for s in [s for s in self.spares if s.proc.poll() is not None]:
             s.discard()
             self.spares.remove(s)
@@ -155,8 +168,9 @@ class LocalExecutor:
             spare.proc.kill()
             spare.discard()
             return None
-        spare.sock.close()
-        self._procs.append(spare.proc)
+        spare.sock.settimeout(None)
+        spare.ready = False
+        self.busy.append(spare)
         return spare.proc.pid
 
     def _cold(self, run_dir: Path, fd: int) -> int:
@@ -190,3 +204,7 @@ class LocalExecutor:
         for s in self.spares:
             s.discard()
         self.spares = []
+        for s in self.busy:  # runs go on; their runners exit when done instead of coming back
+            with contextlib.suppress(OSError):
+                s.sock.close()
+        self.busy = []

@@ -4,12 +4,15 @@ The jobs service starts runners in their own session, so a runner outlives a ser
 killed and restarted. Liveness is an exclusive ``flock`` on the run's ``runner.lock``: the
 service takes the lock, hands the locked file to the runner (inherited on a cold start, passed
 over a Unix socket to a warm spare), and closes its own copy; the lock is free again exactly
-when the runner is gone. No PID bookkeeping can be fooled by PID reuse, and a service that dies
+when the runner is done with the run: it exited, or (a warm runner) wrote the result, stopped
+any kernel and closed the lock. No PID bookkeeping can be fooled by PID reuse, and a service that dies
 between claiming a run and handing it over leaves the lock free, so the run is known never to
 have started.
 
 Warm spares (``--spare FD``) import papermill and nbconvert ahead of time and wait for a run;
-that saves the ~2.5 s of imports that dominate a short notebook's run time.
+that saves the ~2.5 s of imports that dominate a short notebook's run time. A warm runner goes
+back to the service after its run and takes another (up to ``RUNS_PER_RUNNER``), so a queue of
+runs does not pay the imports either.
 
 The runner writes, in the run's directory: ``output.ipynb`` (papermill saves it after every
 cell, so a killed run keeps its partial output), ``output.html``, ``log`` and, last,
@@ -169,8 +172,15 @@ def execute(spec: dict) -> dict:
     return result
 
 
-def run(spec: dict) -> int:
+def run(spec: dict) -> None:
+    """Execute one run, its stdout and stderr going to the run's log, and leave the process as
+    it found it (environment, working directory, descriptors, signal handler): a warm runner
+    goes on to the next run."""
     run_dir = Path(spec["run_dir"])
+    saved_fds, saved_streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    _stop_reason.clear()
+    started = time.monotonic()
     log_fd = os.open(run_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -179,28 +189,36 @@ def run(spec: dict) -> int:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     # papermill logs the cells' output (log_output=True) through logging
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
-    os.environ.update(spec["env"])
-    os.chdir(spec["cwd"])
 
     def on_term(signum, frame):
+        # the service sends SIGTERM to cancel (after writing the cancel file) or as the timeout's
+        # backstop; anything else was meant for an earlier run of this runner
         if (run_dir / "cancel").exists():
             _stop("cancelled", "cancelled by request")
-        else:
+        elif time.monotonic() - started >= spec["timeout_s"]:
             _stop("timed_out", f"stopped by the jobs service after {spec['timeout_s']} s")
 
-    signal.signal(signal.SIGTERM, on_term)
-    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} (pid {os.getpid()})", flush=True)
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        result = execute(spec)
-    except BaseException as e:
-        result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
-    _write_json(run_dir / "result.json", result)
-    # nothing is left to clean up (papermill shut the kernel down): exit without the
-    # interpreter's teardown, which takes a few hundred ms with papermill's imports loaded and
-    # delays the moment the service sees the run end (the lock is freed when we exit)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        os.environ.update(spec["env"])
+        os.chdir(spec["cwd"])
+        print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} (pid {os.getpid()})", flush=True)
+        try:
+            result = execute(spec)
+        except BaseException as e:
+            result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
+        _write_json(run_dir / "result.json", result)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
 
 
 def _warm_up() -> None:
@@ -215,23 +233,39 @@ def _warm_up() -> None:
     HTMLExporter().from_notebook_node(nb)
 
 
+# a warm runner takes this many runs, then makes way for a fresh one
+RUNS_PER_RUNNER = 50
+
+
 def spare(sock_fd: int) -> int:
-    """Wait warm for one run: a JSON spec plus the run's locked lock file, over ``sock_fd``."""
+    """Warm runner: take runs (a JSON spec plus the run's locked lock file) over ``sock_fd``.
+
+    After each run it closes that run's lock (the service sees the run end) and says "ready"
+    again; it exits when the service closes the socket (it went away, or has spares enough).
+    """
     _warm_up()
     sock = socket.socket(fileno=sock_fd)
-    sock.sendall(b"ready\n")
     try:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+        sock.sendall(b"ready\n")
+        for taken in range(1, RUNS_PER_RUNNER + 1):
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+            if not msg or not fds:
+                break  # the service went away, or does not need us
+            lock_fd = fds[0]  # held for the whole run: it is the run's liveness
+            os.set_inheritable(lock_fd, False)
+            try:
+                spec = json.loads(msg)
+                sock.sendall(f"started {os.getpid()}\n".encode())
+                run(spec)
+                kill_kernels()  # none should be left; none may outlive the run's lock
+                if taken < RUNS_PER_RUNNER:
+                    sock.sendall(b"ready\n")  # before the lock: the service may queue the next run
+            finally:
+                os.close(lock_fd)
     except OSError:
-        return 0
-    if not msg or not fds:
-        return 0  # the service went away before handing a run over
-    lock_fd = fds[0]  # keep it open for our whole life: it is our liveness
-    os.set_inheritable(lock_fd, False)
-    spec = json.loads(msg)
-    sock.sendall(f"started {os.getpid()}\n".encode())
-    sock.close()
-    return run(spec)
+        pass  # the service's end of the socket is gone
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter's teardown (~0.3 s with papermill loaded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +369,10 @@ def main(argv=None) -> int:
     if args.spare is not None:
         return spare(args.spare)
     os.set_inheritable(args.lock_fd, False)
-    return run(json.loads(Path(args.spec).read_text()))
+    run(json.loads(Path(args.spec).read_text()))
+    # the lock is freed when we exit: exit without the interpreter's teardown (~0.3 s with
+    # papermill loaded), so the service sees the run end at once
+    os._exit(0)
 
 
 if __name__ == "__main__":

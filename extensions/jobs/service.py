@@ -655,7 +655,7 @@ def main() -> int:
 
         executor = KubernetesExecutor(settings)
     else:
-        executor = LocalExecutor(warm_spares=settings.jobs.warm_runners)
+        executor = LocalExecutor(warm_spares=settings.jobs.warm_runners, max_idle=settings.jobs.max_concurrent_runs)
     hub = HubClient()
     public = os.environ.get("HUBML_PUBLIC_URL", "")
     scheduler = Scheduler(engine, settings, executor, settings.data_dir, hub=hub, public_url=public)
