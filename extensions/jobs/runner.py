@@ -212,7 +212,7 @@ def run(spec: dict) -> None:
         signal.signal(signal.SIGTERM, previous)
         sys.stdout.flush()
         sys.stderr.flush()
-        for fd, saved in zip((1, 2), saved_fds):
+        for fd, saved in zip((1, 2), saved_fds, strict=True):
             os.dup2(saved, fd)
             os.close(saved)
         sys.stdout, sys.stderr = saved_streams
