@@ -187,6 +187,12 @@ class Hubml:
         _reap(procs)
 
 
+def _status(p: psutil.Process) -> str | None:
+    with contextlib.suppress(psutil.Error):
+        return p.status()
+    return None
+
+
 def _cmdline(p: psutil.Process) -> list[str]:
     with contextlib.suppress(psutil.Error):
         return p.cmdline()
@@ -311,8 +317,9 @@ class JupyterScheduler:
 
     def job_processes(self) -> list[psutil.Process]:
         """The server's job processes and kernels (not multiprocessing's resource tracker,
-        which lives as long as the server)."""
-        return [p for p in _descendants(self.proc.pid) if "resource_tracker" not in " ".join(_cmdline(p))]
+        which lives as long as the server, nor exited ones it has not reaped yet)."""
+        return [p for p in _descendants(self.proc.pid)
+                if "resource_tracker" not in " ".join(_cmdline(p)) and _status(p) != psutil.STATUS_ZOMBIE]
 
     def wait_quiet(self, timeout: float = 30) -> None:
         """Until the job processes (and their kernels) have exited."""
