@@ -74,23 +74,36 @@ class Pod:
                    HOME=str(home), HOSTNAME=self.obj["metadata"]["name"], PYTHONUNBUFFERED="1")
         self.env = env
         self.log_path = cluster.logs / f"{self.obj['metadata']['name']}.log"
+        self.log_path.touch()
+        self.tree: set[psutil.Process] = set()
+        self.reason: str | None = None  # set when we killed it (OOMKilled, DeadlineExceeded)
+        self.proc = None
+        if cluster.unschedulable:  # no node fits: the pod waits, nothing runs
+            self.obj["status"] = {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": cluster.unschedulable}]}
+            return
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*self.container["command"], *self.container.get("args", [])], env=env, cwd=home,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        self.tree: set[psutil.Process] = set()
-        self.reason: str | None = None  # set when we killed it (OOMKilled, DeadlineExceeded)
 
     def _container_status(self, state: dict) -> dict:
         return {"name": self.container["name"], "image": self.container.get("image", ""), "imageID": "",
                 "ready": "running" in state, "restartCount": 0, "state": state}
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def remember_tree(self) -> None:
+        if self.proc is None:
+            return
         with contextlib.suppress(psutil.Error):
             self.tree |= {psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)}
 
     def signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
@@ -118,6 +131,7 @@ class FakeCluster:
         self.stopping: dict[str, float] = {}  # job name -> when to SIGKILL its pod
         self.created: list[dict] = []  # every Job manifest as submitted
         self.requests: list[tuple[str, str]] = []
+        self.unschedulable: str | None = None  # set: new pods stay Pending with this message
         self.lock = threading.RLock()
         self.port = None
         self._loop = None
@@ -177,6 +191,16 @@ class FakeCluster:
             for (ns, name), job in list(self.jobs.items()):
                 pod = self.pods.get(name)
                 if pod is None:
+                    continue
+                if pod.proc is None:  # pending: only a deadline or a deletion ends it
+                    if job["obj"]["metadata"].get("deletionTimestamp"):
+                        del self.jobs[(ns, name)]
+                        self.pods.pop(name, None)
+                    elif name in self.deadlines and now > self.deadlines[name] and "done" not in job:
+                        job["done"] = True
+                        job["obj"]["status"].update(failed=1, conditions=[{
+                            "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                            "message": "Job was active longer than specified deadline"}])
                     continue
                 if pod.proc.poll() is None:
                     pod.remember_tree()
@@ -298,15 +322,15 @@ class JobHandler(_Base):
             if job is None:
                 self.fail(404, "NotFound", f'jobs.batch "{name}" not found')
             pod = self.cluster.pods.get(name)
-            if pod is not None and pod.proc.poll() is None:
+            if pod is not None and pod.running():
                 pod.signal(signal.SIGTERM)
                 wait = pod.grace if grace is None else int(grace)
                 self.cluster.stopping[name] = min(self.cluster.stopping.get(name, float("inf")), time.monotonic() + wait)
-            if policy == "Foreground" and pod is not None and pod.proc.poll() is None:
+            if policy == "Foreground" and pod is not None and pod.running():
                 job["obj"]["metadata"].update(deletionTimestamp=_now(), finalizers=["foregroundDeletion"])
             else:
                 del self.cluster.jobs[(ns, name)]
-                if pod is not None and pod.proc.poll() is not None:
+                if pod is not None and not pod.running():
                     self.cluster.pods.pop(name, None)
         self.send({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
 

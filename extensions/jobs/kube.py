@@ -53,7 +53,7 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
     The pod template is KubeSpawner's own pod for this user and profile, with the notebook
     server command replaced by the runner and the server's hub credentials removed. Retries are
     the service's business, so ``backoffLimit`` is 0; ``activeDeadlineSeconds`` is the run's
-    timeout plus a grace period for the runner to stop the kernel and send the partial output.
+    timeout plus a grace period (:func:`job_deadline`) for the runner to stop the kernel and send the partial output.
     """
     from kubernetes_asyncio.client import (
         ApiClient,
@@ -100,7 +100,7 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
         ),
         spec=V1JobSpec(
             backoff_limit=0,
-            active_deadline_seconds=timeout_s + STOP_GRACE_S,
+            active_deadline_seconds=job_deadline(timeout_s),
             ttl_seconds_after_finished=7 * 24 * 3600,
             template=V1PodTemplateSpec(
                 metadata=V1ObjectMeta(labels=labels, annotations=pod["metadata"].get("annotations")),
@@ -116,7 +116,10 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
     return k8s._run(serialize())
 
 
-STOP_GRACE_S = 60
+def job_deadline(timeout_s: int) -> int:
+    """The Job's activeDeadlineSeconds: the run's timeout (the runner enforces it) plus time for
+    the runner to stop the kernel and send the partial output; 10-60 s."""
+    return timeout_s + min(60, 10 + timeout_s // 10)
 
 
 def cluster_jobs_url(settings) -> str:
@@ -231,6 +234,9 @@ class KubernetesExecutor:
         if pod is None:
             return None
         own = (Path(run_dir) / "log").read_bytes() if (Path(run_dir) / "log").exists() else b""
+        waiting = _pending(pod)
+        if waiting is not None:
+            return own + f"[hubml-jobs] the pod is waiting: {waiting}\n".encode()
         return own + (await self._pod_log(pod)).encode()
 
     def close(self) -> None:
@@ -285,6 +291,9 @@ def _failure(job, pod) -> tuple[str, str]:
     conditions = [c for c in (job.status.conditions or []) if c.type == "Failed" and c.status == "True"]
     if conditions and conditions[0].reason == "DeadlineExceeded":
         deadline = job.spec.active_deadline_seconds
+        waiting = _pending(pod)
+        if waiting is not None:
+            return "timed_out", f"timed out after {deadline} s before the pod could start: {waiting}"
         return "timed_out", f"timed out: the Job passed its deadline ({deadline} s) and Kubernetes stopped its pod"
     for cs in (pod.status.container_statuses or []) if pod is not None and pod.status else []:
         term = cs.state.terminated if cs.state else None
@@ -296,6 +305,17 @@ def _failure(job, pod) -> tuple[str, str]:
         c = conditions[0]
         return "failed", f"the Job failed: {c.reason or 'unknown reason'}{': ' + c.message if c.message else ''}"
     return "failed", "the Job ended without a result from its runner"
+
+
+def _pending(pod) -> str | None:
+    """Why a pod that has not started is waiting (no node fits, image pulling), else None."""
+    status = pod.status if pod is not None else None
+    if status is None or status.phase != "Pending":
+        return None
+    why = [f"{c.reason}: {c.message}" for c in status.conditions or [] if c.type == "PodScheduled" and c.status == "False"]
+    why += [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
+            for cs in status.container_statuses or [] if cs.state and cs.state.waiting]
+    return "; ".join(why) or "Pending"
 
 
 def _write_private(path: Path, text: str) -> None:

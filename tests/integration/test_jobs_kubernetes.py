@@ -187,6 +187,28 @@ def test_a_service_killed_during_a_run_follows_the_job_again(hub, cluster, alice
     assert len([m for m in cluster.created if m["metadata"]["labels"]["hubml.io/job-id"] == job["id"]]) == 1
 
 
+def test_a_run_waiting_for_a_gpu_node_says_why_and_can_be_cancelled(hub, cluster, alice):
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    write_notebook(home(hub, "alice"), "gpu.ipynb", "print('on a GPU node')")
+    cluster.unschedulable = message
+    try:
+        waiting = alice.create(notebook="gpu.ipynb", profile="gpu-a100", timeout_s=3, max_retries=0)
+        cancelled = alice.create(notebook="gpu.ipynb", profile="gpu-a100", timeout_s=600)
+        run = alice.wait_status(cancelled["id"], "running", timeout=60)
+        deadline = time.monotonic() + 30
+        while f"the pod is waiting: Unschedulable: {message}" not in alice("GET", f"runs/{run['id']}/log").text:
+            assert time.monotonic() < deadline, alice("GET", f"runs/{run['id']}/log").text
+            time.sleep(0.2)
+        assert alice("POST", f"runs/{run['id']}/cancel").status_code == 202
+        [run] = alice.wait_runs(cancelled["id"], timeout=60)
+        assert run["status"] == "cancelled", run
+        # never scheduled before its deadline: timed out, with the scheduler's reason
+        [run] = alice.wait_runs(waiting["id"], timeout=90)
+        assert run["status"] == "timed_out" and "before the pod could start" in run["error"] and message in run["error"], run
+    finally:
+        cluster.unschedulable = None
+
+
 def test_every_call_the_executor_made_is_allowed_by_the_shipped_role(cluster):
     """hub_config/deploy/jobs-rbac.yaml grants what the executor needs, judged by what it did."""
     import re

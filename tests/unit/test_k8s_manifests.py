@@ -162,7 +162,7 @@ def test_deployment_examples_parse_and_validate(tmp_path):
 def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, slug):
     from kubernetes_asyncio.client import V1Job  # noqa: F401  (the real client's model built it)
 
-    from hubml.extensions.jobs.kube import STOP_GRACE_S, k8s_job_manifest
+    from hubml.extensions.jobs.kube import job_deadline, k8s_job_manifest
 
     gpus, selector, cpu, mem, image = EXPECTED[slug]
     job = k8s_job_manifest(settings, slug, "alice", "projects/train.ipynb", {"epochs": 5, "lr": 0.01},
@@ -170,7 +170,7 @@ def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, sl
     pod = pod_manifest(settings, slug, "alice")
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
     # the runner gets the run's timeout; the Job's deadline leaves it time to stop and report
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900 + STOP_GRACE_S
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == job_deadline(900) == 960
     spec = job["spec"]["template"]["spec"]
     assert spec["restartPolicy"] == "Never"
     c = spec["containers"][0]
