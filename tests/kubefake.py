@@ -132,6 +132,7 @@ class FakeCluster:
         self.created: list[dict] = []  # every Job manifest as submitted
         self.requests: list[tuple[str, str]] = []
         self.unschedulable: str | None = None  # set: new pods stay Pending with this message
+        self.refuse: tuple[int, str, str] | None = None  # set: Job creation fails with this Status
         self.lock = threading.RLock()
         self.port = None
         self._loop = None
@@ -284,6 +285,8 @@ class JobsHandler(_Base):
         self.send({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": items})
 
     def post(self, ns):
+        if self.cluster.refuse:
+            self.fail(*self.cluster.refuse)
         obj = json.loads(self.request.body)
         name = obj.get("metadata", {}).get("name")
         if obj.get("kind") != "Job" or not name:

@@ -188,7 +188,12 @@ class KubernetesExecutor:
             job_id=spec["job_id"], run_id=spec["run_id"], timeout_s=spec["timeout_s"], jobs_url=self.jobs_url,
             run_token=token,
         )
-        await (await self._batch()).create_namespaced_job(self.namespace, manifest)
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            await (await self._batch()).create_namespaced_job(self.namespace, manifest)
+        except ApiException as e:
+            raise RuntimeError(f"Kubernetes refused the Job ({e.status} {e.reason}): {_api_message(e)}") from None
         self._listing = None
         with open(run_dir / "log", "a") as f:
             f.write(f"[hubml-jobs] submitted Job {job_name(spec['run_id'])} to namespace {self.namespace} "
@@ -305,6 +310,14 @@ def _failure(job, pod) -> tuple[str, str]:
         c = conditions[0]
         return "failed", f"the Job failed: {c.reason or 'unknown reason'}{': ' + c.message if c.message else ''}"
     return "failed", "the Job ended without a result from its runner"
+
+
+def _api_message(e) -> str:
+    """The message of a Kubernetes API error (its Status object), else its body."""
+    try:
+        return json.loads(e.body).get("message") or str(e.body)
+    except (TypeError, ValueError, AttributeError):
+        return str(e.body or e.reason)
 
 
 def _pending(pod) -> str | None:

@@ -209,6 +209,18 @@ def test_a_run_waiting_for_a_gpu_node_says_why_and_can_be_cancelled(hub, cluster
         cluster.unschedulable = None
 
 
+def test_a_job_the_cluster_refuses_fails_the_run_with_the_clusters_reason(hub, cluster, alice):
+    why = 'jobs.batch is forbidden: User "system:serviceaccount:hubml:hub" cannot create resource "jobs"'
+    write_notebook(home(hub, "alice"), "refused.ipynb", "print('never')")
+    cluster.refuse = (403, "Forbidden", why)
+    try:
+        job = alice.create(notebook="refused.ipynb", profile="cpu-small", max_retries=0)
+        [run] = alice.wait_runs(job["id"], timeout=60)
+    finally:
+        cluster.refuse = None
+    assert run["status"] == "failed" and f"Kubernetes refused the Job (403 Forbidden): {why}" in run["error"], run
+    assert not any(n.endswith(run["id"]) for n in cluster.job_names())
+
 def test_every_call_the_executor_made_is_allowed_by_the_shipped_role(cluster):
     """hub_config/deploy/jobs-rbac.yaml grants what the executor needs, judged by what it did."""
     import re
