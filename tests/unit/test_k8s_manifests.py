@@ -32,7 +32,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / "settings.yaml"
-    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\n")
+    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\napps: {enabled: false}\n")
     return load_settings(path, environ={"HUBML_DATA_DIR": str(path.parent)})
 
 
@@ -140,7 +140,8 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(se
     services = {s["name"]: s for s in c.JupyterHub.services}
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     opened = {p["port"] for p in values["hub"]["service"]["extraPorts"]}
-    for name in ("mlflow", "jobs", "apps"):
+    assert "apps" not in services  # refused on Kubernetes (settings), so never configured
+    for name in ("mlflow", "jobs"):
         # the proxy is another pod: loopback would not reach the hub pod
         assert services[name]["url"] == f"http://hub:{SERVICE_PORTS[name]}"
         assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""
@@ -148,7 +149,6 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(se
     env = c.KubeSpawner.environment if "environment" in c.KubeSpawner else c.Spawner.environment
     assert env["MLFLOW_TRACKING_URI"] == "http://proxy-public/services/mlflow"
     assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs"
-    assert env["HUBML_APPS_URL"] == "http://proxy-public/services/apps"
 
 
 def test_deployment_examples_parse_and_validate(tmp_path):
