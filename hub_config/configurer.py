@@ -153,6 +153,8 @@ def update_spawner(c, settings: Settings) -> None:
     c.HubmlLocalSpawner.gpu_ledger_path = str(data / "gpu-ledger.json")
     c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
     c.HubmlLocalSpawner.apps_dir = str(data / "apps")
+    if settings.apps.bundle_delivery == "http":
+        c.HubmlLocalSpawner.apps_runtime_url = f"{pods_hub_url(settings)}/services/apps/"
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"
     args = [SERVER_EXTENSION_ARG]

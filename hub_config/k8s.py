@@ -94,7 +94,7 @@ def _valid(settings: Settings, slug: str):
     return profile
 
 
-async def make_spawner(settings: Settings, profile_slug: str, username: str):
+async def make_spawner(settings: Settings, profile_slug: str, username: str, app: str | None = None):
     """A throwaway HubmlKubeSpawner with ``profile_slug`` applied the way a spawn applies it."""
     from jupyterhub.objects import Hub
     from tornado import web
@@ -104,26 +104,29 @@ async def make_spawner(settings: Settings, profile_slug: str, username: str):
 
     c = Config()
     configure_kubespawner(c, settings)
+    # an app is a named server: the spawner reads its name from the hub's record of it
+    named = {"orm_spawner": SimpleNamespace(name=f"app-{app}", user=None, server=None, state=None)} if app else {}
     spawner = HubmlKubeSpawner(
-        config=c, user=offline_user(settings, username), hub=Hub(ip="hub", port=8081, base_url="/hub/")
+        config=c, user=offline_user(settings, username), hub=Hub(ip="hub", port=8081, base_url="/hub/"), **named
     )
     spawner.api_token = TOKEN_PLACEHOLDER
     try:
-        await spawner._run_apply_user_options({"profile": profile_slug})
+        await spawner._run_apply_user_options({"profile": profile_slug, **({"app": app} if app else {})})
     except web.HTTPError as e:
         raise ManifestError(getattr(e, "jupyterhub_message", None) or e.log_message) from None
     return spawner
 
 
-def pod_manifest(settings: Settings, profile_slug: str, username: str) -> dict:
-    """The pod KubeSpawner would create for ``username`` on ``profile_slug``, as a plain dict."""
+def pod_manifest(settings: Settings, profile_slug: str, username: str, app: str | None = None) -> dict:
+    """The pod KubeSpawner would create for ``username`` on ``profile_slug`` (or for their
+    published app ``app``), as a plain dict."""
     _valid(settings, profile_slug)
 
     async def build():
         from kubernetes_asyncio.client import ApiClient
 
         try:
-            spawner = await make_spawner(settings, profile_slug, username)
+            spawner = await make_spawner(settings, profile_slug, username, app)
             pod = await spawner.get_pod_manifest()
             async with ApiClient() as api:
                 return api.sanitize_for_serialization(pod)

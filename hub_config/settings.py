@@ -223,6 +223,9 @@ class AppsSection(_Model):
     db_url: str = ""
     # Gradio's share=True (a public, unauthenticated tunnel) for published apps: off by policy
     allow_public_share: bool = False
+    # how an app's server gets its bundle: "files" from the hub's data dir (one machine), or
+    # "http" from the apps service (always so on Kubernetes, where the pod cannot see that dir)
+    bundle_delivery: Literal["files", "http"] = "files"
 
 
 class Settings(_Model):
@@ -365,11 +368,6 @@ def _semantic_problems(data: dict) -> list[tuple[tuple, str]]:
         problems.append(
             (("profiles", defaults[1], "default"), f"only one profile may be the default (profiles{defaults})")
         )
-    if (data.get("hub") or {}).get("spawner") == "kubernetes" and (data.get("apps") or {}).get("enabled"):
-        # an app's pod would not get its bundle (it lives in the hub pod's data dir), nor send
-        # back its log and visitors: refuse rather than start pods that cannot work
-        problems.append((("apps", "enabled"), "published apps do not run on Kubernetes yet (the app pod "
-                         "cannot get its bundle); set apps.enabled: false with hub.spawner: kubernetes"))
     inventory = (data.get("gpus") or {}).get("inventory")
     if isinstance(inventory, list):
         indices = [d.get("index") for d in inventory if isinstance(d, dict)]

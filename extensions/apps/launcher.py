@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import runpy
+import shutil
+import signal
 import socket
 import sys
 import time
@@ -133,8 +135,54 @@ def make_app(prefix: str, target: str, owner: str, app_name: str, usage: Usage):
     )
 
 
+class Runtime:
+    """The apps service's runtime endpoints for this app (``HUBML_APP_RUNTIME_URL``), called with
+    the server's own hub token (its owner's identity): the bundle comes from there, and the log
+    tail and the visitors go back there. Used where the server cannot see the hub's data dir
+    (Kubernetes)."""
+
+    LOG_TAIL = 16 * 1024
+
+    def __init__(self, url: str, bundle: Path):
+        import requests
+
+        self.url, self.bundle = url, bundle
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"
+
+    def fetch(self) -> None:
+        r = self.session.get(self.url + "bundle", timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"the apps service did not give this app's bundle: {r.status_code} {r.text[:300]}")
+        self.bundle.mkdir(parents=True, exist_ok=True)
+        for name, text in r.json()["files"].items():
+            if name in ("app.py", "requirements.txt"):
+                (self.bundle / name).write_text(text, encoding="utf-8")
+
+    def report(self) -> None:
+        """Send usage.json and the log's tail; never fails the app."""
+        try:
+            usage = json.loads((self.bundle / "usage.json").read_text())
+        except (OSError, ValueError):
+            usage = {}
+        try:
+            with open(self.bundle / "app.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - self.LOG_TAIL))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            tail = ""
+        try:
+            self.session.put(self.url + "report", json={"usage": usage, "log": tail}, timeout=10)
+        except Exception as e:  # the service restarting: the next report brings it up to date
+            print(f"[hubml-apps] could not report to the apps service: {e}", flush=True)
+
+
 def main() -> int:
     bundle = Path(os.environ["HUBML_APP_DIR"])
+    runtime = Runtime(os.environ["HUBML_APP_RUNTIME_URL"], bundle) if os.environ.get("HUBML_APP_RUNTIME_URL") else None
+    if runtime is not None:
+        runtime.fetch()
     # our output is the app's log, which the owner reads through the apps service
     log_fd = os.open(bundle / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
@@ -145,29 +193,49 @@ def main() -> int:
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
     owner = os.environ.get("JUPYTERHUB_USER", "")
     app_name = os.environ.get("HUBML_APP_NAME", bundle.name)
-    port = int(os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    host, port = os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    host = "" if host in ("0.0.0.0", "") else host  # a pod listens on all its interfaces
     print(f"[hubml-apps] starting {app_name} of {owner} at {prefix}", flush=True)
     os.chdir(bundle)
     sys.path.insert(0, str(bundle))
-    demo = load_demo(bundle / "app.py")
-    internal = free_port()
-    allow_share = os.environ.get("HUBML_APPS_ALLOW_PUBLIC_SHARE") == "1"
-    demo.launch(
-        server_name="127.0.0.1", server_port=internal, root_path=prefix.rstrip("/"),
-        prevent_thread_lock=True, share=allow_share and os.environ.get("HUBML_APP_SHARE") == "1",
-        quiet=True, show_error=True, ssr_mode=False,
-    )
+    usage = Usage(bundle / "usage.json")
+    try:
+        demo = load_demo(bundle / "app.py")
+        internal = free_port()
+        allow_share = os.environ.get("HUBML_APPS_ALLOW_PUBLIC_SHARE") == "1"
+        demo.launch(
+            server_name="127.0.0.1", server_port=internal, root_path=prefix.rstrip("/"),
+            prevent_thread_lock=True, share=allow_share and os.environ.get("HUBML_APP_SHARE") == "1",
+            quiet=True, show_error=True, ssr_mode=False,
+        )
+    except BaseException:
+        if runtime is not None:  # the owner reads why through the apps service
+            import traceback
+
+            traceback.print_exc()
+            sys.stdout.flush()
+            runtime.report()
+            shutil.rmtree(bundle, ignore_errors=True)
+        raise
     from tornado import ioloop
 
-    usage = Usage(bundle / "usage.json")
     usage.flush()
     app = make_app(prefix, f"http://127.0.0.1:{internal}", owner, app_name, usage)
-    app.listen(port, address="127.0.0.1", xheaders=True)
+    app.listen(int(port), address=host, xheaders=True)
     print(f"[hubml-apps] {app_name} is up: Gradio on 127.0.0.1:{internal}, front door on :{port}", flush=True)
+    loop = ioloop.IOLoop.current()
+    if runtime is not None:
+        runtime.report()
+        ioloop.PeriodicCallback(lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000).start()
+    # the spawner stops us with SIGTERM: end the loop so the last visitors are written
+    signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
     try:
-        ioloop.IOLoop.current().start()
+        loop.start()
     finally:
         usage.flush()
+        if runtime is not None:
+            runtime.report()
+            shutil.rmtree(bundle, ignore_errors=True)  # fetched again at the next start
     return 0
 
 

@@ -519,6 +519,44 @@ class LogsHandler(Base):
         self.finish(log_tail(self.ctx.bundle(row.owner, row.name), lines) + "\n")
 
 
+class RuntimeHandler(Base):
+    """What an app's own server fetches and reports when it cannot see the data dir
+    (``apps_runtime_url``, Kubernetes): its bundle, then its log tail and visitors. The server
+    calls with its hub token, so only the owner's identity gets here, and only for their apps."""
+
+    FILES = ("app.py", "requirements.txt")
+
+    @web.authenticated
+    async def get(self, name, what):
+        if what != "bundle":
+            raise APIError(405, "GET runtime/bundle only")
+        row = self.own_app(name)
+        bundle = self.ctx.bundle(row.owner, row.name)
+        files = {f: (bundle / f).read_text(encoding="utf-8") for f in self.FILES if (bundle / f).is_file()}
+        if "app.py" not in files:
+            raise APIError(404, f"app {name!r} has no bundle; publish it again")
+        self.send({"files": files})
+
+    @web.authenticated
+    async def put(self, name, what):
+        if what != "report":
+            raise APIError(405, "PUT runtime/report only")
+        row = self.own_app(name)
+        body = self.body()
+        usage, tail = body.get("usage") or {}, body.get("log") or ""
+        if not isinstance(usage, dict) or not isinstance(tail, str):
+            raise APIError(400, "report: usage must be an object and log a string")
+        keep = {"last_used_at": (int, float, type(None)), "last_user": (str, type(None)), "requests": (int,), "users": (list,)}
+        usage = {k: v for k, v in usage.items() if k in keep and isinstance(v, keep[k])}
+        bundle = self.ctx.bundle(row.owner, row.name)
+        for fname, text in (("usage.json", json.dumps(usage)), ("app.log", tail)):
+            tmp = bundle / f".{fname}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, bundle / fname)
+        self.set_status(204)
+        self.finish()
+
+
 # -- sharing ------------------------------------------------------------------------------------
 
 
@@ -714,6 +752,7 @@ def make_app(ctx: Context):
             (p + f"api/apps/{name}", authed(AppHandler), kw),
             (p + f"api/apps/{name}/(start|stop)", authed(StartStopHandler), kw),
             (p + f"api/apps/{name}/logs", authed(LogsHandler), kw),
+            (p + f"api/apps/{name}/runtime/(bundle|report)", authed(RuntimeHandler), kw),
             (p + f"api/apps/{name}/shares", authed(SharesHandler), kw),
             (p + f"api/apps/{name}/shares/([0-9]+)", authed(ShareHandler), kw),
         ],

@@ -50,6 +50,22 @@ class ProfileSpawnerMixin(HasTraits):
         "", help="Where the apps service keeps published app bundles (<apps_dir>/<user>/<app>/app.py)."
     ).tag(config=True)
 
+    apps_runtime_url = Unicode(
+        "",
+        help="""The apps service's URL as the app's server reaches it (".../services/apps/").
+        When set, an app's server fetches its bundle from the service and reports its log and
+        visitors there, instead of using <apps_dir> directly: on Kubernetes the pod cannot see
+        the hub's data dir.""",
+    ).tag(config=True)
+
+    app_python = Unicode(help="The Python that runs an app's launcher (in the server's image).").tag(config=True)
+
+    @default("app_python")
+    def _default_app_python(self):
+        import sys
+
+        return sys.executable
+
     catalog = List(
         Dict(),
         help="""
@@ -157,7 +173,6 @@ class ProfileSpawnerMixin(HasTraits):
         serves the Gradio app and no Jupyter API at all.
         """
         import re
-        import sys
 
         if not isinstance(app, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", app):
             raise http_error(400, "'app' must be an app name (lowercase letters, digits and '-').")
@@ -166,9 +181,14 @@ class ProfileSpawnerMixin(HasTraits):
         bundle = os.path.join(self.apps_dir, self.user.name, app)
         if not self.apps_dir or not os.path.isfile(os.path.join(bundle, "app.py")):
             raise http_error(404, f"No published app {app!r} of {self.user.name}; publish it through /services/apps/api/apps.")
-        self.cmd = [sys.executable, "-m", "hubml.extensions.apps.launcher"]
+        self.cmd = [self.app_python, "-m", "hubml.extensions.apps.launcher"]
         self.args = []
-        self.environment = {**self.environment, "HUBML_APP_DIR": bundle, "HUBML_APP_NAME": app}
+        env = {"HUBML_APP_DIR": bundle, "HUBML_APP_NAME": app}
+        if self.apps_runtime_url:
+            # the server gets its bundle over HTTP and keeps it in a folder of its own
+            env = {"HUBML_APP_DIR": f"/tmp/hubml-app-{self.user.name}-{app}", "HUBML_APP_NAME": app,
+                   "HUBML_APP_RUNTIME_URL": f"{self.apps_runtime_url.rstrip('/')}/api/apps/{app}/runtime/"}
+        self.environment = {**self.environment, **env}
         self.emit(f"Starting app {app}", 20)
 
     def get_env(self):

@@ -88,6 +88,13 @@ class HubmlKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             15,
         )
 
+    def apply_app(self, app) -> None:
+        super().apply_app(app)
+        # an app needs no home volume (its bundle comes from the apps service): no PVC per app
+        self.storage_pvc_ensure = False
+        self.volumes = []
+        self.volume_mounts = []
+
     async def load_user_options(self):
         # The profile was validated and applied by our apply_user_options hook (it runs before
         # start for form and REST spawns alike); KubeSpawner's own profile_list handling would
@@ -127,3 +134,7 @@ def configure_kubespawner(c, settings: Settings) -> None:
     c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "home-{user_server}"}}]
     c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": HOME}]
     c.KubeSpawner.working_dir = HOME
+    # published apps: the bundle is in the hub pod's data dir; the app's pod fetches it
+    c.HubmlKubeSpawner.apps_dir = str(settings.data_dir / "apps")
+    c.HubmlKubeSpawner.apps_runtime_url = f"{k8s.proxy_url}/services/apps/"
+    c.HubmlKubeSpawner.app_python = "python"

@@ -32,7 +32,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / "settings.yaml"
-    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\napps: {enabled: false}\n")
+    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\n")
     return load_settings(path, environ={"HUBML_DATA_DIR": str(path.parent)})
 
 
@@ -140,8 +140,7 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(se
     services = {s["name"]: s for s in c.JupyterHub.services}
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     opened = {p["port"] for p in values["hub"]["service"]["extraPorts"]}
-    assert "apps" not in services  # refused on Kubernetes (settings), so never configured
-    for name in ("mlflow", "jobs"):
+    for name in ("mlflow", "jobs", "apps"):
         # the proxy is another pod: loopback would not reach the hub pod
         assert services[name]["url"] == f"http://hub:{SERVICE_PORTS[name]}"
         assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""
@@ -149,6 +148,24 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(se
     env = c.KubeSpawner.environment if "environment" in c.KubeSpawner else c.Spawner.environment
     assert env["MLFLOW_TRACKING_URI"] == "http://proxy-public/services/mlflow"
     assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs"
+    assert env["HUBML_APPS_URL"] == "http://proxy-public/services/apps"
+
+
+def test_an_apps_pod_runs_the_launcher_fetching_its_bundle_from_the_apps_service(settings):
+    bundle = settings.data_dir / "apps" / "alice" / "greeter"
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "app.py").write_text("demo = None\n")
+    pod = pod_manifest(settings, "cpu-small", "alice", app="greeter")
+    c = pod["spec"]["containers"][0]
+    assert c["args"] == ["python", "-m", "hubml.extensions.apps.launcher"]  # the image's Python
+    assert pod["metadata"]["name"] == "jupyter-alice--app-greeter"  # its own pod, not alice's server
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # the pod cannot see the hub's data dir: it fetches the bundle and reports back over HTTP
+    assert env["HUBML_APP_RUNTIME_URL"] == "http://proxy-public/services/apps/api/apps/greeter/runtime/"
+    assert env["HUBML_APP_DIR"] == "/tmp/hubml-app-alice-greeter" and env["HUBML_APP_NAME"] == "greeter"
+    # an app gets no home volume (no PVC per app); CPU/memory come from the catalog as for servers
+    assert not pod["spec"].get("volumes") and not c.get("volumeMounts")
+    assert c["resources"] == pod_manifest(settings, "cpu-small", "alice")["spec"]["containers"][0]["resources"]
 
 
 def test_deployment_examples_parse_and_validate(tmp_path):

@@ -178,14 +178,6 @@ def test_memory_units():
         parse_memory("16GiB")
 
 
-def test_apps_are_refused_on_kubernetes_with_what_to_set(tmp_path):
-    path = write(tmp_path, "hub:\n  spawner: kubernetes\n")
-    assert "apps.enabled: published apps do not run on Kubernetes yet" in error_of(path)
-    assert "set apps.enabled: false" in error_of(path)
-    path = write(tmp_path, "hub:\n  spawner: kubernetes\napps:\n  enabled: false\n")
-    assert load_settings(path).apps.enabled is False
-
-
 def test_kubernetes_job_executor_settings(tmp_path):
     path = write(tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: http://proxy-public:8000/\n")
     s = load_settings(path)
