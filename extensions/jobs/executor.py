@@ -99,7 +99,7 @@ class LocalExecutor:
         self._watched: set[str] = set()
 
     def _watch(self, run_dir: Path) -> None:
-        """Wait, in a thread, for the runner's lock to be free (the runner has exited)."""
+        """Wait, in a thread, for the run's lock to be free (its runner exited or, warm, is done with it)."""
         key = str(run_dir)
         if self.notify is None or key in self._watched:
             return
