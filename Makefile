@@ -1,10 +1,13 @@
 # hubml: the two commands are `make run` and `make test`; everything else is set-up they call.
 SHELL := /bin/bash
-PYTHON ?= python3
+# As root, users' servers, kernels, job runs and apps run as their own Unix accounts and execute
+# the platform's Python: build it from the system interpreter they can reach, not one under
+# /root (pyenv), when there is one.
+PYTHON ?= $(shell if [ "$$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo /usr/bin/python3; else echo python3; fi)
 VENV := .venv
 BIN := $(VENV)/bin
 # re-install when the dependency declarations change
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json | sha1sum | cut -c1-10)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml package.json; echo $(PYTHON)) | sha1sum | cut -c1-10)
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
@@ -20,6 +23,8 @@ test: install system-deps
 install: $(STAMP) node_modules/.bin/configurable-http-proxy
 
 $(STAMP):
+	@# a venv made from another interpreter is made again
+	if [ -x $(BIN)/python ] && ! grep -qx "executable = $$(readlink -f $$(command -v $(PYTHON)))" $(VENV)/pyvenv.cfg; then rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[platform,test]'

@@ -10,14 +10,15 @@ __all__ = ["SettingsError", "configure"]
 
 
 def configure(c, settings_file=None, environ=None) -> None:
-    """Load settings (defaults < HUBML_SETTINGS file < environment) and apply them to ``c``.
+    """Load settings (defaults < HUBML_SETTINGS file < environment), make the machine ready
+    (accounts and the data dir's modes, when the hub is root) and apply them to ``c``.
 
     Bad settings stop the process with one line on stderr naming the file, key and what is
     allowed, and exit status 2.
     """
     import sys
 
-    from .configurer import apply_settings
+    from .configurer import apply_settings, prepare_host
     from .settings import load_settings
 
     try:
@@ -25,4 +26,5 @@ def configure(c, settings_file=None, environ=None) -> None:
     except SettingsError as e:
         print(f"hubml: invalid settings: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    prepare_host(settings)
     apply_settings(c, settings)

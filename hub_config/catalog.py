@@ -17,6 +17,38 @@ def visible_profiles(profiles: Iterable[Profile], groups: Iterable[str]) -> list
     return [p for p in profiles if p.allows(groups)]
 
 
+class ProfileChoiceError(ValueError):
+    """A requested profile that cannot be used: ``status`` 400 (malformed, unknown) or 403."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def choose_profile(profiles: list[Profile], slug, groups: Iterable[str], who: str) -> Profile:
+    """The profile ``slug`` names, if ``who`` (a member of ``groups``) may use it.
+
+    The one rule for every way compute is requested (the spawn form and REST API, jobs, apps),
+    so every refusal reads the same. An empty ``slug`` means the catalog's default (or the first
+    profile ``who`` may use).
+    """
+    allowed = visible_profiles(profiles, groups)
+    valid = ", ".join(p.slug for p in allowed) or "(none)"
+    if slug in (None, ""):
+        if not allowed:
+            raise ProfileChoiceError(403, f"{who} may not use any compute profile; ask an admin to add you to a group.")
+        return next((p for p in allowed if p.default), allowed[0])
+    if not isinstance(slug, str):
+        raise ProfileChoiceError(400, f"'profile' must be a profile slug (a string); valid profiles: {valid}.")
+    profile = next((p for p in profiles if p.slug == slug), None)
+    if profile is None:
+        raise ProfileChoiceError(400, f"Unknown profile {slug!r}. Valid profiles: {valid}.")
+    if profile not in allowed:
+        groups_text = ", ".join(profile.allowed_groups)
+        raise ProfileChoiceError(403, f"Profile {slug!r} is limited to members of {groups_text}; {who} may use: {valid}.")
+    return profile
+
+
 def format_usd(amount: float) -> str:
     """``$29.36``; amounts under a dollar keep three decimals so cheap sizes don't read $0.10."""
     if 0 < amount < 1:

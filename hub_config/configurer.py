@@ -1,48 +1,45 @@
 """Apply validated settings to a JupyterHub ``Config``.
 
-Small ``update_<section>(c, settings)`` functions that only set values, so the whole hub
-configuration can be built and checked in a unit test without running anything.
+Small ``update_<section>(c, settings, ...)`` functions that only set values, so the whole hub
+configuration can be built and checked in a unit test without running anything. What must
+happen on the machine before the hub starts (Unix accounts, the data dir's modes) is
+:func:`prepare_host`, called by :func:`hubml.hub_config.configure` only.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import logging
 import os
 import secrets
 import shutil
-import socket
 import sys
 from pathlib import Path
 
+from . import accounts
 from .settings import Settings
+from .topology import (
+    ADMIN_SERVICE,
+    SERVER_EXTENSION_ARG,
+    Topology,
+    catalog_trait,
+    free_port,
+    in_cluster,
+    make_topology,
+)
 
 HERE = Path(__file__).resolve().parent
-ADMIN_SERVICE = "hubml-admin"
-# every single-user server loads hubml's server extension (the kernel <-> server bridge)
-SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"
+log = logging.getLogger("hubml.configure")
+
+# re-exported for callers that knew them here
+__all__ = ["ADMIN_SERVICE", "SERVER_EXTENSION_ARG", "apply_settings", "prepare_host"]
 
 
+def isolated(settings: Settings) -> bool:
+    """Each user has a Unix account of their own (root hub on one machine)."""
+    return not in_cluster(settings) and accounts.isolated(settings.hub.isolation)
 
-# hubml's services on Kubernetes: fixed ports on the hub's Service, where the proxy (its own pod)
-# reaches them; deploy/values.yaml opens the same ports (hub.service.extraPorts)
-SERVICE_PORTS = {"mlflow": 8091, "jobs": 8092, "apps": 8093}
-
-
-def _in_cluster(settings) -> bool:
-    return settings.hub.spawner == "kubernetes"
-
-
-def service_url(settings, name: str) -> str:
-    """Where the proxy reaches a hubml service."""
-    if _in_cluster(settings):
-        return f"http://{settings.kubernetes.hub_service}:{SERVICE_PORTS[name]}"
-    return f"http://127.0.0.1:{free_port()}"
-
-
-def pods_hub_url(settings) -> str:
-    """The hub's public URL as users' servers and jobs see it."""
-    if _in_cluster(settings):
-        return settings.kubernetes.proxy_url
-    return f"http://{settings.hub.ip}:{settings.hub.port}"
 
 def _kube_env(settings) -> dict:
     """What the kubernetes job executor needs to find its cluster (a service gets no other env)."""
@@ -50,11 +47,6 @@ def _kube_env(settings) -> dict:
         return {}
     keys = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HOME")
     return {k: os.environ[k] for k in keys if k in os.environ}
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _secret_file(path: Path, nbytes: int) -> str:
@@ -72,12 +64,12 @@ def _secret_file(path: Path, nbytes: int) -> str:
 
 
 def shared_password(settings: Settings) -> str:
-    """The login password: from settings/env, else generated once and kept in the data dir."""
+    """The demo login password: from settings/env, else generated once and kept in the data dir."""
     return settings.auth.shared_password or _secret_file(settings.data_dir / "shared-password", 12)
 
 
 def admin_password(settings: Settings) -> str:
-    """Password of the users in ``auth.admin_users`` (JupyterHub wants 32+ characters)."""
+    """First password of the users in ``auth.admin_users`` (JupyterHub wants 32+ characters)."""
     return _secret_file(settings.data_dir / "admin-password", 32)
 
 
@@ -92,15 +84,38 @@ def proxy_command() -> list[str]:
     return [found or "configurable-http-proxy"]
 
 
-def update_hub(c, settings: Settings) -> None:
+def notices(settings: Settings) -> list[str]:
+    """What every hub page must say about identity and isolation (empty when all is well)."""
+    out = []
+    if settings.auth.authenticator == "shared-password":
+        out.append(
+            "Demo mode, no identity: everybody signs in with one shared password under any name, so "
+            "the hub cannot tell people apart. Set auth.authenticator to native (or your identity "
+            "provider) before real work."
+        )
+    if not in_cluster(settings):
+        notice = accounts.trust_domain_notice(settings.hub.isolation)
+        if notice:
+            out.append(notice)
+    return out
+
+
+def update_hub(c, settings: Settings, topo: Topology) -> None:
     data = settings.data_dir
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{settings.hub.port}/"
+    # users' servers and apps, and each service, on origins of their own (see docs "Trust model")
+    c.JupyterHub.subdomain_host = topo.public_url
+    c.JupyterHub.public_url = topo.public_url + "/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{free_port()}"
     c.JupyterHub.db_url = settings.hub.db_url or f"sqlite:///{data / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
     c.JupyterHub.log_level = settings.hub.log_level
     c.JupyterHub.default_url = "/hub/spawn"
+    c.JupyterHub.template_paths = [str(HERE / "templates")]
+    said = notices(settings)
+    if said:
+        c.JupyterHub.template_vars = {"announcement": "<br>".join(f"<b>{html.escape(n)}</b>" for n in said)}
     # Spawns answer within the request when quick, else the page follows progress.
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 10}
 
@@ -114,14 +129,30 @@ def update_proxy(c, settings: Settings) -> None:
 
 def update_auth(c, settings: Settings) -> None:
     auth = settings.auth
-    c.JupyterHub.authenticator_class = "shared-password"
-    c.SharedPasswordAuthenticator.user_password = shared_password(settings)
-    c.SharedPasswordAuthenticator.admin_password = admin_password(settings)
+    if auth.authenticator == "native":
+        c.JupyterHub.authenticator_class = "hubml.hub_config.auth.HubmlNativeAuthenticator"
+        admin_password(settings)
+        c.HubmlNativeAuthenticator.admin_password_file = str(settings.data_dir / "admin-password")
+        c.NativeAuthenticator.minimum_password_length = 8
+        c.NativeAuthenticator.check_common_password = True
+        c.NativeAuthenticator.allowed_failed_logins = 10
+        c.NativeAuthenticator.seconds_before_next_try = 60
+        # an admin's approval (NativeAuthenticator's own check) decides who may sign in
+        c.Authenticator.allow_all = True
+    elif auth.authenticator == "shared-password":
+        c.JupyterHub.authenticator_class = "shared-password"
+        c.SharedPasswordAuthenticator.user_password = shared_password(settings)
+        c.SharedPasswordAuthenticator.admin_password = admin_password(settings)
+        if not auth.allowed_users:
+            c.Authenticator.allow_all = True
+    else:
+        c.JupyterHub.authenticator_class = auth.authenticator
+        for cls, traits in auth.authenticator_config.items():
+            for key, value in traits.items():
+                c[cls][key] = value
     c.Authenticator.admin_users = set(auth.admin_users)
     if auth.allowed_users:
         c.Authenticator.allowed_users = set(auth.allowed_users)
-    else:
-        c.Authenticator.allow_all = True
     c.JupyterHub.load_groups = {name: {"users": list(users)} for name, users in auth.groups.items()}
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
@@ -132,133 +163,123 @@ def update_auth(c, settings: Settings) -> None:
     c.JupyterHub.load_roles = roles
 
 
-def _catalog(settings: Settings) -> list[dict]:
-    return [p.model_dump(mode="json") for p in settings.profiles]
+def spawner_environment(settings: Settings, topo: Topology) -> dict:
+    """What every user's server (and its kernels) is told: where the hub and the services are."""
+    env = {"HUBML_PUBLIC_URL": topo.public_url}
+    if settings.tracking.enabled:
+        # plain `mlflow` calls in kernels go to the mlflow service's front door
+        env["MLFLOW_TRACKING_URI"] = topo.service_base("mlflow").rstrip("/")
+    if settings.jobs.enabled:
+        env["HUBML_JOBS_URL"] = topo.service_base("jobs").rstrip("/")
+    if settings.apps.enabled:
+        env["HUBML_APPS_URL"] = topo.service_base("apps").rstrip("/")
+        env["HUBML_APPS_ALLOW_PUBLIC_SHARE"] = "1" if settings.apps.allow_public_share else "0"
+    return env
 
 
-def update_spawner(c, settings: Settings) -> None:
-    if settings.hub.spawner == "kubernetes":
+def update_spawner(c, settings: Settings, topo: Topology) -> None:
+    c.Spawner.environment = spawner_environment(settings, topo)
+    if in_cluster(settings):
         from .spawners.kube import configure_kubespawner
 
-        configure_kubespawner(c, settings)
+        configure_kubespawner(c, settings, topo)
         return
-    from .gpus import inventory_from_settings
+    from .gpus import inventory_from_settings, ledger_path
 
     data = settings.data_dir
     c.JupyterHub.spawner_class = "hubml.hub_config.spawners.local.HubmlLocalSpawner"
-    c.HubmlLocalSpawner.catalog = _catalog(settings)
+    c.HubmlLocalSpawner.catalog = catalog_trait(settings)
     c.HubmlLocalSpawner.gpu_inventory = [
         {"index": d.index, "model": d.model} for d in inventory_from_settings(settings.gpus.inventory)
     ]
-    c.HubmlLocalSpawner.gpu_ledger_path = str(data / "gpu-ledger.json")
+    c.HubmlLocalSpawner.gpu_ledger_path = str(ledger_path(data))
     c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
-    c.HubmlLocalSpawner.apps_dir = str(data / "apps")
-    if settings.apps.bundle_delivery == "http":
-        c.HubmlLocalSpawner.apps_runtime_url = f"{pods_hub_url(settings)}/services/apps/"
+    c.HubmlLocalSpawner.isolation = settings.hub.isolation
+    c.HubmlLocalSpawner.unix_user_prefix = settings.hub.unix_user_prefix
+    c.HubmlLocalSpawner.accounts_lock_dir = str(data / accounts.RUN_DIR)
+    c.HubmlLocalSpawner.apps_runtime_url = topo.service_base("apps")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.default_url = "/lab"
     args = [SERVER_EXTENSION_ARG]
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not isolated(settings):
         args.append("--allow-root")
     c.Spawner.args = args
     c.Spawner.start_timeout = 60
     c.Spawner.http_timeout = 60
 
 
-def update_services(c, settings: Settings) -> None:
+def service_environment(settings: Settings, topo: Topology) -> dict:
+    """What every hubml service is told: the settings as resolved here (without the hub's own
+    secrets), where the hub and the other services are."""
+    resolved = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"admin_token": "", "shared_password": ""})}
+    )
+    return {
+        "HUBML_DATA_DIR": str(settings.data_dir),
+        "HUBML_SETTINGS_JSON": resolved.model_dump_json(),
+        "HUBML_PUBLIC_URL": topo.public_url,
+        "HUBML_PROXY_URL": topo.proxy_url,
+        "HUBML_SERVICES": json.dumps({name: topo.service_base(name) for name in topo.service_urls}),
+        **({"HUBML_SERVICE_BIND": ""} if in_cluster(settings) else {}),  # all interfaces of the hub pod
+    }
+
+
+def update_services(c, settings: Settings, topo: Topology) -> None:
     from .policy import SCOPES
 
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
-    env = {"HUBML_DATA_DIR": str(settings.data_dir)}
-    if _in_cluster(settings):
-        env["HUBML_SERVICE_BIND"] = ""  # all interfaces: the proxy is another pod
-    if os.environ.get("HUBML_SETTINGS"):
-        env["HUBML_SETTINGS"] = os.environ["HUBML_SETTINGS"]
-    services.append(
-        {
-            "name": "hubml-policy",
-            "command": [sys.executable, "-m", "hubml.hub_config.policy"],
-            "environment": env,
-        }
-    )
+    env = service_environment(settings, topo)
+    # as root, hubml's services run as the platform's own account, never as root or a user
+    run_as = {"user": accounts.PLATFORM_ACCOUNT} if isolated(settings) else {}
+
+    def service(name: str, module: str, **extra) -> dict:
+        return {"name": name, "command": [sys.executable, "-m", module], "environment": dict(env), **run_as, **extra}
+
+    def user_facing(name: str, description: str) -> dict:
+        return {"url": topo.service_urls[name], "oauth_no_confirm": True, "display": True,
+                "info": {"description": description}}
+
+    services.append(service("hubml-policy", "hubml.hub_config.policy"))
     roles.append({"name": "hubml-policy", "scopes": SCOPES, "services": ["hubml-policy"]})
 
     # Services every user (and their servers' kernels) may reach, decided by RBAC scopes.
     user_services = []
     if settings.tracking.enabled:
-        services.append(
-            {
-                "name": "mlflow",
-                "url": service_url(settings, "mlflow"),
-                "command": [sys.executable, "-m", "hubml.extensions.tracking.service"],
-                "environment": env,
-                "oauth_no_confirm": True,
-                "display": True,
-                "info": {"description": "Experiment tracking and model registry (MLflow)"},
-            }
-        )
+        services.append(service("mlflow", "hubml.extensions.tracking.service",
+                                **user_facing("mlflow", "Experiment tracking and model registry (MLflow)")))
         user_services.append("mlflow")
         # approvals depend on group membership, which the service asks the hub about
         roles.append({"name": "hubml-mlflow", "scopes": ["read:users:groups"], "services": ["mlflow"]})
-        public = pods_hub_url(settings)
-        c.Spawner.environment = {
-            **(c.Spawner.environment if "environment" in c.Spawner else {}),
-            "MLFLOW_TRACKING_URI": f"{public}/services/mlflow",
-        }
     if settings.jobs.enabled:
-        services.append(
-            {
-                "name": "jobs",
-                "url": service_url(settings, "jobs"),
-                "command": [sys.executable, "-m", "hubml.extensions.jobs.service"],
-                "environment": {**env, "HUBML_PUBLIC_URL": pods_hub_url(settings),
-                                **_kube_env(settings)},
-                "oauth_no_confirm": True,
-                "display": True,
-                "info": {"description": "Notebook jobs and schedules (papermill)"},
-            }
-        )
+        jobs = service("jobs", "hubml.extensions.jobs.service",
+                       **user_facing("jobs", "Notebook jobs and schedules (papermill)"))
+        jobs["environment"].update(_kube_env(settings))
+        services.append(jobs)
         user_services.append("jobs")
-        c.Spawner.environment = {
-            **(c.Spawner.environment if "environment" in c.Spawner else {}),
-            "HUBML_JOBS_URL": f"{pods_hub_url(settings)}/services/jobs",
-        }
-        # runs execute as their user: the service mints short-lived tokens for them (MLflow)
-        # and reads group membership for profile access
-        roles.append(
-            {"name": "hubml-jobs", "scopes": ["tokens", "read:users:groups", "list:users", *(
-                ["access:services!service=mlflow"] if settings.tracking.enabled else [])], "services": ["jobs"]}
-        )
+        # runs execute as their user: the service mints short-lived tokens for them (MLflow, and
+        # reading the notebook from the user's own server), and reads group membership
+        roles.append({"name": "hubml-jobs", "services": ["jobs"], "scopes": [
+            "tokens", "read:users:groups", "list:users", "read:servers",
+            *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+        ]})
+        if settings.jobs.executor == "local":
+            # the one root process of hubml's own: starts each run as its owner's account
+            runners = service("hubml-runners", "hubml.extensions.jobs.runnerd")
+            runners.pop("user", None)
+            services.append(runners)
     if settings.apps.enabled:
-        public = pods_hub_url(settings)
-        apps_env = {**env}
-        if settings.tracking.enabled:
-            apps_env["HUBML_MLFLOW_URL"] = f"{public}/services/mlflow"
-        services.append(
-            {
-                "name": "apps",
-                "url": service_url(settings, "apps"),
-                "command": [sys.executable, "-m", "hubml.extensions.apps.service"],
-                "environment": apps_env,
-                "oauth_no_confirm": True,
-                "display": True,
-                "info": {"description": "Gradio apps published from notebooks, shared as links"},
-            }
-        )
+        services.append(service("apps", "hubml.extensions.apps.service",
+                                **user_facing("apps", "Gradio apps published from notebooks, shared as links")))
         user_services.append("apps")
-        # apps are the owners' named servers: the service starts/stops them and shares them
+        # apps are the owners' named servers: the service starts/stops them and shares them, and
+        # reads an app.py from its owner's server with a token it mints for the owner
         roles.append({"name": "hubml-apps", "services": ["apps"], "scopes": [
             "servers", "shares", "read:users", "read:users:shares", "read:groups", "read:groups:shares",
-            "list:users", "list:groups",
+            "list:users", "list:groups", "tokens",
             *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
         ]})
         c.JupyterHub.allow_named_servers = True
-        c.Spawner.environment = {
-            **(c.Spawner.environment if "environment" in c.Spawner else {}),
-            "HUBML_APPS_URL": f"{public}/services/apps",
-            "HUBML_APPS_ALLOW_PUBLIC_SHARE": "1" if settings.apps.allow_public_share else "0",
-        }
     access = [f"access:services!service={name}" for name in user_services]
     roles.append({"name": "user", "scopes": ["self", *access]})
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *access]
@@ -266,11 +287,37 @@ def update_services(c, settings: Settings) -> None:
     c.JupyterHub.load_roles = roles
 
 
-def apply_settings(c, settings: Settings) -> None:
+def apply_settings(c, settings: Settings, topo: Topology | None = None) -> Topology:
     """Everything hubml configures on the hub, section by section."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    update_hub(c, settings)
+    topo = topo or make_topology(settings)
+    update_hub(c, settings, topo)
     update_proxy(c, settings)
     update_auth(c, settings)
-    update_spawner(c, settings)
-    update_services(c, settings)
+    update_spawner(c, settings, topo)
+    update_services(c, settings, topo)
+    return topo
+
+
+def prepare_host(settings: Settings) -> None:
+    """Make this machine ready for the hub (side effects; the hub calls it once at start).
+
+    Isolated (root, one machine): the platform account exists, the data dir has its modes, the
+    platform's Python and the data dir are reachable by users' accounts, and everything the hub
+    creates is private by default (umask 077). Shared: say so, loudly.
+    """
+    for notice in notices(settings):
+        print(f"hubml: WARNING: {notice}", file=sys.stderr, flush=True)
+    if not isolated(settings):
+        return
+    os.umask(0o077)
+    run_dir = settings.data_dir / accounts.RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    platform = accounts.ensure_account(accounts.PLATFORM_ACCOUNT, run_dir, system=True, home=accounts.PLATFORM_HOME)
+    accounts.harden_data_dir(settings.data_dir, platform)
+    reach = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent,
+             settings.data_dir.resolve()}
+    for path in sorted(reach):
+        for changed in accounts.make_traversable(path):
+            print(f"hubml: made {changed} traversable (o+x) so users' servers can reach {path}",
+                  file=sys.stderr, flush=True)

@@ -77,6 +77,11 @@ def parse_nvidia_smi(text: str) -> list[Device]:
     return devices
 
 
+def ledger_path(data_dir: str | Path) -> Path:
+    """The ledger's file: in the platform's ``gpus/`` folder, which users cannot read or write."""
+    return Path(data_dir) / "gpus" / "gpu-ledger.json"
+
+
 def inventory_from_settings(setting) -> list[Device]:
     """The inventory named by ``gpus.inventory``: "auto", "none" or a declared list."""
     if setting == "none":

@@ -100,10 +100,14 @@ async def make_spawner(settings: Settings, profile_slug: str, username: str, app
     from tornado import web
     from traitlets.config import Config
 
+    from .configurer import spawner_environment
     from .spawners.kube import HubmlKubeSpawner, configure_kubespawner
+    from .topology import make_topology
 
     c = Config()
-    configure_kubespawner(c, settings)
+    topo = make_topology(settings, cluster=True)
+    c.Spawner.environment = spawner_environment(settings, topo)
+    configure_kubespawner(c, settings, topo)
     # an app is a named server: the spawner reads its name from the hub's record of it
     named = {"orm_spawner": SimpleNamespace(name=f"app-{app}", user=None, server=None, state=None)} if app else {}
     spawner = HubmlKubeSpawner(

@@ -9,13 +9,8 @@ jupyterhub-idle-culler, but with limits per profile.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -50,38 +45,27 @@ def overdue_reason(server: dict, profile: Profile | None, now: datetime) -> str 
     return None
 
 
-class HubClient:
-    def __init__(self, api_url: str, token: str):
-        self.api_url, self.token = api_url.rstrip("/"), token
-
-    def request(self, method: str, path: str):
-        req = urllib.request.Request(
-            f"{self.api_url}/{path.lstrip('/')}",
-            method=method,
-            headers={"Authorization": f"token {self.token}"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            body = resp.read()
-        return json.loads(body) if body else None
-
-    def active_servers(self):
-        """(user name, server name, server model) of every running server."""
-        offset = 0
-        while True:
-            page = self.request("GET", f"users?state=active&offset={offset}&limit=200")
-            users = page["items"] if isinstance(page, dict) else page
-            for user in users:
-                for name, server in (user.get("servers") or {}).items():
-                    yield user["name"], name, server
-            if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
-                return
-            offset += len(users)
+async def active_servers(hub):
+    """(user name, server name, server model) of every running server."""
+    offset = 0
+    while True:
+        code, page = await hub.request("GET", f"users?state=active&offset={offset}&limit=200")
+        if code != 200:
+            raise OSError(f"the hub answered {code}: {page.get('message')}")
+        users = page["items"] if isinstance(page, dict) else page
+        for user in users:
+            for name, server in (user.get("servers") or {}).items():
+                yield user["name"], name, server
+        if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
+            return
+        offset += len(users)
 
 
-def enforce_once(client: HubClient, profiles: dict[str, Profile], default: Profile, now=None) -> list:
+async def enforce_once(hub, profiles: dict[str, Profile], default: Profile, now=None) -> list:
     now = now or datetime.now(UTC)
     stopped = []
-    for user, name, server in list(client.active_servers()):
+    servers = [s async for s in active_servers(hub)]
+    for user, name, server in servers:
         options = server.get("user_options") or {}
         if isinstance(options, dict) and options.get("app"):
             continue  # published apps have their own idle timeout, kept by the apps service
@@ -91,32 +75,40 @@ def enforce_once(client: HubClient, profiles: dict[str, Profile], default: Profi
         if reason:
             log.info("stopping %s/%s: %s", user, name, reason)
             path = f"users/{quote(user)}/servers/{quote(name)}" if name else f"users/{quote(user)}/server"
-            try:
-                client.request("DELETE", path)
+            code, answer = await hub.request("DELETE", path)
+            if code in (202, 204):
                 stopped.append((user, name, reason))
-            except urllib.error.HTTPError as e:
-                log.warning("could not stop %s/%s: HTTP %s", user, name, e.code)
+            else:
+                log.warning("could not stop %s/%s: HTTP %s %s", user, name, code, answer.get("message"))
     return stopped
 
 
 def main() -> int:
-    from .settings import load_settings
+    import asyncio
 
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    settings = load_settings()
+    from hubml.extensions.common.app import load_service_settings, setup_logging
+    from hubml.extensions.common.hub import HubAPI
+
+    setup_logging()
+    settings = load_service_settings()
     profiles = {p.slug: p for p in settings.profiles}
-    client = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     interval = settings.hub.policy_interval
     log.info("enforcing idle and runtime limits every %s s", interval)
-    try:
+
+    async def run():
+        hub = HubAPI()
         while True:
             try:
-                enforce_once(client, profiles, settings.default_profile)
-            except (urllib.error.URLError, OSError, ValueError) as e:
+                await enforce_once(hub, profiles, settings.default_profile)
+            except (OSError, ValueError, KeyError) as e:
                 log.warning("policy pass failed, will retry: %s", e)
-            time.sleep(interval)
+            await asyncio.sleep(interval)
+
+    try:
+        asyncio.run(run())
     except KeyboardInterrupt:  # the hub stops its services with SIGINT
         return 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -132,14 +132,34 @@ class Profile(_Model):
 class HubSection(_Model):
     port: int = Field(ge=1, le=65535)
     ip: str = "127.0.0.1"
+    # the URL people open; users and services get their own origins below it (subdomains)
+    public_url: str = ""
     data_dir: str = ""
     db_url: str = ""
     spawner: Literal["local", "kubernetes"] = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     policy_interval: Duration = 60
+    # auto: a Unix account per user when the hub runs as root; shared: one for everybody
+    isolation: Literal["auto", "shared"] = "auto"
+    unix_user_prefix: str = Field("hubml-", pattern=r"^[a-z][a-z0-9]{0,11}-$")
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?/?", value):
+            raise ValueError(
+                f"must be the hub's origin such as https://hub.example.org or http://localhost:8000 "
+                f"(scheme, lower-case host, optional port, no path), not {value!r}"
+            )
+        return value.rstrip("/")
 
 
 class AuthSection(_Model):
+    # native: own passwords, admin approval. shared-password: a labelled demo with no identity.
+    # Anything else: a JupyterHub authenticator (entry point name or import path).
+    authenticator: str = Field("native", min_length=1)
+    # traits of that authenticator, by class name, as in a jupyterhub_config.py
+    authenticator_config: dict[str, dict[str, Any]] = {}
     shared_password: str = ""
     admin_token: str = ""
     admin_users: list[str] = []
@@ -215,6 +235,8 @@ class JobsSection(_Model):
     executor: Literal["local", "kubernetes"] = "local"
     # runner processes kept warm (papermill imported) so a run starts without ~2.5 s of imports
     warm_runners: int = Field(1, ge=0, le=16)
+    # hosts webhooks may reach although they are not public (host names or *.suffix patterns)
+    webhook_allowed_hosts: list[str] = []
 
 
 class AppsSection(_Model):
@@ -223,9 +245,6 @@ class AppsSection(_Model):
     db_url: str = ""
     # Gradio's share=True (a public, unauthenticated tunnel) for published apps: off by policy
     allow_public_share: bool = False
-    # how an app's server gets its bundle: "files" from the hub's data dir (one machine), or
-    # "http" from the apps service (always so on Kubernetes, where the pod cannot see that dir)
-    bundle_delivery: Literal["files", "http"] = "files"
 
 
 class Settings(_Model):
@@ -368,6 +387,13 @@ def _semantic_problems(data: dict) -> list[tuple[tuple, str]]:
         problems.append(
             (("profiles", defaults[1], "default"), f"only one profile may be the default (profiles{defaults})")
         )
+    hub = data.get("hub") or {}
+    if hub.get("spawner") == "kubernetes" and not hub.get("public_url"):
+        problems.append((
+            ("hub", "public_url"),
+            "required with hub.spawner kubernetes: the URL people open, e.g. https://hub.example.org, "
+            "with wildcard DNS and TLS for *.hub.example.org (users' and services' own origins)",
+        ))
     inventory = (data.get("gpus") or {}).get("inventory")
     if isinstance(inventory, list):
         indices = [d.get("index") for d in inventory if isinstance(d, dict)]
@@ -389,6 +415,9 @@ def load_settings(
     message is one line.
     """
     environ = dict(os.environ if environ is None else environ)
+    if environ.get("HUBML_SETTINGS_JSON") and settings_file is None:
+        # a hubml service: the hub resolved and validated the settings, and handed them over
+        return Settings.model_validate_json(environ["HUBML_SETTINGS_JSON"])
     defaults = load_yaml(DEFAULTS_FILE)
     catalog = load_yaml(CATALOG_FILE)
     data: dict = copy.deepcopy(defaults.data)

@@ -61,9 +61,7 @@ def _server_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def notebook(with_content: bool = True, timeout: float = 10) -> dict:
-    """The calling kernel's notebook: ``{"path", "name", "content", "last_modified"}``."""
-    url = f"{_server_url()}hubml/api/kernel-context?kernel_id={kernel_id()}&content={int(with_content)}"
+def _server_get(url: str, timeout: float, what: str) -> dict:
     req = urllib.request.Request(url, headers={"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -73,6 +71,25 @@ def notebook(with_content: bool = True, timeout: float = 10) -> dict:
             message = json.loads(e.read()).get("message", e.reason)
         except ValueError:
             message = e.reason
-        raise ContextUnavailable(f"the server could not say which notebook this is: {message}") from None
+        raise ContextUnavailable(f"{what}: {message}") from None
     except (urllib.error.URLError, OSError) as e:
         raise ContextUnavailable(f"the notebook server did not answer ({e})") from None
+
+
+def saved_text(path: str, timeout: float = 30) -> str:
+    """The file ``path`` (relative to the server's root, as JupyterLab shows it) as last saved,
+    read through this kernel's own server: what a panel sends to a service, which never reads
+    homes itself."""
+    from urllib.parse import quote
+
+    url = f"{_server_url()}api/contents/{quote(path)}?type=file&format=text&content=1"
+    model = _server_get(url, timeout, f"the server could not read {path}")
+    if not isinstance(model.get("content"), str):
+        raise ContextUnavailable(f"{path} is not a text file")
+    return model["content"]
+
+
+def notebook(with_content: bool = True, timeout: float = 10) -> dict:
+    """The calling kernel's notebook: ``{"path", "name", "content", "last_modified"}``."""
+    url = f"{_server_url()}hubml/api/kernel-context?kernel_id={kernel_id()}&content={int(with_content)}"
+    return _server_get(url, timeout, "the server could not say which notebook this is")

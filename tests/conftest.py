@@ -1,6 +1,9 @@
 import pytest
 
-from tests.hubprocess import start_hub
+from tests.hubprocess import resolve_localhost, start_hub
+
+# users' servers and services live on *.localhost origins, which browsers resolve by themselves
+resolve_localhost()
 
 
 @pytest.fixture

@@ -2,12 +2,18 @@
 
 The hub runs as a child process on free loopback ports with its own data dir, and is stopped
 with SIGTERM (which stops its single-user servers and proxy) when the test is done.
+
+Users' servers and services have origins of their own (``http://alice.localhost:<port>``,
+``http://jobs--service.localhost:<port>``): :meth:`RunningHub.at` gives the public URL of a
+path, and :func:`resolve_localhost` lets this process resolve ``*.localhost`` the way browsers
+do (Python's resolver does not).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -15,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 import yaml
@@ -28,11 +35,105 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def resolve_localhost() -> None:
+    """Resolve ``*.localhost`` to loopback in this process, as browsers do (RFC 6761)."""
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return _real_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+
+
 class RunningHub:
-    def __init__(self, proc, url, token, data_dir, log_path, password):
+    def __init__(self, proc, url, token, data_dir, log_path, password, port):
         self.proc, self.url, self.token = proc, url, token
-        self.data_dir, self.log_path, self.password = data_dir, log_path, password
+        self.data_dir, self.log_path, self.password, self.port = data_dir, log_path, password, port
         self.session = requests.Session()
+        self.passwords: dict[str, str] = {}
+
+    # -- where things are ----------------------------------------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        """What people open: http://localhost:<port>/ (the hub's own origin)."""
+        return f"http://localhost:{self.port}/"
+
+    def at(self, path: str) -> str:
+        """The public URL of a hub path: ``/user/alice/...`` on alice's origin, ``/services/jobs/...``
+        on the jobs service's, anything else on the hub's."""
+        path = "/" + path.lstrip("/")
+        m = re.match(r"^/user/([^/]+)/", path)
+        if m:
+            from urllib.parse import unquote
+
+            from jupyterhub.utils import subdomain_hook_idna
+
+            return f"http://{subdomain_hook_idna(unquote(m.group(1)), 'localhost', 'user')}:{self.port}{path}"
+        m = re.match(r"^/services/([^/]+)/", path)
+        if m:
+            return f"http://{m.group(1)}--service.localhost:{self.port}{path}"
+        return f"http://localhost:{self.port}{path}"
+
+    def user_url(self, user: str, server: str = "") -> str:
+        return self.at(f"/user/{quote(user)}/" + (f"{server}/" if server else ""))
+
+    def service_url(self, name: str) -> str:
+        return self.at(f"/services/{name}/")
+
+    # -- people --------------------------------------------------------------------------------
+
+    def sign_up(self, name: str, password: str | None = None, approve: bool = True) -> str:
+        """Sign ``name`` up with a password of their own at /hub/signup (NativeAuthenticator), and
+        have the admin approve them at /hub/authorize, as people do; returns the password."""
+        password = password or "pw-" + secrets.token_hex(8)
+        # (by the hub's loopback address: Python's cookie jar mangles the host name "localhost")
+        s = self.browser_session()
+        form = s.get(f"{self.url}hub/signup", timeout=30)
+        r = s.post(f"{self.url}hub/signup", timeout=30, data={
+            "username": name, "signup_password": password, "signup_password_confirmation": password,
+            "_xsrf": _xsrf(form.text),
+        })
+        assert r.status_code == 200 and ("sent to the admin" in r.text or "successful" in r.text), r.text[-2000:]
+        if approve:
+            self.approve(name)
+        self.passwords[name] = password
+        return password
+
+    def browser_session(self) -> requests.Session:
+        """A requests session that keeps the hub's cookies like a browser on its origin: the hub
+        sets its session id for the whole domain (subdomain mode), which Python's cookie jar
+        refuses for the loopback address this session talks to."""
+        s = requests.Session()
+
+        def keep_session_id(resp, *args, **kwargs):
+            for raw in resp.raw.headers.getlist("Set-Cookie"):
+                name, _, rest = raw.partition("=")
+                if name == "jupyterhub-session-id":
+                    s.cookies.set(name, rest.split(";", 1)[0], domain="127.0.0.1", path="/")
+
+        s.hooks["response"].append(keep_session_id)
+        return s
+
+    def admin_session(self) -> requests.Session:
+        s = self.browser_session()
+        password = (self.data_dir / "admin-password").read_text().strip()
+        form = s.get(f"{self.url}hub/login", timeout=30)
+        r = s.post(f"{self.url}hub/login", data={"username": "admin", "password": password, "_xsrf": _xsrf(form.text)},
+                   timeout=30)
+        assert r.status_code == 200 and "/hub/login" not in r.url, r.text[-1000:]
+        return s
+
+    def approve(self, name: str) -> None:
+        s = self.admin_session()
+        page = s.get(f"{self.url}hub/authorize/{quote(name)}", timeout=30)
+        assert page.status_code == 200, page.text[-1000:]
+        r = s.post(f"{self.url}hub/authorize/{quote(name)}", data={"_xsrf": _xsrf(page.text)}, timeout=30)
+        assert r.status_code == 200, r.text[-1000:]
 
     def api(self, method, path, token=None, **kw) -> requests.Response:
         headers = kw.pop("headers", {})
@@ -141,7 +242,7 @@ def start_hub(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    hub = RunningHub(proc, f"http://127.0.0.1:{port}/", token, data_dir, log_path, password)
+    hub = RunningHub(proc, f"http://127.0.0.1:{port}/", token, data_dir, log_path, password, port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -158,3 +259,9 @@ def start_hub(
 
 def dump(obj) -> str:
     return json.dumps(obj, indent=1)
+
+
+def _xsrf(html: str) -> str:
+    m = re.search(r'name="_xsrf" value="([^"]+)"', html)
+    assert m, "no _xsrf token on the page"
+    return m.group(1)

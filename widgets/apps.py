@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import html
 import os
-import socket
 import threading
-from urllib.parse import urlsplit
 
 import ipywidgets as w
 
@@ -28,9 +26,7 @@ class AppsClient:
     def __init__(self, base_url: str | None = None, token: str | None = None):
         base = (base_url or os.environ.get("HUBML_APPS_URL", "")).rstrip("/")
         self.base = base + "/api/"
-        self.origin_prefix = ""
         self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self.hub_path = urlsplit(base).path.rsplit("/services/", 1)[0] if base else ""
 
     def request(self, method: str, path: str, body=None) -> dict:
         import requests
@@ -51,13 +47,21 @@ class AppsClient:
         return data
 
 
+def bundle_files(source: str, home: str | None = None) -> dict:
+    """``app.py`` and the ``requirements.txt`` beside it, as the publish request carries them
+    (this kernel runs as their owner and reads them; the apps service never opens a home)."""
+    home = home or os.environ.get("HOME", ".")
+    path = os.path.join(home, source)
+    with open(path, encoding="utf-8") as f:
+        files = {"app.py": f.read()}
+    requirements = os.path.join(os.path.dirname(path), "requirements.txt")
+    if os.path.isfile(requirements):
+        with open(requirements, encoding="utf-8") as f:
+            files["requirements.txt"] = f.read()
+    return files
+
+
 # -- try inline ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_demo(target, inputs="text", outputs="text"):
@@ -67,13 +71,12 @@ def make_demo(target, inputs="text", outputs="text"):
     if isinstance(target, gr.Blocks):
         return target
     if isinstance(target, str):
-        from hubml.extensions.apps.service import MODEL_APP, MODEL_URI
+        from hubml.extensions.apps.modelapp import MODEL_URI, model_app
 
-        m = MODEL_URI.match(target)
-        if not m:
+        if not MODEL_URI.match(target):
             raise ValueError(f"{target!r} is not a model reference; use 'models:/<name>@<alias>'")
         namespace: dict = {}
-        exec(compile(MODEL_APP.format(uri=target, title=f"{m.group(1)} @{m.group(2)}"), target, "exec"), namespace)
+        exec(compile(model_app(target), target, "exec"), namespace)
         return namespace["demo"]
     if callable(target):
         return gr.Interface(fn=target, inputs=inputs, outputs=outputs, flagging_mode="never")
@@ -86,18 +89,31 @@ def try_app(target, inputs="text", outputs="text", height: int = 520):
     Returns the demo (call ``.close()`` to stop it). Nobody else can open it: it goes through
     your server's authentication, not a public ``share=True`` tunnel.
     """
+    import secrets
+
     from IPython.display import IFrame, display
 
+    from hubml.extensions.apps.serve import serve
     from hubml.extensions.bridge import inline_apps_dir
 
     demo = make_demo(target, inputs, outputs)
-    port = _free_port()
+    app_id = secrets.token_urlsafe(16)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    root = f"{prefix}hubml/apps/{port}"
-    demo.launch(server_name="127.0.0.1", server_port=port, root_path=root, prevent_thread_lock=True,
-                share=False, inline=False, quiet=True, ssr_mode=False)
-    open(os.path.join(inline_apps_dir(), str(port)), "w").close()
+    root = f"{prefix}hubml/apps/{app_id}"
+    # on a socket in this server's own runtime folder: reachable only through the server
+    server = serve(demo, root, os.path.join(inline_apps_dir(), app_id))
     demo.hubml_url = root + "/"
+    demo.hubml_server = server
+    _closing = demo.close
+
+    def close(*args, **kwargs):
+        server.close()
+        import shutil
+
+        shutil.rmtree(server.folder, ignore_errors=True)
+        return _closing(*args, **kwargs)
+
+    demo.close = close
     display(IFrame(src=root + "/", width="100%", height=height))
     return demo
 
@@ -105,7 +121,7 @@ def try_app(target, inputs="text", outputs="text", height: int = 520):
 # -- the panel ----------------------------------------------------------------------------------
 
 
-def apps_html(listing: dict, hub_path: str = "") -> str:
+def apps_html(listing: dict) -> str:
     def row(app, mine: bool) -> str:
         access = app.get("access") or {}
         who = ", ".join([*access.get("users", []), *[f"group {g}" for g in access.get("groups", [])]])
@@ -116,7 +132,7 @@ def apps_html(listing: dict, hub_path: str = "") -> str:
             if app.get("last_used_by") else "–"
         return (
             f"<tr class='hubml-app-row' data-app='{html.escape(app['name'])}' data-status='{html.escape(app['status'])}'>"
-            f"<td><a class='hubml-app-link' href='{html.escape(hub_path + app['url'])}' target='_blank'>"
+            f"<td><a class='hubml-app-link' href='{html.escape(app['url'])}' target='_blank'>"
             f"{html.escape(app['name'])}</a></td><td>{html.escape(app['owner'])}</td><td>{html.escape(app['status'])}</td>"
             f"<td>{html.escape(who or ('only you' if mine else ''))}</td><td>{last}</td></tr>"
         )
@@ -202,10 +218,16 @@ class AppsPanel(w.VBox):
             return None
 
     def publish(self) -> dict | None:
-        body = {"name": self.name.value.strip(), "source": self.source.value.strip() or None,
-                "model": self.model.value.strip() or None}
+        source = self.source.value.strip() or None
+        body = {"name": self.name.value.strip(), "source": source, "model": self.model.value.strip() or None}
         if self.profile.value.strip():
             body["profile"] = self.profile.value.strip()
+        if source:
+            try:
+                body["files"] = bundle_files(source)
+            except OSError as e:
+                self._say(f"Could not read {source}: {e.strerror or e}", "error")
+                return None
         self.publish_button.disabled = True
         self._say("Publishing… (starting the app on the hub)")
         try:
@@ -215,7 +237,7 @@ class AppsPanel(w.VBox):
             return None
         finally:
             self.publish_button.disabled = False
-        link = self.client.hub_path + app["url"]
+        link = app["url"]
         self.status.value = (f"<span class='hubml-status-ok' style='color:#116329'>Published: "
                              f"<a class='hubml-published-link' href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>"
                              "</span>")
@@ -269,7 +291,7 @@ class AppsPanel(w.VBox):
         except AppsAPIError as e:
             self.listing.value = f"<span style='color:#82071e'>{html.escape(str(e))}</span>"
             return
-        self.listing.value = apps_html(listing, self.client.hub_path)
+        self.listing.value = apps_html(listing)
         mine = next((a for a in listing.get("apps", []) if a["name"] == self.name.value.strip()), None)
         rows = []
         for s in (mine or {}).get("shares", []):

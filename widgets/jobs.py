@@ -13,7 +13,6 @@ import json
 import os
 import threading
 import time
-from urllib.parse import urlsplit
 
 import ipywidgets as w
 
@@ -43,8 +42,6 @@ class JobsClient:
             base = tracking.rsplit("/services/", 1)[0] + "/services/jobs" if "/services/" in tracking else ""
         self.base = base.rstrip("/") + "/api/"
         self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        # links in the page are relative to the hub's origin, whatever host the kernel uses
-        self.public_prefix = urlsplit(base).path.rstrip("/") + "/"
 
     def request(self, method: str, path: str, body=None, params=None) -> dict:
         import requests
@@ -77,7 +74,7 @@ def _duration(s: float | None) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def history_html(runs: list[dict], prefix: str) -> str:
+def history_html(runs: list[dict]) -> str:
     if not runs:
         return "<i>No runs yet.</i>"
     colours = {"succeeded": "#116329", "failed": "#82071e", "timed_out": "#82071e", "running": "#0550ae",
@@ -86,13 +83,13 @@ def history_html(runs: list[dict], prefix: str) -> str:
     for r in runs:
         links = []
         if r["status"] not in ("queued", "skipped"):
-            links.append(f"<a class='hubml-run-html' href='{prefix}api/runs/{r['id']}/output.html' target='_blank'>output</a>")
-            links.append(f"<a href='{prefix}api/runs/{r['id']}/log' target='_blank'>log</a>")
+            links.append(f"<a class='hubml-run-html' href='{html.escape(r['links']['html'])}' target='_blank'>output</a>")
+            links.append(f"<a href='{html.escape(r['links']['log'])}' target='_blank'>log</a>")
         if r.get("mlflow_run_id"):
             links.append(f"<a href='{html.escape(r['mlflow_url'])}' target='_blank'>MLflow run</a>")
         error = f"<br><small>{html.escape(r['error'])}</small>" if r.get("error") else ""
         rows.append(
-            f"<tr class='hubml-run-row' data-status='{r['status']}'>"
+            f"<tr class='hubml-run-row' data-status='{html.escape(r['status'])}'>"
             f"<td>{html.escape(r.get('started_at') or r['scheduled_for'] or '')[:19].replace('T', ' ')}</td>"
             f"<td style='color:{colours.get(r['status'], '#000')}'><b>{r['status']}</b>{error}</td>"
             f"<td>{r['attempt']}</td><td>{_duration(r.get('duration_s'))}</td><td>{_usd(r.get('cost_usd'))}</td>"
@@ -132,11 +129,14 @@ def _value_of(spec: dict, widget):
 class SchedulePanel(w.VBox):
     """Run this notebook as a job now, or on a schedule, with its parameters.
 
-    ``SchedulePanel()`` in a notebook; ``notebook=`` and ``client=`` for other notebooks or tests.
+    ``SchedulePanel()`` in a notebook; ``notebook=`` for another notebook; ``client=`` and
+    ``read=`` (path -> the file's saved text) for tests.
     """
 
-    def __init__(self, notebook: str | None = None, client: JobsClient | None = None, refresh_s: float = 1.0):
+    def __init__(self, notebook: str | None = None, client: JobsClient | None = None, refresh_s: float = 1.0,
+                 read=None):
         self.client = client or JobsClient()
+        self.read = read
         self.refresh_s = refresh_s
         self.job_ids: list[str] = []
         self.declared: dict[str, dict] = {}
@@ -204,8 +204,8 @@ class SchedulePanel(w.VBox):
         if not self.path.value:
             return
         try:
-            info = self.client.request("GET", "notebook", params={"path": self.path.value})
-        except JobsAPIError as e:
+            info = self.client.request("POST", "notebook", body=self._notebook())
+        except (JobsAPIError, ValueError) as e:
             self.params_box.children = [w.HTML(f"<span style='color:#82071e'>{html.escape(str(e))}</span>")]
             return
         self.declared = info["parameters"]
@@ -244,9 +244,19 @@ class SchedulePanel(w.VBox):
 
     # -- actions -------------------------------------------------------------------------------
 
+    def _notebook(self) -> dict:
+        """The notebook as last saved, read through this server: the jobs service never reads
+        homes, so the request carries it."""
+        from hubml.kernels.context import ContextUnavailable, saved_text
+
+        try:
+            return {"notebook": self.path.value, "content": (self.read or saved_text)(self.path.value)}
+        except ContextUnavailable as e:
+            raise ValueError(str(e)) from None
+
     def _body(self, schedule) -> dict:
         params = {name: _value_of(self.declared[name], widget) for name, widget in self.param_inputs.items()}
-        return {"notebook": self.path.value, "parameters": params, "profile": self.profile.value,
+        return {**self._notebook(), "parameters": params, "profile": self.profile.value,
                 "schedule": schedule, "timezone": self.timezone.value or "UTC"}
 
     def run_now(self) -> dict | None:
@@ -283,7 +293,7 @@ class SchedulePanel(w.VBox):
             for job_id in self.job_ids:
                 runs += self.client.request("GET", f"jobs/{job_id}/runs")["runs"]
             runs.sort(key=lambda r: r["created_at"], reverse=True)
-            self.history.value = history_html(runs, self.client.public_prefix)
+            self.history.value = history_html(runs)
             return runs
 
         def follow_loop():

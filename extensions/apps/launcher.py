@@ -1,16 +1,19 @@
 """The process of a published app: the Gradio app behind JupyterHub OAuth, and nothing else.
 
 JupyterHub starts this as the owner's named server ``app-<name>`` (the spawner swaps the
-Jupyter server command for this module when the spawn carries ``{"app": "<name>"}``). It serves
-no Jupyter API, no terminals, no kernels: every path under the server's prefix is the app,
-behind a front door that lets in only hub users whose token or OAuth cookie carries
+Jupyter server command for this module when the spawn carries ``{"app": "<name>"}``), as the
+owner's Unix account on one machine and as a pod on Kubernetes. It serves no Jupyter API, no
+terminals, no kernels: every path under the server's prefix is the app, behind a front door that
+lets in only hub users whose token or OAuth cookie carries
 ``access:servers!server=<owner>/app-<name>`` (the owner, admins, and whoever the owner shared
-the server with through JupyterHub's sharing). The hub's answer is cached for one second, so a
-revoked share takes effect within a second.
+the server with). The hub's answer is cached for one second, so a revoked share takes effect
+within a second.
 
-The bundle directory (``HUBML_APP_DIR``) holds ``app.py``, which must define ``demo`` (a Gradio
-``Blocks`` or ``Interface``), ``app.log`` (this process's output) and ``usage.json`` (who used
-the app last, for the owner and for idle culling).
+The bundle (``app.py``, which must define ``demo``, and ``requirements.txt``) comes from the apps
+service (``HUBML_APP_RUNTIME_URL``, with the server's own token) into a private folder of this
+process, where Gradio listens on a Unix socket (:mod:`.serve`): no other account can reach the
+app except through the front door. The log and the visitors go back to the apps service every
+few seconds, and when the app fails to start.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import os
 import runpy
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,12 +31,6 @@ from pathlib import Path
 log = logging.getLogger("hubml.apps.launcher")
 USAGE_EVERY_S = 5.0
 REVALIDATE_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_demo(app_py: Path):
@@ -81,7 +77,7 @@ class Usage:
         os.replace(tmp, self.path)
 
 
-def make_app(prefix: str, target: str, owner: str, app_name: str, usage: Usage):
+def make_app(prefix: str, socket_path: str, owner: str, app_name: str, usage: Usage):
     from jupyterhub.services.auth import (
         HubOAuth,
         HubOAuthCallbackHandler,
@@ -106,21 +102,24 @@ def make_app(prefix: str, target: str, owner: str, app_name: str, usage: Usage):
             return  # the app is Gradio's; requests are authenticated by token or OAuth cookie
 
         def write_error(self, status_code, **kwargs):
+            from html import escape
+
             self.set_header("Content-Type", "text/html; charset=utf-8")
             if status_code == 403:
                 body = (
-                    f"<h1>403: no access to {app_name}</h1><p>This app belongs to <b>{owner}</b> and has not "
-                    "been shared with you (or the share was revoked). Ask its owner to share it with you.</p>"
+                    f"<h1>403: no access to {escape(app_name)}</h1><p>This app belongs to <b>{escape(owner)}</b> "
+                    "and has not been shared with you (or the share was revoked). Ask its owner to share it "
+                    "with you.</p>"
                 )
             else:
-                body = f"<h1>{status_code}</h1><p>{self._reason}</p>"
-            self.finish(f"<!doctype html><title>{app_name}: {status_code}</title>{body}")
+                body = f"<h1>{status_code}</h1><p>{escape(self._reason)}</p>"
+            self.finish(f"<!doctype html><title>{escape(app_name)}: {status_code}</title>{body}")
 
         @web.authenticated
         async def get(self, path):
             usage.touch(self.current_user["name"])
             query = f"?{self.request.query}" if self.request.query else ""
-            await forward(self, f"{target}/{path}{query}")
+            await forward(self, socket_path, f"/{path}{query}")
 
         post = put = patch = delete = head = options = get
 
@@ -138,8 +137,7 @@ def make_app(prefix: str, target: str, owner: str, app_name: str, usage: Usage):
 class Runtime:
     """The apps service's runtime endpoints for this app (``HUBML_APP_RUNTIME_URL``), called with
     the server's own hub token (its owner's identity): the bundle comes from there, and the log
-    tail and the visitors go back there. Used where the server cannot see the hub's data dir
-    (Kubernetes)."""
+    tail and the visitors go back there."""
 
     LOG_TAIL = 16 * 1024
 
@@ -179,20 +177,24 @@ class Runtime:
 
 
 def main() -> int:
-    bundle = Path(os.environ["HUBML_APP_DIR"])
-    runtime = Runtime(os.environ["HUBML_APP_RUNTIME_URL"], bundle) if os.environ.get("HUBML_APP_RUNTIME_URL") else None
-    if runtime is not None:
-        runtime.fetch()
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="hubml-app-"))  # 0700: this account's alone
+    bundle = work / "bundle"
+    runtime = Runtime(os.environ["HUBML_APP_RUNTIME_URL"], bundle)
+    runtime.fetch()
     # our output is the app's log, which the owner reads through the apps service
-    log_fd = os.open(bundle / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = os.open(bundle / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    # Gradio's uploads and caches in this app's own folder, not in a /tmp folder others share
+    os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
     owner = os.environ.get("JUPYTERHUB_USER", "")
-    app_name = os.environ.get("HUBML_APP_NAME", bundle.name)
+    app_name = os.environ.get("HUBML_APP_NAME", "app")
     host, port = os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
     host = "" if host in ("0.0.0.0", "") else host  # a pod listens on all its interfaces
     print(f"[hubml-apps] starting {app_name} of {owner} at {prefix}", flush=True)
@@ -200,42 +202,35 @@ def main() -> int:
     sys.path.insert(0, str(bundle))
     usage = Usage(bundle / "usage.json")
     try:
-        demo = load_demo(bundle / "app.py")
-        internal = free_port()
-        allow_share = os.environ.get("HUBML_APPS_ALLOW_PUBLIC_SHARE") == "1"
-        demo.launch(
-            server_name="127.0.0.1", server_port=internal, root_path=prefix.rstrip("/"),
-            prevent_thread_lock=True, share=allow_share and os.environ.get("HUBML_APP_SHARE") == "1",
-            quiet=True, show_error=True, ssr_mode=False,
-        )
-    except BaseException:
-        if runtime is not None:  # the owner reads why through the apps service
-            import traceback
+        from .serve import serve
 
-            traceback.print_exc()
-            sys.stdout.flush()
-            runtime.report()
-            shutil.rmtree(bundle, ignore_errors=True)
+        gradio = serve(load_demo(bundle / "app.py"), prefix, work / "socket")
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        runtime.report()  # the owner reads why through the apps service
+        shutil.rmtree(work, ignore_errors=True)
         raise
     from tornado import ioloop
 
     usage.flush()
-    app = make_app(prefix, f"http://127.0.0.1:{internal}", owner, app_name, usage)
+    app = make_app(prefix, gradio.path, owner, app_name, usage)
     app.listen(int(port), address=host, xheaders=True)
-    print(f"[hubml-apps] {app_name} is up: Gradio on 127.0.0.1:{internal}, front door on :{port}", flush=True)
+    print(f"[hubml-apps] {app_name} is up: Gradio on {gradio.path}, front door on :{port}", flush=True)
     loop = ioloop.IOLoop.current()
-    if runtime is not None:
-        runtime.report()
-        ioloop.PeriodicCallback(lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000).start()
+    runtime.report()
+    ioloop.PeriodicCallback(lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000).start()
     # the spawner stops us with SIGTERM: end the loop so the last visitors are written
     signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
     try:
         loop.start()
     finally:
         usage.flush()
-        if runtime is not None:
-            runtime.report()
-            shutil.rmtree(bundle, ignore_errors=True)  # fetched again at the next start
+        runtime.report()
+        gradio.close()
+        shutil.rmtree(work, ignore_errors=True)  # fetched again at the next start
     return 0
 
 

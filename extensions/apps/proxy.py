@@ -1,27 +1,47 @@
-"""Forward a tornado request to a local HTTP server, streaming the answer (Gradio's SSE queue)."""
+"""Forward a tornado request to a local HTTP server, streaming the answer (Gradio's SSE queue).
+
+The servers behind hubml's front doors (a published app's Gradio, a kernel's inline demo)
+listen on Unix sockets in their owner's private folders, not on loopback ports: no other account
+on the machine can reach them except through the front door, which authenticates every request.
+"""
 
 from __future__ import annotations
 
-from tornado import httpclient, web
+import socket
+
+from tornado import httpclient, netutil, web
 
 HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "host", "authorization", "cookie", "date", "server",
 }
-_client: httpclient.AsyncHTTPClient | None = None
+_clients: dict[str, httpclient.AsyncHTTPClient] = {}
 
 
-def client() -> httpclient.AsyncHTTPClient:
-    global _client
-    if _client is None:
+class UnixResolver(netutil.Resolver):
+    """Every host name resolves to one Unix socket."""
+
+    def initialize(self, path: str):
+        self.path = path
+
+    async def resolve(self, host, port, family=socket.AF_UNSPEC):
+        return [(socket.AF_UNIX, self.path)]
+
+
+def unix_client(path: str) -> httpclient.AsyncHTTPClient:
+    """An HTTP client whose every request goes to the server on the Unix socket ``path``."""
+    if path not in _clients:
         # Gradio holds one SSE stream open per browser tab: allow many at once
-        httpclient.AsyncHTTPClient.configure(None, max_clients=256)
-        _client = httpclient.AsyncHTTPClient(max_body_size=1024**3)
-    return _client
+        _clients[path] = httpclient.AsyncHTTPClient(
+            force_instance=True, resolver=UnixResolver(path=path), max_clients=256, max_body_size=1024**3
+        )
+    return _clients[path]
 
 
-async def forward(handler: web.RequestHandler, url: str) -> None:
-    """Send ``handler``'s request to ``url`` and stream the response back, flushing each chunk."""
+async def forward(handler: web.RequestHandler, socket_path: str, path: str) -> None:
+    """Send ``handler``'s request to ``path`` on the server at ``socket_path`` and stream the
+    response back, flushing each chunk."""
+    url = "http://localhost" + path
     started = {"done": False}
 
     def on_header(line: str) -> None:
@@ -52,7 +72,7 @@ async def forward(handler: web.RequestHandler, url: str) -> None:
         connect_timeout=10, request_timeout=24 * 3600,
     )
     try:
-        await client().fetch(request, raise_error=False)
+        await unix_client(socket_path).fetch(request, raise_error=False)
     except httpclient.HTTPClientError as e:  # pragma: no cover - raise_error=False
         if not started["done"]:
             raise web.HTTPError(502, f"the app did not answer ({e})") from None

@@ -9,9 +9,11 @@ as last saved (nbformat JSON), and ``path`` is relative to the server's root (th
 
 Kernels reach it with the server's own ``JUPYTERHUB_API_TOKEN`` (see ``hubml.kernels.context``).
 
-``<server>/hubml/apps/<port>/...`` shows a Gradio demo a kernel started with
-``hubml.widgets.apps.try_app`` (on 127.0.0.1:<port>, registered in the runtime directory) through
-the server, so only whoever may use the server sees it: the owner, never a public tunnel.
+``<server>/hubml/apps/<id>/...`` shows a Gradio demo a kernel started with
+``hubml.widgets.apps.try_app`` through the server, so only whoever may use the server sees it:
+the owner, never a public tunnel. The demo listens on a Unix socket in the server's runtime
+directory (``<runtime>/hubml-inline-apps/<id>/app.sock``, the owner's alone), not on a port any
+account could connect to; ``<id>`` is a random, unguessable name.
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ class KernelContextHandler(APIHandler):
         self.finish(json.dumps(model, default=str))
 
 
+INLINE_ID = r"[A-Za-z0-9_-]{16,64}"
+
+
 def inline_apps_dir():
-    """Where kernels register the ports of their inline demos (the server's runtime dir)."""
+    """Where kernels keep the sockets of their inline demos (the server's runtime dir, 0700)."""
     import os
 
     from jupyter_core.paths import jupyter_runtime_dir
 
     path = os.path.join(jupyter_runtime_dir(), "hubml-inline-apps")
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
@@ -68,20 +73,22 @@ class InlineAppHandler(JupyterHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     def check_xsrf_cookie(self):
-        # Gradio's own fetch() calls carry no Jupyter XSRF token; same-origin is required instead
-        if self.request.headers.get("Sec-Fetch-Site") not in (None, "same-origin"):
-            raise web.HTTPError(403, "cross-site request to an inline app")
+        # Gradio's own fetch() calls cannot carry Jupyter's XSRF token. The demo's id in the path
+        # is a random secret shown only in its owner's notebook, so a request that names it was
+        # not forged by another site: the id is this demo's XSRF token.
+        return
 
     @web.authenticated
-    async def get(self, port, path):
+    async def get(self, app_id, path):
         import os
 
         from hubml.extensions.apps.proxy import forward
 
-        if not os.path.exists(os.path.join(inline_apps_dir(), port)):
-            raise web.HTTPError(404, f"no inline app on port {port}; start one with hubml.widgets.apps.try_app")
+        sock = os.path.join(inline_apps_dir(), app_id, "app.sock")
+        if not os.path.exists(sock):
+            raise web.HTTPError(404, "no such inline app (it was closed); start one with hubml.widgets.apps.try_app")
         query = f"?{self.request.query}" if self.request.query else ""
-        await forward(self, f"http://127.0.0.1:{port}/{path}{query}")
+        await forward(self, sock, f"/{path}{query}")
 
     post = put = patch = delete = head = options = get
 
@@ -96,7 +103,7 @@ def _load_jupyter_server_extension(serverapp):
         ".*$",
         [
             (url_path_join(base, "hubml/api/kernel-context"), KernelContextHandler),
-            (url_path_join(base, r"hubml/apps/(\d+)/(.*)"), InlineAppHandler),
+            (url_path_join(base, rf"hubml/apps/({INLINE_ID})/(.*)"), InlineAppHandler),
         ],
     )
     serverapp.log.info("hubml bridge: kernel context at %s", url_path_join(base, "hubml/api/kernel-context"))

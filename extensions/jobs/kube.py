@@ -18,12 +18,12 @@ executor writes one from what Kubernetes says about the Job and its pod.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
+
+from . import remote
 
 log = logging.getLogger("hubml.jobs.kube")
 
@@ -33,16 +33,10 @@ RUNNER_COMMAND = ["python", "-m", "hubml.extensions.jobs.runner", "--remote"]
 # env a run gets locally that means nothing, or harm, in a pod: GPUs there come from the
 # device plugin (an empty CUDA_VISIBLE_DEVICES would hide them) and the image sets HOME/USER
 _LOCAL_ONLY = {"HOME", "USER", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HUBML_GPU_DEVICES"}
-TOKEN_FILE = "runner-token.sha256"
-REMOTE_SPEC = "remote-spec.json"
 
 
 def job_name(run_id: str) -> str:
     return f"hubml-run-{run_id}"[:63]
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, parameters: dict | None = None,
@@ -75,8 +69,10 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
     container.pop("ports", None)
     container.pop("lifecycle", None)
     # the server's hub credentials and URLs mean nothing to a batch pod
+    # (MLFLOW_TRACKING_TOKEN is the server's token too: the run's own comes with its spec)
     env = [e for e in container.get("env", [])
-           if e["name"] == "JUPYTERHUB_USER" or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN"))]
+           if e["name"] == "JUPYTERHUB_USER"
+           or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN"))]
     env += [
         {"name": "HUBML_JOBS_URL", "value": jobs_url or cluster_jobs_url(settings)},
         {"name": "HUBML_JOB_ID", "value": job_id},
@@ -123,7 +119,10 @@ def job_deadline(timeout_s: int) -> int:
 
 
 def cluster_jobs_url(settings) -> str:
-    return settings.kubernetes.proxy_url + "/services/jobs/"
+    """Where a run's pod reaches the jobs service: its front door on the hub's Service."""
+    from hubml.hub_config.topology import SERVICE_PORTS
+
+    return f"http://{settings.kubernetes.hub_service}:{SERVICE_PORTS['jobs']}/services/jobs/"
 
 
 class KubernetesExecutor:
@@ -135,10 +134,10 @@ class KubernetesExecutor:
 
     cluster_gpus = True  # the cluster's scheduler places GPUs (nvidia.com/gpu), not our ledger
 
-    def __init__(self, settings):
+    def __init__(self, settings, jobs_url: str = ""):
         self.settings = settings
         self.namespace = settings.kubernetes.namespace
-        self.jobs_url = cluster_jobs_url(settings)
+        self.jobs_url = jobs_url or cluster_jobs_url(settings)
         self._api = None
         self._listing: dict[str, object] | None = None
 
@@ -175,14 +174,8 @@ class KubernetesExecutor:
 
     async def launch(self, spec: dict) -> None:
         run_dir = Path(spec["run_dir"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
         env = {k: v for k, v in spec["env"].items() if k not in _LOCAL_ONLY}
-        if "MLFLOW_TRACKING_URI" in env:  # the pod reaches MLflow the way it reaches us
-            env["MLFLOW_TRACKING_URI"] = self.settings.kubernetes.proxy_url + "/services/mlflow"
-        remote = {k: spec[k] for k in ("run_id", "job_id", "parameters", "timeout_s", "notebook")}
-        _write_private(run_dir / REMOTE_SPEC, json.dumps({**remote, "input": spec["input"], "env": env}))
-        _write_private(run_dir / TOKEN_FILE, token_hash(token))
+        token = remote.prepare(run_dir, spec, env)
         manifest = await asyncio.to_thread(
             k8s_job_manifest, self.settings, spec["profile"], spec["user"], spec["notebook"], spec["parameters"],
             job_id=spec["job_id"], run_id=spec["run_id"], timeout_s=spec["timeout_s"], jobs_url=self.jobs_url,
@@ -273,7 +266,7 @@ class KubernetesExecutor:
             status, error = _failure(job, pod)
             with open(run_dir / "log", "a") as f:
                 f.write(f"[hubml-jobs] {error}\n")
-            _write_private(run_dir / "result.json", json.dumps({"status": status, "error": error, "mlflow_run_id": None}))
+            remote.write_private(run_dir / "result.json", json.dumps({"status": status, "error": error, "mlflow_run_id": None}))
         try:
             await (await self._batch()).delete_namespaced_job(job.metadata.name, self.namespace,
                                                               propagation_policy="Background")
@@ -329,11 +322,3 @@ def _pending(pod) -> str | None:
     why += [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
             for cs in status.container_statuses or [] if cs.state and cs.state.waiting]
     return "; ".join(why) or "Pending"
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

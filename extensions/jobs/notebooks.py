@@ -2,7 +2,8 @@
 
 Nothing here imports papermill or nbformat: a notebook is JSON, and the parameters cell (the
 cell tagged ``parameters``, papermill's convention) is read with :mod:`ast`, so the API can
-check a job definition in milliseconds.
+check a job definition in milliseconds. Notebooks come with the request or from the user's own
+server (:mod:`hubml.extensions.common.userfiles`); nothing here opens a user's home.
 """
 
 from __future__ import annotations
@@ -20,49 +21,33 @@ class NotebookError(ValueError):
     """A job definition names a notebook or parameters that cannot run; says what is allowed."""
 
 
-def resolve_in_home(home: Path, path: str) -> Path:
-    """The file ``path`` names inside ``home``; refuses anything that leaves it.
-
-    ``path`` is relative to the home (as JupyterLab shows it); an absolute path is accepted
-    only when it lies inside the home. ``..`` and symbolic links may not lead outside.
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise NotebookError("notebook: give the notebook's path relative to your home, e.g. 'train.ipynb'")
-    if "\x00" in path:
-        raise NotebookError("notebook: the path contains a NUL character")
-    home = home.resolve()
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = home / candidate
-    resolved = candidate.resolve()
-    if resolved != home and home not in resolved.parents:
-        raise NotebookError(f"notebook: {path!r} is outside your home directory; only files in your home can run as jobs")
-    return resolved
-
-
-def relative_to_home(home: Path, resolved: Path) -> str:
-    return str(resolved.relative_to(home.resolve()))
-
-
-def read_notebook(path: Path, shown: str) -> tuple[dict, bytes]:
-    """The notebook at ``path`` parsed, with its bytes; ``shown`` is the name used in errors."""
-    if not path.exists():
-        raise NotebookError(f"notebook: {shown!r} does not exist in your home")
-    if not path.is_file():
-        raise NotebookError(f"notebook: {shown!r} is not a file")
-    if path.suffix != ".ipynb":
-        raise NotebookError(f"notebook: {shown!r} is not a notebook; a job runs an .ipynb file")
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        raise NotebookError(f"notebook: {shown!r} is {size // 1024**2} MiB; at most {MAX_NOTEBOOK_BYTES // 1024**2} MiB")
-    raw = path.read_bytes()
+def parse_notebook(raw: bytes, shown: str) -> dict:
+    """The notebook ``raw`` holds, checked; ``shown`` is the name used in errors."""
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(f"notebook: {shown!r} is {len(raw) // 1024**2} MiB; at most {MAX_NOTEBOOK_BYTES // 1024**2} MiB")
     try:
         nb = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NotebookError(f"notebook: {shown!r} is not valid notebook JSON ({e})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat", 0) < 4:
         raise NotebookError(f"notebook: {shown!r} is not an nbformat 4 notebook")
-    return nb, raw
+    return nb
+
+
+def notebook_bytes(content, shown: str) -> bytes:
+    """The file a notebook ``content`` stands for: its text as saved, or a notebook object
+    (written the way Jupyter saves notebooks)."""
+    if isinstance(content, str):
+        return content.encode()
+    if isinstance(content, dict):
+        return (json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode()
+    raise NotebookError(f"content: the notebook {shown!r} as saved (its JSON text, or the notebook object)")
+
+
+def read_notebook(path: Path, shown: str) -> tuple[dict, bytes]:
+    """A notebook file of the service's own (a snapshot): parsed, with its bytes."""
+    raw = path.read_bytes()
+    return parse_notebook(raw, shown), raw
 
 
 def content_hash(raw: bytes) -> str:

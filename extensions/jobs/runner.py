@@ -1,22 +1,15 @@
-"""One job run: papermill executes the notebook, nbconvert renders it, a result file says how.
+"""One job run: papermill executes the notebook, nbconvert renders it, the service gets the result.
 
-The jobs service starts runners in their own session, so a runner outlives a service that is
-killed and restarted. Liveness is an exclusive ``flock`` on the run's ``runner.lock``: the
-service takes the lock, hands the locked file to the runner (inherited on a cold start, passed
-over a Unix socket to a warm spare), and closes its own copy; the lock is free again exactly
-when the runner is done with the run: it exited, or (a warm runner) wrote the result, stopped
-any kernel and closed the lock. No PID bookkeeping can be fooled by PID reuse, and a service that dies
-between claiming a run and handing it over leaves the lock free, so the run is known never to
-have started.
+A runner runs as the run's owner and never touches the platform's files: it fetches its run from
+the jobs service and sends the output back (:mod:`.remote` describes the protocol). On one
+machine the runner service (:mod:`.runnerd`) starts it as the owner's Unix account, forked from a
+process that has papermill imported already, with two descriptors: the run's ``runner.lock``
+(held for the whole run: the service knows the run is over exactly when the lock is free) and the
+run's log. In a cluster it is a Kubernetes Job's pod (``--remote``), and the pod's log is the log.
 
-Warm spares (``--spare FD``) import papermill and nbconvert ahead of time and wait for a run;
-that saves the ~2.5 s of imports that dominate a short notebook's run time. A warm runner goes
-back to the service after its run and takes another (up to ``RUNS_PER_RUNNER``), so a queue of
-runs does not pay the imports either.
-
-The runner writes, in the run's directory: ``output.ipynb`` (papermill saves it after every
-cell, so a killed run keeps its partial output), ``output.html``, ``log`` and, last,
-``result.json``.
+The runner enforces the run's timeout itself (it stops the kernel and keeps the partial output)
+and sends ``output.ipynb`` every few seconds while the notebook runs, so a runner that dies
+keeps what it had; ``result.json`` goes last.
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -38,7 +30,8 @@ from pathlib import Path
 _stop_reason: dict[str, str] = {}
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid``."""
     kids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,7 +48,7 @@ def _children(pid: int) -> list[int]:
 
 def kill_kernels() -> None:
     """Kill the kernel(s) this runner started, with whatever they started (own sessions)."""
-    for pid in _children(os.getpid()):
+    for pid in children(os.getpid()):
         try:
             os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session
         except (ProcessLookupError, PermissionError):
@@ -172,104 +165,20 @@ def execute(spec: dict) -> dict:
     return result
 
 
-def run(spec: dict) -> None:
-    """Execute one run, its stdout and stderr going to the run's log, and leave the process as
-    it found it (environment, working directory, descriptors, signal handler): a warm runner
-    goes on to the next run."""
-    run_dir = Path(spec["run_dir"])
-    saved_fds, saved_streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    _stop_reason.clear()
-    started = time.monotonic()
-    log_fd = os.open(run_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    # papermill logs the cells' output (log_output=True) through logging
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
-
-    def on_term(signum, frame):
-        # the service sends SIGTERM to cancel (after writing the cancel file) or as the timeout's
-        # backstop; anything else was meant for an earlier run of this runner
-        if (run_dir / "cancel").exists():
-            _stop("cancelled", "cancelled by request")
-        elif time.monotonic() - started >= spec["timeout_s"]:
-            _stop("timed_out", f"stopped by the jobs service after {spec['timeout_s']} s")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        os.environ.update(spec["env"])
-        os.chdir(spec["cwd"])
-        print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} (pid {os.getpid()})", flush=True)
-        try:
-            result = execute(spec)
-        except BaseException as e:
-            result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
-        _write_json(run_dir / "result.json", result)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, saved in zip((1, 2), saved_fds, strict=True):
-            os.dup2(saved, fd)
-            os.close(saved)
-        sys.stdout, sys.stderr = saved_streams
-        os.environ.clear()
-        os.environ.update(saved_env)
-        os.chdir(saved_cwd)
-
-
-def _warm_up() -> None:
+def warm_up() -> None:
+    """Import what a run needs, and render once (templates, filters: ~0.4 s), ahead of runs."""
     import nbconvert  # noqa: F401
     import nbformat  # noqa: F401
     import papermill  # noqa: F401
     import requests  # noqa: F401
     from nbconvert import HTMLExporter
 
-    # the first export loads templates and filters (~0.4 s): do it before a run needs it
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
     HTMLExporter().from_notebook_node(nb)
 
 
-# a warm runner takes this many runs, then makes way for a fresh one
-RUNS_PER_RUNNER = 50
-
-
-def spare(sock_fd: int) -> int:
-    """Warm runner: take runs (a JSON spec plus the run's locked lock file) over ``sock_fd``.
-
-    After each run it closes that run's lock (the service sees the run end) and says "ready"
-    again; it exits when the service closes the socket (it went away, or has spares enough).
-    """
-    _warm_up()
-    sock = socket.socket(fileno=sock_fd)
-    try:
-        sock.sendall(b"ready\n")
-        for taken in range(1, RUNS_PER_RUNNER + 1):
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
-            if not msg or not fds:
-                break  # the service went away, or does not need us
-            lock_fd = fds[0]  # held for the whole run: it is the run's liveness
-            os.set_inheritable(lock_fd, False)
-            try:
-                spec = json.loads(msg)
-                sock.sendall(f"started {os.getpid()}\n".encode())
-                run(spec)
-                kill_kernels()  # none should be left; none may outlive the run's lock
-                if taken < RUNS_PER_RUNNER:
-                    sock.sendall(b"ready\n")  # before the lock: the service may queue the next run
-            finally:
-                os.close(lock_fd)
-    except OSError:
-        pass  # the service's end of the socket is gone
-    sys.stdout.flush()
-    os._exit(0)  # skip the interpreter's teardown (~0.3 s with papermill loaded)
-
-
 # ---------------------------------------------------------------------------------------------
-# in a Kubernetes Job's pod: the run comes from the jobs service and its output goes back to it
+# the run comes from the jobs service and its output goes back to it
 
 
 class _Service:
@@ -310,31 +219,34 @@ class _Service:
 
 def remote() -> int:
     """Run the run named by the environment (HUBML_JOBS_URL, HUBML_JOB_RUN_ID, HUBML_RUN_TOKEN)."""
+    import shutil
     import tempfile
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
+    every = float(os.environ.pop("HUBML_RUN_PROGRESS_S", "") or 10)
     service = _Service()
     r = service.call("GET", "spec")
     if r.status_code != 200:
         print(f"[hubml-jobs] the jobs service refused this run: {r.status_code} {r.text}", flush=True)
         return 1
     spec = r.json()
-    work = Path(tempfile.mkdtemp(prefix="hubml-run-"))
+    work = Path(tempfile.mkdtemp(prefix="hubml-run-"))  # 0700, this account's
     (work / "input.ipynb").write_text(json.dumps(spec.pop("input")), encoding="utf-8")
     home = Path(os.environ.get("HOME") or Path.home())
     cwd = home / Path(spec["notebook"]).parent
     spec.update(run_dir=str(work), input=str(work / "input.ipynb"), cwd=str(cwd if cwd.is_dir() else home))
     os.environ.update(spec["env"])
     os.chdir(spec["cwd"])
-    # SIGTERM: the Job was deleted (cancel, or the service's backstop) or the pod evicted
-    signal.signal(signal.SIGTERM, lambda *_: _stop("failed", "stopped from outside: the pod was deleted or evicted"))
-    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} in pod {os.environ.get('HOSTNAME', '?')}", flush=True)
+    # SIGTERM: cancelled, stopped by the service past the timeout, or the pod was deleted or evicted
+    signal.signal(signal.SIGTERM, lambda *_: _stop("failed", "stopped from outside (cancelled, past its timeout, or its machine went away)"))
+    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} as {os.environ.get('USER', '?')} "
+          f"on {os.environ.get('HOSTNAME') or os.uname().nodename} (pid {os.getpid()})", flush=True)
 
     done = threading.Event()
 
-    def progress():  # the output so far, every 10 s, so a pod that dies keeps some
+    def progress():  # the output so far, every few seconds, so a runner that dies keeps some
         sent = 0.0
-        while not done.wait(10):
+        while not done.wait(every):
             out = work / "output.ipynb"
             if out.exists() and out.stat().st_mtime > sent:
                 sent = out.stat().st_mtime
@@ -354,25 +266,19 @@ def remote() -> int:
     except RuntimeError as e:
         print(f"[hubml-jobs] {e}", flush=True)
         return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubml.extensions.jobs.runner")
-    parser.add_argument("--spec", help="cold start: path of the run spec (JSON)")
-    parser.add_argument("--lock-fd", type=int, help="inherited, already locked runner.lock")
-    parser.add_argument("--spare", type=int, metavar="FD", help="warm spare: wait for a run on this socket")
-    parser.add_argument("--remote", action="store_true", help="in a Kubernetes Job: the run comes from the jobs service")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the run the environment names (HUBML_JOBS_URL, HUBML_JOB_RUN_ID, HUBML_RUN_TOKEN)")
     args = parser.parse_args(argv)
-    if args.remote:
-        return remote()
-    if args.spare is not None:
-        return spare(args.spare)
-    os.set_inheritable(args.lock_fd, False)
-    run(json.loads(Path(args.spec).read_text()))
-    # the lock is freed when we exit: exit without the interpreter's teardown (~0.3 s with
-    # papermill loaded), so the service sees the run end at once
-    os._exit(0)
+    if not args.remote:
+        parser.error("--remote is the only mode: the run comes from the jobs service")
+    return remote()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from . import cron
 from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
+from .remote import write_private
+from .runnerd import RunnersUnavailable
 
 log = logging.getLogger("hubml.jobs.scheduler")
 
@@ -29,6 +31,11 @@ TICK = 1.0
 GRACE = dt.timedelta(seconds=60)
 MAX_CATCH_UP = 100
 KILL_GRACE_S = 15  # after the runner's own timeout, the service kills it
+TOKEN_ID_FILE = "mlflow-token.json"
+
+
+class RunRefused(Exception):
+    """A run that cannot start, for a reason its owner can act on (said in the run's error)."""
 
 
 async def _call(result):
@@ -37,13 +44,15 @@ async def _call(result):
 
 
 class Scheduler:
-    def __init__(self, engine, settings, executor, data_dir: Path, hub=None, public_url: str = ""):
+    def __init__(self, engine, settings, executor, data_dir: Path, ctx=None, mlflow_url: str = ""):
         self.engine = engine
         self.settings = settings
         self.executor = executor
         self.data_dir = Path(data_dir)
-        self.hub = hub  # HubClient: user tokens for MLflow, groups
-        self.public_url = public_url.rstrip("/")
+        # the service's context: the hub (tokens for MLflow and for reading users' notebooks)
+        self.ctx = ctx
+        self.hub = ctx.hub if ctx is not None else None
+        self.mlflow_url = mlflow_url.rstrip("/")  # where runs reach the mlflow service
         self.wake = asyncio.Event()
         self.notify = None  # async callable(run_row, job_row) for webhooks
         self._ledger = None
@@ -51,6 +60,7 @@ class Scheduler:
     # -- paths ---------------------------------------------------------------------------------
 
     def home(self, user: str) -> Path:
+        """Where a run of ``user`` starts (a path only: the service never reads homes)."""
         return self.data_dir / "homes" / user
 
     def run_dir(self, run) -> Path:
@@ -58,9 +68,9 @@ class Scheduler:
 
     def ledger(self):
         if self._ledger is None:
-            from hubml.hub_config.gpus import GPULedger, inventory_from_settings
+            from hubml.hub_config.gpus import GPULedger, inventory_from_settings, ledger_path
 
-            self._ledger = GPULedger(self.data_dir / "gpu-ledger.json", inventory_from_settings(self.settings.gpus.inventory))
+            self._ledger = GPULedger(ledger_path(self.data_dir), inventory_from_settings(self.settings.gpus.inventory))
         return self._ledger
 
     # -- the loop ------------------------------------------------------------------------------
@@ -234,8 +244,19 @@ class Scheduler:
         try:
             spec = await self.spec(run, job, profile, devices)
             pid = await _call(self.executor.launch(spec))
+        except RunnersUnavailable as e:
+            # the runner service is restarting: the run waits in the queue, it did not fail
+            log.warning("run %s waits: %s", run.id, e)
+            if devices:
+                self.ledger().release(owner)
+            with self.engine.begin() as conn:
+                conn.execute(update(runs).where(runs.c.id == run.id, runs.c.status == "running")
+                             .values(status="queued", started_at=None, gpu_devices=None))
+            await self._revoke_token(run)
+            return False
         except Exception as e:
-            log.exception("run %s could not start", run.id)
+            if not isinstance(e, RunRefused):
+                log.exception("run %s could not start", run.id)
             if devices:
                 self.ledger().release(owner)
             self._finish(run.id, "failed", f"could not start: {e}")
@@ -253,15 +274,11 @@ class Scheduler:
         run_dir.mkdir(parents=True, exist_ok=True)
         source = Path(job.snapshot)
         if job.track_latest:
-            latest = self.home(job.owner) / job.notebook
-            if latest.is_file():
-                source = latest
+            source = await self._latest(job, run_dir)
         home = self.home(job.owner)
-        home.mkdir(parents=True, exist_ok=True)
         gpu = f"{profile.gpu_count} x {profile.gpu_model}" if devices else "none"
         env = {
             "HOME": str(home),
-            "USER": job.owner,
             "JUPYTERHUB_USER": job.owner,
             "HUBML_USER": job.owner,
             "HUBML_JOB_ID": job.id,
@@ -276,28 +293,58 @@ class Scheduler:
             # the notebook's path, as a server would tell its kernels (run tags use it)
             "JPY_SESSION_NAME": job.notebook,
         }
-        if self.settings.tracking.enabled and self.public_url:
-            env["MLFLOW_TRACKING_URI"] = f"{self.public_url}/services/mlflow"
+        if self.settings.tracking.enabled and self.mlflow_url:
+            env["MLFLOW_TRACKING_URI"] = self.mlflow_url
             if self.hub is not None:
-                token = await self.hub.user_token(
-                    job.owner, expires_in=job.timeout_s + 900, note=f"hubml job {job.id} run {run.id}",
-                    scopes=["access:services!service=mlflow"],
+                minted = await self.hub.mint_token(
+                    job.owner, ["access:services!service=mlflow"], job.timeout_s + 900,
+                    f"hubml job {job.id} run {run.id}",
                 )
-                if token:
-                    env["MLFLOW_TRACKING_TOKEN"] = token
+                if minted:
+                    env["MLFLOW_TRACKING_TOKEN"] = minted["token"]
+                    # kept to revoke it when the run ends (the platform's file, never the user's)
+                    write_private(run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]}))
         return {
             "run_id": run.id,
             "job_id": job.id,
             "run_dir": str(run_dir),
             "input": str(source),
             "parameters": run.parameters or {},
-            "cwd": str((home / job.notebook).parent),
             "notebook": job.notebook,
             "user": job.owner,
             "profile": profile.slug,
             "timeout_s": job.timeout_s,
             "env": env,
         }
+
+    async def _latest(self, job, run_dir: Path) -> Path:
+        """track_latest: the notebook as last saved, read from its owner's running server."""
+        from hubml.extensions.common.errors import APIError
+        from hubml.extensions.common.userfiles import fetch_from_server
+
+        from .notebooks import NotebookError, parse_notebook
+
+        try:
+            raw = await fetch_from_server(self.ctx, job.owner, job.notebook, "track_latest")
+            parse_notebook(raw, job.notebook)
+        except APIError as e:
+            raise RunRefused(f"{e.message}. Turn track_latest off to run the snapshot taken when the "
+                             f"job was made ({job.content_hash[:12]}).") from None
+        except NotebookError as e:
+            raise RunRefused(f"track_latest: the saved {job.notebook} cannot run: {e}") from None
+        path = run_dir / "input.ipynb"
+        write_private(path, raw.decode())
+        return path
+
+    async def _revoke_token(self, run) -> None:
+        """The run's MLflow token authenticates nothing once the run is over."""
+        path = self.run_dir(run) / TOKEN_ID_FILE
+        try:
+            minted = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if self.hub is not None and await self.hub.revoke_token(minted["user"], minted["id"]):
+            path.unlink(missing_ok=True)
 
     # -- finishing runs ------------------------------------------------------------------------
 
@@ -371,6 +418,7 @@ class Scheduler:
                 self._insert_run(conn, job, run.scheduled_for, "retry", attempt=run.attempt + 1,
                                  not_before=now + dt.timedelta(seconds=delay))
         self.ledger().release(f"job:{run_id}")
+        asyncio.ensure_future(self._revoke_token(run))
         log.info("run %s %s%s%s", run_id, status, f": {error}" if error else "",
                  f"; retrying (attempt {run.attempt + 1})" if retry else "")
         if job is not None and self.notify is not None:
@@ -408,7 +456,8 @@ class Scheduler:
             log.info("run %s of job %s: %s", run.id, run.job_id, state)
 
 
-def run_model(run, public_prefix: str) -> dict:
+def run_model(run, public_prefix: str, mlflow_public: str = "") -> dict:
+    """A run as the API shows it; links are absolute URLs on the service's own origin."""
     base = f"{public_prefix}api/runs/{run.id}"
     return {
         "id": run.id,
@@ -427,7 +476,7 @@ def run_model(run, public_prefix: str) -> dict:
         "cost_usd": run.cost_usd,
         "price_per_hour": run.price_per_hour,
         "mlflow_run_id": run.mlflow_run_id,
-        "mlflow_url": f"/services/mlflow/#/runs/{run.mlflow_run_id}" if run.mlflow_run_id else None,
+        "mlflow_url": f"{mlflow_public}#/runs/{run.mlflow_run_id}" if run.mlflow_run_id and mlflow_public else None,
         "error": run.error,
         "gpu_devices": run.gpu_devices,
         "links": {

@@ -10,13 +10,14 @@ the REST API and is validated here, on the server, either way.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from tornado import web
 from traitlets import Dict, Float, HasTraits, List, Unicode, default
 
 from ..catalog import (
+    ProfileChoiceError,
+    choose_profile,
     describe_gpu,
     describe_policy,
     format_cores,
@@ -46,16 +47,11 @@ class Availability:
 class ProfileSpawnerMixin(HasTraits):
     """Catalog-driven profile selection for a JupyterHub spawner."""
 
-    apps_dir = Unicode(
-        "", help="Where the apps service keeps published app bundles (<apps_dir>/<user>/<app>/app.py)."
-    ).tag(config=True)
-
     apps_runtime_url = Unicode(
         "",
-        help="""The apps service's URL as the app's server reaches it (".../services/apps/").
-        When set, an app's server fetches its bundle from the service and reports its log and
-        visitors there, instead of using <apps_dir> directly: on Kubernetes the pod cannot see
-        the hub's data dir.""",
+        help="""The apps service's URL as an app's server reaches it (".../services/apps/"). An
+        app's server fetches its bundle there and reports its log and visitors there, with its
+        own token: the hub and the app's server never share files with the apps service.""",
     ).tag(config=True)
 
     app_python = Unicode(help="The Python that runs an app's launcher (in the server's image).").tag(config=True)
@@ -120,8 +116,6 @@ class ProfileSpawnerMixin(HasTraits):
         """
         if not isinstance(user_options, dict):
             raise http_error(400, 'Server options must be a JSON object such as {"profile": "cpu-small"}.')
-        allowed = self.allowed_profiles()
-        allowed_slugs = ", ".join(p.slug for p in allowed) or "(none)"
         unknown = sorted(k for k in user_options if k not in ("profile", "app"))
         if unknown:
             raise http_error(
@@ -130,23 +124,10 @@ class ProfileSpawnerMixin(HasTraits):
         slug = user_options.get("profile")
         if isinstance(slug, list) and len(slug) == 1:  # raw form data
             slug = slug[0]
-        if slug in (None, ""):
-            if not allowed:
-                raise http_error(403, f"{self.user.name} may not use any compute profile; ask an admin to add you to a group.")
-            default = next((p for p in allowed if p.default), allowed[0])
-            return default
-        if not isinstance(slug, str):
-            raise http_error(400, f"'profile' must be a profile slug (a string); valid profiles: {allowed_slugs}.")
-        profile = next((p for p in self.profiles if p.slug == slug), None)
-        if profile is None:
-            raise http_error(400, f"Unknown profile {slug!r}. Valid profiles: {allowed_slugs}.")
-        if profile not in allowed:
-            groups = ", ".join(profile.allowed_groups)
-            raise http_error(
-                403,
-                f"Profile {slug!r} is limited to members of {groups}; {self.user.name} may use: {allowed_slugs}.",
-            )
-        return profile
+        try:
+            return choose_profile(self.profiles, slug, self.user_groups, self.user.name)
+        except ProfileChoiceError as e:
+            raise http_error(e.status, str(e)) from None
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -169,8 +150,8 @@ class ProfileSpawnerMixin(HasTraits):
     def apply_app(self, app) -> None:
         """Run the user's published app ``app`` instead of a Jupyter server (apps service).
 
-        Only on the named server ``app-<app>`` and only the user's own bundle: the launcher
-        serves the Gradio app and no Jupyter API at all.
+        Only on the named server ``app-<app>``: the launcher serves the Gradio app and no Jupyter
+        API at all, and fetches the owner's bundle from the apps service with the server's token.
         """
         import re
 
@@ -178,17 +159,14 @@ class ProfileSpawnerMixin(HasTraits):
             raise http_error(400, "'app' must be an app name (lowercase letters, digits and '-').")
         if self.name != f"app-{app}":
             raise http_error(400, f"An app runs on its own named server 'app-{app}', not on {self.name or 'the default server'!r}.")
-        bundle = os.path.join(self.apps_dir, self.user.name, app)
-        if not self.apps_dir or not os.path.isfile(os.path.join(bundle, "app.py")):
-            raise http_error(404, f"No published app {app!r} of {self.user.name}; publish it through /services/apps/api/apps.")
+        if not self.apps_runtime_url:
+            raise http_error(400, "Apps are not enabled on this hub (no apps service).")
         self.cmd = [self.app_python, "-m", "hubml.extensions.apps.launcher"]
         self.args = []
-        env = {"HUBML_APP_DIR": bundle, "HUBML_APP_NAME": app}
-        if self.apps_runtime_url:
-            # the server gets its bundle over HTTP and keeps it in a folder of its own
-            env = {"HUBML_APP_DIR": f"/tmp/hubml-app-{self.user.name}-{app}", "HUBML_APP_NAME": app,
-                   "HUBML_APP_RUNTIME_URL": f"{self.apps_runtime_url.rstrip('/')}/api/apps/{app}/runtime/"}
-        self.environment = {**self.environment, **env}
+        self.environment = {
+            **self.environment, "HUBML_APP_NAME": app,
+            "HUBML_APP_RUNTIME_URL": f"{self.apps_runtime_url.rstrip('/')}/api/apps/{app}/runtime/",
+        }
         self.emit(f"Starting app {app}", 20)
 
     def get_env(self):

@@ -12,8 +12,8 @@ import copy
 
 from kubespawner import KubeSpawner
 
-from ..configurer import SERVER_EXTENSION_ARG
 from ..settings import Profile, Settings, parse_memory
+from ..topology import SERVER_EXTENSION_ARG, Topology, catalog_trait
 from .base import Availability, ProfileSpawnerMixin
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -109,12 +109,10 @@ class HubmlKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             self._spawn_finished = True
 
 
-def configure_kubespawner(c, settings: Settings) -> None:
-    from ..configurer import _catalog
-
+def configure_kubespawner(c, settings: Settings, topo: Topology) -> None:
     k8s = settings.kubernetes
     c.JupyterHub.spawner_class = "hubml.hub_config.spawners.kube.HubmlKubeSpawner"
-    c.HubmlKubeSpawner.catalog = _catalog(settings)
+    c.HubmlKubeSpawner.catalog = catalog_trait(settings)
     c.KubeSpawner.namespace = k8s.namespace
     c.KubeSpawner.image_pull_policy = k8s.image_pull_policy
     if k8s.service_account:
@@ -134,7 +132,6 @@ def configure_kubespawner(c, settings: Settings) -> None:
     c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "home-{user_server}"}}]
     c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": HOME}]
     c.KubeSpawner.working_dir = HOME
-    # published apps: the bundle is in the hub pod's data dir; the app's pod fetches it
-    c.HubmlKubeSpawner.apps_dir = str(settings.data_dir / "apps")
-    c.HubmlKubeSpawner.apps_runtime_url = f"{k8s.proxy_url}/services/apps/"
+    # published apps: the app's pod fetches its bundle from the apps service
+    c.HubmlKubeSpawner.apps_runtime_url = topo.service_base("apps")
     c.HubmlKubeSpawner.app_python = "python"

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
-from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Dict, List, Unicode
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Any, Dict, List, Unicode
 
+from .. import accounts
 from ..catalog import visible_profiles
 from ..gpus import Device, GPULedger, GPUUnavailable
 from ..settings import Profile, parse_memory
 from .base import Availability, ProfileSpawnerMixin, http_error
 
 
-class HubmlLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
+class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     """Runs each user's server as a process on this host, on the profile they chose.
+
+    When the hub is root (``isolation: auto``), the server runs as the user's own Unix account
+    (``<unix_user_prefix><name>``, created on the first spawn) in a private home
+    (``home_dir_template``, mode 0700); otherwise as the hub's user, in the same private home.
 
     A GPU profile reserves free devices of its model in the shared GPU ledger and exposes only
     those to the server through ``CUDA_VISIBLE_DEVICES``; CPU profiles see no GPU at all. The
@@ -39,6 +45,74 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     ).tag(config=True)
 
     gpu_devices = List(help="Device indices this server holds.")
+
+    home_dir_template = Unicode(
+        "/tmp/{username}",
+        help="""The user's home, where their server starts; ``{username}`` is the hub user name.
+        hubml sets ``<data_dir>/homes/{username}``.""",
+    ).tag(config=True)
+
+    isolation = Unicode(
+        "auto",
+        help="""``auto``: as root, run each user's server as their own Unix account (created on
+        first spawn). ``shared``: run every server as the hub's user (one trust domain).""",
+    ).tag(config=True)
+
+    unix_user_prefix = Unicode(
+        accounts.DEFAULT_PREFIX, help="Prefix of users' Unix account names (``hubml-alice``)."
+    ).tag(config=True)
+
+    accounts_lock_dir = Unicode(
+        "", help="A platform-private folder where account creation is serialised (``<data_dir>/run``)."
+    ).tag(config=True)
+
+    _account = Any(None, help="The pwd entry the server runs as (isolated hubs).")
+
+    @property
+    def home_dir(self) -> str:
+        return self.home_dir_template.format(username=self.user.name)
+
+    @property
+    def isolated(self) -> bool:
+        return accounts.isolated(self.isolation)
+
+    def make_preexec_fn(self, name):
+        home, account = self.home_dir, self._account
+
+        def preexec():
+            if account is not None:
+                accounts.drop_privileges(account)
+            else:
+                os.umask(0o077)
+            os.chdir(home)
+
+        return preexec
+
+    def user_env(self, env):
+        env["USER"] = self._account.pw_name if self._account is not None else self.user.name
+        env["HOME"] = self.home_dir
+        env["SHELL"] = "/bin/bash"
+        # Gradio's uploads and caches stay in the user's home, not in a /tmp folder all users share
+        env["GRADIO_TEMP_DIR"] = os.path.join(self.home_dir, ".cache", "gradio")
+        return env
+
+    def move_certs(self, paths):
+        return paths
+
+    async def _prepare_account(self) -> None:
+        from pathlib import Path
+
+        home = Path(self.home_dir)
+        if self.isolated:
+            lock_dir = Path(self.accounts_lock_dir) if self.accounts_lock_dir else home.parent.parent / accounts.RUN_DIR
+            self._account = await asyncio.to_thread(
+                accounts.user_account, self.user.name, home, lock_dir, self.unix_user_prefix
+            )
+            self.emit(f"Running as your own account {self._account.pw_name}", 25)
+        else:
+            self._account = None
+            home.mkdir(parents=True, exist_ok=True)
+            os.chmod(home, 0o700)
 
     def _ledger(self) -> GPULedger:
         devices = [Device(index=int(d["index"]), model=str(d["model"])) for d in self.gpu_inventory]
@@ -113,8 +187,9 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         return env
 
     async def start(self):
-        self.emit("Starting your server", 30)
         try:
+            await self._prepare_account()
+            self.emit("Starting your server", 30)
             url = await super().start()
             if self.gpu_devices:
                 self._ledger().attach(self.gpu_owner, self.pid)

@@ -9,8 +9,6 @@ from hubml.widgets.apps import AppsAPIError, AppsPanel, apps_html
 
 
 class FakeApps:
-    hub_path = ""
-
     def __init__(self):
         self.calls, self.fail = [], None
         self.listing = {"apps": [], "shared_with_me": []}
@@ -22,7 +20,8 @@ class FakeApps:
         if path == "apps" and method == "GET":
             return self.listing
         if path == "apps":
-            return {"name": body["name"], "url": f"/user/alice/app-{body['name']}/", "status": "running"}
+            return {"name": body["name"], "url": f"http://alice.localhost:8000/user/alice/app-{body['name']}/",
+                    "status": "running"}
         if path.endswith("/shares"):
             return {"shares": [{"id": 1, "kind": "user", "target": u} for u in body["users"]]}
         return {}
@@ -37,12 +36,16 @@ def panel_with(fake) -> AppsPanel:
     return panel
 
 
-def test_publish_and_share_send_what_the_user_typed():
+def test_publish_sends_the_app_read_here_and_share_sends_what_the_user_typed(tmp_path, monkeypatch):
+    (tmp_path / "app.py").write_text("demo = 1\n")
+    (tmp_path / "requirements.txt").write_text("scikit-learn\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
     fake = FakeApps()
     panel = panel_with(fake)
     app = panel.publish()
-    assert app["url"] == "/user/alice/app-demo/"
-    assert ("POST", "apps", {"name": "demo", "source": "app.py", "model": None}) in fake.calls
+    assert app["url"] == "http://alice.localhost:8000/user/alice/app-demo/"
+    files = {"app.py": "demo = 1\n", "requirements.txt": "scikit-learn\n"}
+    assert ("POST", "apps", {"name": "demo", "source": "app.py", "model": None, "files": files}) in fake.calls
     assert "hubml-published-link" in panel.status.value
     panel.share_users.value = "bob,  carol "
     panel.expiry_h.value = 2
@@ -50,7 +53,18 @@ def test_publish_and_share_send_what_the_user_typed():
     assert ("POST", "apps/demo/shares", {"users": ["bob", "carol"], "groups": [], "expires_in_s": 7200}) in fake.calls
 
 
-def test_a_crash_at_start_shows_the_message_and_the_log_tail():
+def test_a_file_that_cannot_be_read_is_said_and_nothing_is_sent(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake = FakeApps()
+    panel = panel_with(fake)
+    assert panel.publish() is None
+    assert "Could not read app.py" in panel.status.value
+    assert not [c for c in fake.calls if c[0] == "POST"]
+
+
+def test_a_crash_at_start_shows_the_message_and_the_log_tail(tmp_path, monkeypatch):
+    (tmp_path / "app.py").write_text("demo = 1\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
     fake = FakeApps()
     panel = panel_with(fake)
     fake.fail = AppsAPIError(422, "the app 'demo' crashed while starting", "RuntimeError: <weights> missing")

@@ -12,11 +12,14 @@ from sqlalchemy import func, select
 
 from hubml.extensions.jobs import cron
 from hubml.extensions.jobs.db import init_db, jobs, make_engine, runs, utcnow
+from hubml.extensions.common.errors import APIError
+from hubml.extensions.common.userfiles import clean_path
 from hubml.extensions.jobs.notebooks import (
     NotebookError,
     check_parameters,
     declared_parameters,
-    resolve_in_home,
+    notebook_bytes,
+    parse_notebook,
 )
 from hubml.extensions.jobs.scheduler import Scheduler
 from hubml.hub_config.settings import load_settings
@@ -54,18 +57,29 @@ def test_parameter_values_are_checked_against_the_declared_types():
         check_parameters([1], declared)
 
 
-def test_paths_stay_inside_the_home(tmp_path):
-    home = tmp_path / "homes" / "alice"
-    write_notebook(home, "a/b.ipynb", "1")
-    assert resolve_in_home(home, "a/b.ipynb") == (home / "a" / "b.ipynb").resolve()
-    assert resolve_in_home(home, str(home / "a/b.ipynb")) == (home / "a" / "b.ipynb").resolve()
-    (home / "link").symlink_to(tmp_path)
-    for bad in ["../bob/x.ipynb", "/etc/passwd", "a/../../x.ipynb", "link/homes/alice/../../x", str(tmp_path)]:
-        with pytest.raises(NotebookError, match="outside your home"):
-            resolve_in_home(home, bad)
-    for empty in ["", "   ", None]:
-        with pytest.raises(NotebookError, match="relative to your home"):
-            resolve_in_home(home, empty)
+def test_paths_are_relative_to_the_home_and_never_leave_it():
+    assert clean_path("a/b.ipynb", "notebook", ".ipynb") == "a/b.ipynb"
+    assert clean_path("./a//b.ipynb", "notebook", ".ipynb") == "a/b.ipynb"
+    for bad in ["../bob/x.ipynb", "/etc/passwd.ipynb", "a/../../x.ipynb", "a\\b.ipynb", "x\x00.ipynb"]:
+        with pytest.raises(APIError) as e:
+            clean_path(bad, "notebook", ".ipynb")
+        assert e.value.status_code == 400 and e.value.message.startswith("notebook: ")
+    for empty in ["", "   ", None, 3]:
+        with pytest.raises(APIError, match="relative to your home"):
+            clean_path(empty, "notebook")
+    with pytest.raises(APIError, match="is not a .ipynb file"):
+        clean_path("train.py", "notebook", ".ipynb")
+
+
+def test_a_notebook_sent_as_text_or_as_an_object_is_checked():
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert parse_notebook(notebook_bytes(nb, "x.ipynb"), "x.ipynb") == nb
+    assert parse_notebook(notebook_bytes('{"cells": [], "nbformat": 4}', "x.ipynb"), "x.ipynb")["cells"] == []
+    for bad, msg in [(b"{", "not valid notebook JSON"), (b'{"cells": 1}', "not an nbformat 4")]:
+        with pytest.raises(NotebookError, match=msg):
+            parse_notebook(bad, "x.ipynb")
+    with pytest.raises(NotebookError, match="content: the notebook"):
+        notebook_bytes(7, "x.ipynb")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / "settings.yaml"
-    path.write_text("hub: {spawner: kubernetes}\nauth: {groups: {gpu-users: [alice]}}\n")
+    path.write_text("hub: {spawner: kubernetes, public_url: 'https://hub.example.org'}\nauth: {groups: {gpu-users: [alice]}}\n")
     return load_settings(path, environ={"HUBML_DATA_DIR": str(path.parent)})
 
 
@@ -132,8 +132,8 @@ def test_kubernetes_configuration_selects_the_kube_spawner(settings):
     assert c.KubeSpawner.storage_pvc_ensure is True
 
 
-def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(settings):
-    from hubml.hub_config.configurer import SERVICE_PORTS
+def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_reach_them_there(settings):
+    from hubml.hub_config.topology import SERVICE_PORTS
 
     c = Config()
     apply_settings(c, settings)
@@ -146,23 +146,23 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_use_the_proxy(se
         assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""
         assert SERVICE_PORTS[name] in opened and SERVICE_PORTS[name] in values["hub"]["networkPolicy"]["allowedIngressPorts"]
     env = c.KubeSpawner.environment if "environment" in c.KubeSpawner else c.Spawner.environment
-    assert env["MLFLOW_TRACKING_URI"] == "http://proxy-public/services/mlflow"
-    assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs"
-    assert env["HUBML_APPS_URL"] == "http://proxy-public/services/apps"
+    # a pod reaches each service's front door (which authenticates everything) on the hub's Service
+    assert env["MLFLOW_TRACKING_URI"] == "http://hub:8091/services/mlflow"
+    assert env["HUBML_JOBS_URL"] == "http://hub:8092/services/jobs"
+    assert env["HUBML_APPS_URL"] == "http://hub:8093/services/apps"
+    assert env["HUBML_PUBLIC_URL"] == "https://hub.example.org"
+    assert c.JupyterHub.subdomain_host == "https://hub.example.org"
 
 
 def test_an_apps_pod_runs_the_launcher_fetching_its_bundle_from_the_apps_service(settings):
-    bundle = settings.data_dir / "apps" / "alice" / "greeter"
-    bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "app.py").write_text("demo = None\n")
     pod = pod_manifest(settings, "cpu-small", "alice", app="greeter")
     c = pod["spec"]["containers"][0]
     assert c["args"] == ["python", "-m", "hubml.extensions.apps.launcher"]  # the image's Python
     assert pod["metadata"]["name"] == "jupyter-alice--app-greeter"  # its own pod, not alice's server
     env = {e["name"]: e.get("value") for e in c["env"]}
     # the pod cannot see the hub's data dir: it fetches the bundle and reports back over HTTP
-    assert env["HUBML_APP_RUNTIME_URL"] == "http://proxy-public/services/apps/api/apps/greeter/runtime/"
-    assert env["HUBML_APP_DIR"] == "/tmp/hubml-app-alice-greeter" and env["HUBML_APP_NAME"] == "greeter"
+    assert env["HUBML_APP_RUNTIME_URL"] == "http://hub:8093/services/apps/api/apps/greeter/runtime/"
+    assert env["HUBML_APP_NAME"] == "greeter" and "HUBML_APP_DIR" not in env
     # an app gets no home volume (no PVC per app); CPU/memory come from the catalog as for servers
     assert not pod["spec"].get("volumes") and not c.get("volumeMounts")
     assert c["resources"] == pod_manifest(settings, "cpu-small", "alice")["spec"]["containers"][0]["resources"]
@@ -201,7 +201,7 @@ def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, sl
     assert json.loads(job["metadata"]["annotations"]["hubml.io/parameters"]) == {"epochs": 5, "lr": 0.01}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HUBML_JOB_ID"] == "j1" and env["HUBML_JOB_RUN_ID"] == "r1" and env["JUPYTERHUB_USER"] == "alice"
-    assert env["HUBML_JOBS_URL"] == "http://proxy-public/services/jobs/"  # z2jh's proxy, in the cluster
+    assert env["HUBML_JOBS_URL"] == "http://hub:8092/services/jobs/"  # its front door, on the hub's Service
     # no hub credentials: the pod's only secret is its run's, minted when the run is submitted
     assert [k for k in env if "TOKEN" in k] == ["HUBML_RUN_TOKEN"] and env["HUBML_RUN_TOKEN"] == "<minted for each run>"
     assert job["metadata"]["labels"]["hubml.io/run-id"] == "r1"

@@ -9,9 +9,10 @@ import pytest
 from hubml.widgets.jobs import JobsAPIError, SchedulePanel, history_html
 
 
-class FakeJobs:
-    public_prefix = "/services/jobs/"
+NOTEBOOK = '{"cells": [], "nbformat": 4, "nbformat_minor": 5}'
 
+
+class FakeJobs:
     def __init__(self, refuse: str | None = None):
         self.calls = []
         self.refuse = refuse
@@ -25,7 +26,8 @@ class FakeJobs:
                 {"slug": "gpu-t4", "display_name": "T4", "price_per_hour": 0.6, "gpu": "1 x T4", "default": False},
             ]}
         if path == "notebook":
-            return {"notebook": params["path"], "parameters": {
+            assert method == "POST" and body["content"] == NOTEBOOK  # the panel sends the saved notebook
+            return {"notebook": body["notebook"], "parameters": {
                 "epochs": {"type": "int", "default": 3}, "lr": {"type": "float", "default": 0.1},
                 "layers": {"type": "list", "default": [8, 4]}, "tag": {"type": "str", "default": "a"},
                 "fast": {"type": "bool", "default": False},
@@ -43,7 +45,7 @@ class FakeJobs:
 
 
 def ready_panel(fake) -> SchedulePanel:
-    panel = SchedulePanel(notebook="train.ipynb", client=fake, refresh_s=0.05)
+    panel = SchedulePanel(notebook="train.ipynb", client=fake, refresh_s=0.05, read=lambda path: NOTEBOOK)
     deadline = time.monotonic() + 5
     while "epochs" not in panel.param_inputs or panel.profile.value is None:
         assert time.monotonic() < deadline, "panel did not load"
@@ -64,8 +66,9 @@ def test_parameters_become_typed_inputs_and_the_body_carries_their_values():
     job = panel.create_schedule()
     assert job["id"] == "abc123"
     body = next(c[2] for c in fake.calls if c[:2] == ("POST", "jobs"))
-    assert body == {"notebook": "train.ipynb", "parameters": {"epochs": 7, "lr": 0.1, "layers": [16, 8], "tag": "a",
-                    "fast": False}, "profile": "cpu-small", "schedule": "0 2 * * *", "timezone": "UTC"}
+    assert body == {"notebook": "train.ipynb", "content": NOTEBOOK, "parameters": {"epochs": 7, "lr": 0.1,
+                    "layers": [16, 8], "tag": "a", "fast": False}, "profile": "cpu-small", "schedule": "0 2 * * *",
+                    "timezone": "UTC"}
     assert "Scheduled: Every day at 02:00 UTC" in panel.status.value
 
 
@@ -89,9 +92,12 @@ def test_history_links_outputs_and_escapes_errors():
         {"id": "r1", "status": "queued", "attempt": 1, "scheduled_for": "2026-11-24T09:00:00Z", "started_at": None,
          "duration_s": None, "cost_usd": None, "mlflow_run_id": None, "error": None, "created_at": "a"},
     ]
-    out = history_html(runs, "/services/jobs/")
-    assert "/services/jobs/api/runs/r2/output.html" in out and "<script>" not in out and "&lt;script&gt;" in out
-    assert "/services/jobs/api/runs/r1/output.html" not in out  # nothing to open before it runs
+    base = "http://jobs--service.localhost:8000/services/jobs/api/runs/"
+    for r in runs:
+        r["links"] = {k: f"{base}{r['id']}/{f}" for k, f in (("html", "output.html"), ("log", "log"))}
+    out = history_html(runs)
+    assert f"{base}r2/output.html" in out and "<script>" not in out and "&lt;script&gt;" in out
+    assert f"{base}r1/output.html" not in out  # nothing to open before it runs
     assert "$0.0001" in out and "3.2 s" in out
 
 

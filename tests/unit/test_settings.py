@@ -103,7 +103,7 @@ def test_unknown_field_lists_allowed_ones(tmp_path):
           prot: 9000
     """)
     msg = error_of(path)
-    assert msg.startswith(f"{path}:3: hub.prot: unknown field 'prot'; allowed: port, ip, data_dir")
+    assert msg.startswith(f"{path}:3: hub.prot: unknown field 'prot'; allowed: port, ip, public_url, data_dir")
 
 
 def test_unknown_field_in_a_profile(tmp_path):

@@ -1,0 +1,101 @@
+"""A hubml service's application and process: route table, OAuth callback, health, listening.
+
+A service module builds its handlers on :class:`~.handlers.ServiceHandler`, lists them in a route
+table relative to its prefix, and calls :func:`serve`::
+
+    ctx = ServiceContext("jobs", settings)
+    app = make_app(ctx, [("api/jobs", JobsHandler), ...])
+    serve(app, on_start=..., on_stop=...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import signal
+from urllib.parse import urlsplit
+
+from tornado import ioloop, web
+
+from .handlers import HealthHandler
+from .hub import HubAPI
+
+log = logging.getLogger("hubml.service")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+
+
+def load_service_settings():
+    """The platform settings as the hub resolved them (see ``configurer.service_environment``)."""
+    from hubml.hub_config.settings import load_settings
+
+    return load_settings()
+
+
+class ServiceContext:
+    """What a service's handlers share: its name, settings, the hub (API and OAuth), its prefix."""
+
+    def __init__(self, name: str, settings=None, *, hub_auth=None, hub: HubAPI | None = None, prefix: str = ""):
+        from jupyterhub.services.auth import HubOAuth
+
+        self.name = name
+        self.settings = settings
+        self.hub_auth = hub_auth if hub_auth is not None else HubOAuth(cache_max_age=60)
+        self.hub = hub or HubAPI()
+        prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def health(self) -> dict:
+        return {"pid": os.getpid(), "started_at": self.started_at}
+
+
+def make_app(ctx: ServiceContext, routes: list, **settings) -> web.Application:
+    """The tornado application of a service: ``routes`` are ``(pattern, handler[, kwargs])``
+    relative to the service's prefix; each handler gets ``ctx`` unless kwargs say otherwise.
+    The OAuth callback and ``hubml/health`` are added here."""
+    from jupyterhub.services.auth import HubOAuthCallbackHandler
+
+    class CallbackHandler(HubOAuthCallbackHandler):
+        # the PKCE verifier is kept on the HubOAuth instance that started the login
+        def initialize(self):
+            self.hub_auth = ctx.hub_auth
+
+    table = [(ctx.prefix + "oauth_callback", CallbackHandler), (ctx.prefix + "hubml/health", HealthHandler, {"ctx": ctx})]
+    for route in routes:
+        pattern, handler, *rest = route
+        table.append((ctx.prefix + pattern, handler, rest[0] if rest else {"ctx": ctx}))
+    settings.setdefault("cookie_secret", os.urandom(32))
+    return web.Application(table, hub_auth=ctx.hub_auth, **settings)
+
+
+def service_port(default: int = 5000) -> int:
+    """The port JupyterHub gave this service (``JUPYTERHUB_SERVICE_URL``)."""
+    url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
+    return urlsplit(url).port or default if url else default
+
+
+def serve(app: web.Application, name: str, *, on_start=None, on_stop=None, **listen) -> None:
+    """Listen where JupyterHub said, run ``on_start`` (a coroutine function) once the loop runs,
+    and stop on SIGTERM/SIGINT after ``on_stop`` (a plain function)."""
+    port = service_port()
+    address = os.environ.get("HUBML_SERVICE_BIND", "127.0.0.1")
+    app.listen(port, address=address, xheaders=True, **listen)
+    log.info("%s service on %s:%s (pid %s)", name, address or "*", port, os.getpid())
+    loop = ioloop.IOLoop.current()
+    if on_start is not None:
+        loop.add_callback(lambda: asyncio.ensure_future(on_start()))
+
+    def shutdown(signum, frame):
+        log.info("%s: stopping (signal %s)", name, signum)
+        if on_stop is not None:
+            on_stop()
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    loop.start()

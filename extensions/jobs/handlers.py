@@ -1,0 +1,423 @@
+"""The jobs service's HTTP API (``/services/jobs/api/...``); contract in docs/ARCHITECTURE.md.
+
+Everything is authenticated by the service kit; a user sees and acts on their own jobs and runs
+only (others get 404, as if they did not exist), admins on all. A job's notebook comes with the
+request (``content``, what the schedule panel sends) or is read from the owner's running server;
+the service never opens a home.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from sqlalchemy import delete, insert, select, update
+
+from hubml.extensions.common.errors import APIError
+from hubml.extensions.common.handlers import ServiceHandler
+from hubml.extensions.common.profiles import profiles_for, resolve_profile
+from hubml.extensions.common.userfiles import clean_path, fetch_from_server
+
+from . import cron
+from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
+from .notebooks import (
+    MAX_NOTEBOOK_BYTES,
+    NotebookError,
+    check_parameters,
+    content_hash,
+    declared_parameters,
+    notebook_bytes,
+    parse_notebook,
+    read_notebook,
+    write_snapshot,
+)
+from .remote import REMOTE_SPEC, TOKEN_FILE, token_hash
+from .rules import FIELDS, PATCHABLE, check_fields, check_parameters_size
+from .scheduler import run_model
+
+log = logging.getLogger("hubml.jobs")
+
+# a body may carry the notebook itself
+MAX_BODY = MAX_NOTEBOOK_BYTES + 1024**2
+
+
+class JobsBase(ServiceHandler):
+    def body(self) -> dict:
+        body = self.json_body(MAX_BODY, "a notebook of at most 50 MiB")
+        check_parameters_size(body)
+        return body
+
+    def owned_job(self, job_id: str):
+        with self.ctx.engine.connect() as conn:
+            job = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if job is None or (job.owner != self.user_name and not self.is_admin):
+            raise APIError(404, f"no job {job_id!r} of yours")
+        return job
+
+    def owned_run(self, run_id: str):
+        with self.ctx.engine.connect() as conn:
+            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        if run is None or (run.owner != self.user_name and not self.is_admin):
+            raise APIError(404, f"no run {run_id!r} of yours")
+        return run
+
+    async def notebook(self, body: dict) -> tuple[str, dict, bytes]:
+        """(path, notebook, bytes) of the notebook a request names, from the request itself or
+        from the caller's running server."""
+        path = clean_path(body.get("notebook"), "notebook", ".ipynb")
+        try:
+            if body.get("content") is not None:
+                raw = notebook_bytes(body["content"], path)
+            else:
+                raw = await fetch_from_server(self.ctx, self.user_name, path, "notebook", MAX_NOTEBOOK_BYTES)
+            return path, parse_notebook(raw, path), raw
+        except NotebookError as e:
+            raise APIError(400, str(e)) from None
+
+
+def job_model(ctx, job, last_run=None) -> dict:
+    profile = ctx.settings.profile(job.profile)
+    model = {
+        "id": job.id, "owner": job.owner, "name": job.name, "notebook": job.notebook,
+        "content_hash": job.content_hash, "track_latest": job.track_latest,
+        "parameters": job.parameters, "profile": job.profile,
+        "price_per_hour": profile.price_per_hour if profile else None,
+        "schedule": job.schedule, "timezone": job.timezone,
+        "timeout_s": job.timeout_s, "max_retries": job.max_retries, "retry_delay_s": job.retry_delay_s,
+        "concurrency": job.concurrency, "webhook_url": job.webhook_url, "notify_on": job.notify_on,
+        "paused": job.paused, "next_run_at": iso(job.next_run_at) if not job.paused else None,
+        "created_at": iso(job.created_at), "updated_at": iso(job.updated_at),
+        "url": f"{ctx.public}api/jobs/{job.id}",
+    }
+    if job.schedule:
+        model["schedule_description"] = cron.describe(job.schedule, job.timezone)
+    if last_run is not None:
+        model["last_run"] = run_model(last_run, ctx.public, ctx.mlflow_public)
+    return model
+
+
+def _last_run(conn, job_id: str):
+    return conn.execute(
+        select(runs).where(runs.c.job_id == job_id).order_by(runs.c.created_at.desc()).limit(1)
+    ).first()
+
+
+class JobsHandler(JobsBase):
+    async def get(self):
+        with self.ctx.engine.connect() as conn:
+            q = select(jobs).order_by(jobs.c.created_at.desc())
+            if not (self.is_admin and self.get_argument("all", "") in ("1", "true")):
+                q = q.where(jobs.c.owner == self.user_name)
+            rows = conn.execute(q).all()
+            last = {job.id: _last_run(conn, job.id) for job in rows}
+        self.send({"jobs": [job_model(self.ctx, j, last.get(j.id)) for j in rows]})
+
+    async def post(self):
+        body = self.body()
+        check_fields(body, FIELDS)
+        user = self.user_name
+        rules = self.ctx.rules
+        notebook, nb, raw = await self.notebook(body)
+        try:
+            params = check_parameters(body.get("parameters"), declared_parameters(nb))
+        except NotebookError as e:
+            raise APIError(400, str(e)) from None
+        profile = await resolve_profile(self.ctx, body.get("profile"), user)
+        schedule, tz = rules.schedule(body)
+        fields = {"timeout_s": 3600, "max_retries": 0, "retry_delay_s": 30.0, "concurrency": "skip",
+                  "webhook_url": None, "notify_on": ["failure"], "track_latest": False}
+        await rules.common(body, fields)
+        job_id = new_id()
+        snapshot = self.ctx.data_dir / "jobs" / "snapshots" / user / f"{job_id}.ipynb"
+        now = utcnow()
+        values = dict(
+            id=job_id, owner=user, name=fields.pop("name", None) or Path(notebook).stem, notebook=notebook,
+            snapshot=str(snapshot), content_hash=content_hash(raw), parameters=params, profile=profile.slug,
+            schedule=schedule, timezone=tz, paused=False,
+            next_run_at=cron.next_times(schedule, tz)[0] if schedule else None,
+            created_at=now, updated_at=now, **fields,
+        )
+        write_snapshot(raw, snapshot)
+        try:
+            with self.ctx.engine.begin() as conn:
+                conn.execute(insert(jobs).values(**values))
+                job = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        except Exception:
+            snapshot.unlink(missing_ok=True)
+            raise
+        last = None
+        if schedule is None:  # a job without a schedule runs once, now
+            run_id = self.ctx.scheduler.run_now(job)
+            with self.ctx.engine.connect() as conn:
+                last = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        self.ctx.scheduler.wake.set()
+        log.info("%s created job %s (%s, %s, %s)", user, job_id, notebook, profile.slug, schedule or "once")
+        self.send(job_model(self.ctx, job, last), 201)
+
+
+class JobHandler(JobsBase):
+    async def get(self, job_id):
+        job = self.owned_job(job_id)
+        with self.ctx.engine.connect() as conn:
+            last = _last_run(conn, job.id)
+        model = job_model(self.ctx, job, last)
+        if job.schedule and not job.paused:
+            model["next_runs"] = [iso(t) for t in cron.next_times(job.schedule, job.timezone, count=3)]
+        self.send(model)
+
+    async def patch(self, job_id):
+        job = self.owned_job(job_id)
+        body = self.body()
+        check_fields(body, PATCHABLE, "cannot change")
+        rules = self.ctx.rules
+        values: dict = {}
+        await rules.common(body, values)
+        if "profile" in body:
+            values["profile"] = (await resolve_profile(self.ctx, body["profile"], job.owner)).slug
+        if "parameters" in body:
+            try:
+                nb, _ = read_notebook(Path(job.snapshot), job.notebook)
+                values["parameters"] = check_parameters(body["parameters"], declared_parameters(nb))
+            except NotebookError as e:
+                raise APIError(400, str(e)) from None
+        if "schedule" in body or "timezone" in body:
+            merged = {"schedule": job.schedule, "timezone": job.timezone,
+                      **{k: body[k] for k in ("schedule", "timezone") if k in body}}
+            values["schedule"], values["timezone"] = rules.schedule(merged)
+        schedule = values.get("schedule", job.schedule)
+        paused = values.get("paused", job.paused)
+        if schedule and ("schedule" in values or "timezone" in values or (job.paused and not paused)):
+            # resuming does not catch up on the paused time: the next slot is in the future
+            values["next_run_at"] = cron.next_times(schedule, values.get("timezone", job.timezone))[0]
+        elif not schedule:
+            values["next_run_at"] = None
+        values["updated_at"] = utcnow()
+        with self.ctx.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
+            job = conn.execute(select(jobs).where(jobs.c.id == job.id)).first()
+        self.ctx.scheduler.wake.set()
+        self.send(job_model(self.ctx, job))
+
+    async def delete(self, job_id):
+        job = self.owned_job(job_id)
+        with self.ctx.engine.connect() as conn:
+            active = conn.execute(select(runs).where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))).all()
+        for run in active:
+            self.ctx.scheduler.cancel(run)
+        with self.ctx.engine.begin() as conn:
+            conn.execute(delete(runs).where(runs.c.job_id == job.id, runs.c.status.not_in(ACTIVE)))
+            conn.execute(delete(jobs).where(jobs.c.id == job.id))
+        Path(job.snapshot).unlink(missing_ok=True)
+        if not active:  # running ones are cancelled and keep their files until they end
+            shutil.rmtree(self.ctx.data_dir / "jobs" / "runs" / job.owner / job.id, ignore_errors=True)
+        self.set_status(204)
+        self.finish()
+
+
+class RunsHandler(JobsBase):
+    async def get(self, job_id):
+        job = self.owned_job(job_id)
+        limit = whole_limit(self.get_argument("limit", "100"))
+        with self.ctx.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs).where(runs.c.job_id == job.id).order_by(runs.c.created_at.desc()).limit(limit)
+            ).all()
+        self.send({"runs": [run_model(r, self.ctx.public, self.ctx.mlflow_public) for r in rows]})
+
+    async def post(self, job_id):
+        job = self.owned_job(job_id)
+        run_id = self.ctx.scheduler.run_now(job)
+        with self.ctx.engine.connect() as conn:
+            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        self.send(run_model(run, self.ctx.public, self.ctx.mlflow_public), 201)
+
+
+def whole_limit(value: str) -> int:
+    if not re.fullmatch(r"\d{1,6}", value or ""):
+        raise APIError(400, f"limit: a whole number from 1 to 1000 (got {value!r})")
+    return max(1, min(int(value), 1000))
+
+
+class RunHandler(JobsBase):
+    async def get(self, run_id):
+        self.send(run_model(self.owned_run(run_id), self.ctx.public, self.ctx.mlflow_public))
+
+
+class RunFileHandler(JobsBase):
+    """A run's output notebook, its HTML and its log; people open them from links, so a
+    browser without a session is sent to log in."""
+
+    page = True
+    TYPES = {"output.ipynb": "application/x-ipynb+json", "output.html": "text/html; charset=utf-8",
+             "log": "text/plain; charset=utf-8"}
+
+    async def get(self, run_id, name):
+        run = self.owned_run(run_id)
+        path = self.ctx.scheduler.run_dir(run) / name
+        live = getattr(self.ctx.scheduler.executor, "live_log", None)
+        if name == "log" and run.status == "running" and live is not None:
+            text = await live(path.parent)
+            if text is not None:
+                self.set_header("Content-Type", self.TYPES[name])
+                self.finish(text)
+                return
+        if not path.exists():
+            state = "has not produced it yet" if run.status in ACTIVE else "produced none"
+            raise APIError(404, f"run {run_id} {state} ({name}); status {run.status}")
+        self.set_header("Content-Type", self.TYPES[name])
+        # what a notebook printed is its author's content: never a page of this origin
+        self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if name == "output.ipynb":
+            self.set_header("Content-Disposition", f'attachment; filename="{run_id}-output.ipynb"')
+        self.finish(path.read_bytes())
+
+
+class RunnerHandler(ServiceHandler):
+    """What a run's runner fetches and sends back (:mod:`.remote`), on one machine and in a cluster.
+
+    Authenticated by the run's own secret (``Authorization: hubml-run <secret>``), never by a
+    hub token: only that run's runner has it, and only while the run is running.
+    """
+
+    public = True
+    FILES = {"output.ipynb", "output.html", "result.json"}
+    STATUSES = {"succeeded", "failed", "timed_out"}
+
+    def _run(self, run_id: str):
+        scheme, _, secret = self.request.headers.get("Authorization", "").partition(" ")
+        with self.ctx.engine.connect() as conn:
+            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        path = self.ctx.scheduler.run_dir(run) / TOKEN_FILE if run is not None else None
+        expected = path.read_text() if path is not None and path.exists() else ""
+        if scheme != "hubml-run" or not expected or not hmac.compare_digest(token_hash(secret), expected):
+            raise APIError(403, "this endpoint is for a run's own runner: Authorization: hubml-run <the run's secret>")
+        if run.status != "running":
+            raise APIError(409, f"run {run_id} is {run.status}, no longer running")
+        return run
+
+    async def get(self, run_id, name):
+        if name != "spec":
+            raise APIError(405, f"GET {name}: only spec can be read here")
+        run = self._run(run_id)
+        spec = json.loads((self.ctx.scheduler.run_dir(run) / REMOTE_SPEC).read_text())
+        spec["input"] = json.loads(Path(spec["input"]).read_text(encoding="utf-8"))
+        self.send(spec)
+
+    async def put(self, run_id, name):
+        if name not in self.FILES:
+            raise APIError(404, f"PUT {name}: a run sends {', '.join(sorted(self.FILES))}")
+        run = self._run(run_id)
+        body = self.request.body
+        if name != "output.html":
+            try:
+                data = json.loads(body)
+            except ValueError as e:
+                raise APIError(400, f"{name} is not JSON: {e}") from None
+            if name == "output.ipynb" and not (isinstance(data, dict) and isinstance(data.get("cells"), list)):
+                raise APIError(400, "output.ipynb is not a notebook (no cells)")
+            if name == "result.json":
+                body = self._result(data)
+        run_dir = self.ctx.scheduler.run_dir(run)
+        tmp = run_dir / f".{name}.upload"
+        tmp.write_bytes(body)
+        os.replace(tmp, run_dir / name)
+        if name == "result.json":
+            self.ctx.scheduler.wake.set()
+        self.set_status(204)
+        self.finish()
+
+    def _result(self, data) -> bytes:
+        if not isinstance(data, dict) or data.get("status") not in self.STATUSES:
+            raise APIError(400, f"result.json needs status one of {', '.join(sorted(self.STATUSES))}")
+        error, mlflow_id = data.get("error"), data.get("mlflow_run_id")
+        if not (error is None or isinstance(error, str)) or not (
+                mlflow_id is None or isinstance(mlflow_id, str) and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", mlflow_id)):
+            raise APIError(400, "result.json: error must be a string or null, mlflow_run_id an MLflow run id or null")
+        seconds = data.get("runner_seconds")
+        if not (seconds is None or isinstance(seconds, int | float) and not isinstance(seconds, bool)):
+            raise APIError(400, "result.json: runner_seconds must be a number or null")
+        return json.dumps({"status": data["status"], "error": error and error[:4000],
+                           "mlflow_run_id": mlflow_id, "runner_seconds": seconds}).encode()
+
+
+class CancelHandler(JobsBase):
+    async def post(self, run_id):
+        run = self.owned_run(run_id)
+        if run.status not in ACTIVE:
+            raise APIError(409, f"run {run_id} already ended ({run.status})")
+        self.ctx.scheduler.cancel(run)
+        self.send({"id": run_id, "status": "cancelled" if run.status == "queued" else "cancelling"}, 202)
+
+
+class CronHandler(JobsBase):
+    async def get(self):
+        try:
+            self.send(cron.preview(self.get_argument("schedule", ""), self.get_argument("timezone", "UTC")))
+        except cron.CronError as e:
+            raise APIError(400, str(e)) from None
+
+
+class ProfilesHandler(JobsBase):
+    async def get(self):
+        default = self.ctx.settings.default_profile.slug
+        self.send({"profiles": [
+            {"slug": p.slug, "display_name": p.display_name, "price_per_hour": p.price_per_hour,
+             "gpu": f"{p.gpu_count} x {p.gpu_model}" if p.gpu_model else None, "default": p.slug == default}
+            for p in await profiles_for(self.ctx, self.user_name)
+        ]})
+
+
+class NotebookHandler(JobsBase):
+    """What a job on this notebook would take: its parameters, from the parameters cell.
+
+    ``POST {"notebook", "content"}`` (the panel sends the notebook it shows) or
+    ``GET ?path=`` (read from the caller's running server)."""
+
+    async def get(self):
+        await self._answer({"notebook": self.get_argument("path", "")})
+
+    async def post(self):
+        body = self.body()
+        check_fields(body, {"notebook", "content"})
+        await self._answer(body)
+
+    async def _answer(self, body: dict):
+        path, nb, raw = await self.notebook(body)
+        self.send({"notebook": path, "content_hash": content_hash(raw), "parameters": declared_parameters(nb)})
+
+
+class IndexHandler(JobsBase):
+    """The service's root, for people: what it is and where its API is."""
+
+    page = True
+
+    async def get(self):
+        from hubml.extensions.common.handlers import page_html
+
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page_html("Notebook jobs", (
+            "<p>Notebooks that run on a schedule or on demand, without your server. Schedule one "
+            "from a notebook with <code>from hubml.widgets import SchedulePanel; SchedulePanel()</code>.</p>"
+            f"<p>Your jobs as JSON: <a href='{self.ctx.public}api/jobs'>api/jobs</a>.</p>"
+        )))
+
+
+ROUTES = [
+    ("", IndexHandler),
+    ("api/jobs", JobsHandler),
+    (r"api/jobs/([0-9a-f]+)", JobHandler),
+    (r"api/jobs/([0-9a-f]+)/runs", RunsHandler),
+    (r"api/runs/([0-9a-f]+)", RunHandler),
+    (r"api/runs/([0-9a-f]+)/(output\.ipynb|output\.html|log)", RunFileHandler),
+    (r"api/runs/([0-9a-f]+)/cancel", CancelHandler),
+    (r"api/runs/([0-9a-f]+)/runner/([\w.-]+)", RunnerHandler),
+    ("api/cron", CronHandler),
+    ("api/profiles", ProfilesHandler),
+    ("api/notebook", NotebookHandler),
+]

@@ -1,0 +1,69 @@
+"""Where everything is: the hub's public origin, the services' addresses, the shared constants.
+
+One module that the configurer, the spawners and the offline Kubernetes builders import, so a
+settings object flows one way (settings → topology → hub configuration and spawners).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from .settings import Settings
+
+# every single-user server loads hubml's server extension (the kernel <-> server bridge)
+SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"
+ADMIN_SERVICE = "hubml-admin"
+# hubml's services on Kubernetes: fixed ports on the hub's Service, where the proxy (its own pod)
+# and users' pods reach them; deploy/values.yaml opens the same ports (hub.service.extraPorts)
+SERVICE_PORTS = {"mlflow": 8091, "jobs": 8092, "apps": 8093}
+SERVICES = tuple(SERVICE_PORTS)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def in_cluster(settings: Settings) -> bool:
+    return settings.hub.spawner == "kubernetes"
+
+
+def public_url(settings: Settings) -> str:
+    """The origin people open (no trailing slash); users and services live on subdomains of it."""
+    return settings.hub.public_url or f"http://localhost:{settings.hub.port}"
+
+
+def catalog_trait(settings: Settings) -> list[dict]:
+    """The compute catalog as the spawners' ``catalog`` trait (plain dicts)."""
+    return [p.model_dump(mode="json") for p in settings.profiles]
+
+
+@dataclass
+class Topology:
+    """The addresses of one hub start."""
+
+    public_url: str
+    # where processes (kernels, job runs, app servers, services) send requests meant for a
+    # public origin: the proxy itself, with the origin's name in the Host header
+    proxy_url: str
+    # name -> where the proxy and processes reach the service (its front door), no trailing slash
+    service_urls: dict[str, str] = field(default_factory=dict)
+
+    def service_base(self, name: str) -> str:
+        """Base URL of a service for processes: ``http://127.0.0.1:<port>/services/<name>/``."""
+        return f"{self.service_urls[name]}/services/{name}/"
+
+
+def make_topology(settings: Settings, cluster: bool | None = None) -> Topology:
+    """Addresses for this start: fixed service ports in a cluster (``cluster``, default: whether
+    the settings say Kubernetes), free loopback ports on one machine."""
+    if in_cluster(settings) if cluster is None else cluster:
+        hub = settings.kubernetes.hub_service
+        urls = {name: f"http://{hub}:{port}" for name, port in SERVICE_PORTS.items()}
+        proxy = settings.kubernetes.proxy_url
+    else:
+        urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICES}
+        proxy = f"http://{settings.hub.ip}:{settings.hub.port}"
+    return Topology(public_url=public_url(settings), proxy_url=proxy, service_urls=urls)
