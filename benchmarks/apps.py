@@ -55,7 +55,7 @@ def _publish(hub, api: str, headers: dict, name: str, timeout: float = 120) -> t
     r = requests.post(f"{api}apps", json={"name": name, "source": "app.py"}, headers=headers, timeout=180)
     if r.status_code != 201:
         raise RuntimeError(f"publishing {name} failed: {r.status_code} {r.text}")
-    url = f"{hub.url.rstrip('/')}{r.json()['url']}"
+    url = r.json()["url"]
     deadline = t0 + timeout
     while True:
         try:
@@ -139,7 +139,7 @@ def run(samples: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         hub = start_hub(Path(tmp) / "hub", {"apps": {"enabled": True}})
         try:
-            api = f"{hub.url}services/apps/api/"
+            api = hub.at("/services/apps/api/")
             deadline = time.monotonic() + 60
             while requests.get(f"{api}apps", headers={"Authorization": f"token {hub.token}"},
                                timeout=30).status_code != 200:

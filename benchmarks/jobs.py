@@ -109,7 +109,7 @@ def _idle(procs: list[psutil.Process], window: float = 0.3) -> bool:
 class Hubml:
     def __init__(self, tmp: Path):
         self.hub = start_hub(tmp / "hub", {"jobs": {"enabled": True}, "tracking": {"enabled": False}})
-        self.api = JobsAPI(self.hub.url, self.hub.user_token("bench"))
+        self.api = JobsAPI(self.hub, self.hub.user_token("bench"))
         write_notebook(self.hub.data_dir / "homes" / "bench", NOTEBOOK, "x = 1", params="n = 0")
         self.api.wait_up(timeout=90)
 

@@ -132,6 +132,7 @@ class GPULedger:
     def _locked(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "a+") as lock:
+            self._keep_owner(self.path.with_suffix(".lock"))
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 holdings = self._read()
@@ -154,7 +155,15 @@ class GPULedger:
     def _write(self, holdings: dict[int, dict]) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({str(k): v for k, v in holdings.items()}, indent=1))
+        self._keep_owner(tmp)
         os.replace(tmp, self.path)
+
+    def _keep_owner(self, path: Path) -> None:
+        """The hub (root) and the jobs service (the platform's account) share the ledger: what
+        root writes keeps the owner of the ledger's folder, so the other can still change it."""
+        if os.geteuid() == 0:
+            st = self.path.parent.stat()
+            os.chown(path, st.st_uid, st.st_gid)
 
     @staticmethod
     def _alive(holding: dict) -> bool:

@@ -65,16 +65,18 @@ class RunningHub:
 
     def at(self, path: str) -> str:
         """The public URL of a hub path: ``/user/alice/...`` on alice's origin, ``/services/jobs/...``
-        on the jobs service's, anything else on the hub's."""
+        on the jobs service's, anything else on the hub's. An absolute URL is returned as it is."""
+        if path.startswith(("http://", "https://")):
+            return path
         path = "/" + path.lstrip("/")
-        m = re.match(r"^/user/([^/]+)/", path)
+        m = re.match(r"^/user/([^/]+)(/|$)", path)
         if m:
             from urllib.parse import unquote
 
             from jupyterhub.utils import subdomain_hook_idna
 
             return f"http://{subdomain_hook_idna(unquote(m.group(1)), 'localhost', 'user')}:{self.port}{path}"
-        m = re.match(r"^/services/([^/]+)/", path)
+        m = re.match(r"^/services/([^/]+)(/|$)", path)
         if m:
             return f"http://{m.group(1)}--service.localhost:{self.port}{path}"
         return f"http://localhost:{self.port}{path}"

@@ -1,4 +1,8 @@
-"""Helpers for jobs tests and benchmarks: notebooks in a user's home, the jobs API, waiting."""
+"""Helpers for jobs tests and benchmarks: notebooks, the jobs API, waiting.
+
+A job's notebook travels with the request (``content``, as the schedule panel sends it) or is
+read from the owner's running server; :func:`put_notebook` saves one through the server's
+contents API, as JupyterLab does."""
 
 from __future__ import annotations
 
@@ -11,15 +15,28 @@ import requests
 ACTIVE = ("queued", "running")
 
 
-def write_notebook(home: Path, name: str, *cells: str, params: str | None = None) -> str:
-    """A notebook in ``home``; ``params`` becomes the cell tagged ``parameters``."""
-    home.mkdir(parents=True, exist_ok=True)
+def notebook(*cells: str, params: str | None = None) -> dict:
+    """A notebook (as JSON); ``params`` becomes the cell tagged ``parameters``."""
     nb_cells = []
     if params is not None:
         nb_cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
     nb_cells += [nbformat.v4.new_code_cell(c) for c in cells]
     nb = nbformat.v4.new_notebook(cells=nb_cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def put_notebook(hub, user: str, token: str, name: str, nb: dict) -> None:
+    """Save ``nb`` as ``name`` in ``user``'s home through their running server."""
+    r = requests.put(hub.user_url(user) + f"api/contents/{name}", json={"type": "notebook", "content": nb},
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code in (200, 201), r.text
+
+
+def write_notebook(home: Path, name: str, *cells: str, params: str | None = None) -> str:
+    """A notebook file in ``home`` (for processes that run as its owner, not for services)."""
+    home.mkdir(parents=True, exist_ok=True)
+    nb = notebook(*cells, params=params)
     path = home / name
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
@@ -27,8 +44,8 @@ def write_notebook(home: Path, name: str, *cells: str, params: str | None = None
 
 
 class JobsAPI:
-    def __init__(self, hub_url: str, token: str):
-        self.base = f"{hub_url}services/jobs/api/"
+    def __init__(self, hub, token: str):
+        self.base = hub.service_url("jobs") + "api/"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
 

@@ -15,8 +15,8 @@ import websocket
 
 
 class ServerKernel:
-    def __init__(self, hub_url: str, user: str, token: str, path: str, cells: list[str] | None = None):
-        self.base = f"{hub_url}user/{user}/"
+    def __init__(self, hub, user: str, token: str, path: str, cells: list[str] | None = None):
+        self.base = hub.user_url(user)
         self.headers = {"Authorization": f"token {token}"}
         self.path = path
         nb = {

@@ -9,6 +9,7 @@ apps with their status, link, access and logs.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import threading
@@ -100,17 +101,23 @@ def try_app(target, inputs="text", outputs="text", height: int = 520):
     app_id = secrets.token_urlsafe(16)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     root = f"{prefix}hubml/apps/{app_id}"
-    # on a socket in this server's own runtime folder: reachable only through the server
-    server = serve(demo, root, os.path.join(inline_apps_dir(), app_id))
+    # on a socket in a private folder of this account's, reachable only through the server,
+    # which finds it by the demo's id in its runtime folder
+    server = serve(demo, root)
+    registration = os.path.join(inline_apps_dir(), app_id)
+    with open(os.open(registration, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(server.path)
     demo.hubml_url = root + "/"
     demo.hubml_server = server
     _closing = demo.close
 
     def close(*args, **kwargs):
-        server.close()
         import shutil
 
+        server.close()
         shutil.rmtree(server.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(registration)
         return _closing(*args, **kwargs)
 
     demo.close = close

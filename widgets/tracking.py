@@ -14,7 +14,6 @@ import os
 import platform
 import sys
 import threading
-from urllib.parse import urlparse
 
 import ipywidgets as w
 
@@ -75,11 +74,12 @@ def check_experiment_name(name: str | None) -> str:
     return name
 
 
-def ui_url(tracking_uri: str | None, experiment_id: str, run_id: str | None = None) -> str:
-    """Link into the MLflow UI, relative to the hub so it works from any host name."""
-    path = urlparse(tracking_uri or "").path.rstrip("/") if tracking_uri and "://" in tracking_uri else ""
+def ui_url(experiment_id: str, run_id: str | None = None) -> str:
+    """Link into the MLflow UI, on the mlflow service's own origin (not this server's)."""
+    from hubml.extensions.common.urls import service_public_url
+
     frag = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
-    return f"{path}/{frag}"
+    return service_public_url("mlflow") + frag
 
 
 def environment_listing() -> str:
@@ -254,7 +254,7 @@ class ExperimentPanel(w.VBox):
                         "environment/platform.json",
                     )
             self.run_id = run.info.run_id
-            self.run_url = ui_url(mlflow.get_tracking_uri(), experiment.experiment_id, self.run_id)
+            self.run_url = ui_url(experiment.experiment_id, self.run_id)
             self.progress.value = self.progress.max
             self._show_done(run.info.run_id, notes)
             return self.run_id

@@ -59,6 +59,7 @@ class Usage:
         self.path = path
         self.last_write = 0.0
         self.data = {"last_used_at": None, "last_user": None, "requests": 0, "users": []}
+        self.on_flush = None  # tells the apps service (a new visitor is reported at once)
 
     def touch(self, user: str) -> None:
         new_user = user != self.data["last_user"]
@@ -75,6 +76,8 @@ class Usage:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data))
         os.replace(tmp, self.path)
+        if self.on_flush is not None:
+            self.on_flush()
 
 
 def make_app(prefix: str, socket_path: str, owner: str, app_name: str, usage: Usage):
@@ -177,9 +180,9 @@ class Runtime:
 
 
 def main() -> int:
-    import tempfile
+    from .serve import private_folder
 
-    work = Path(tempfile.mkdtemp(prefix="hubml-app-"))  # 0700: this account's alone
+    work = private_folder()  # 0700: this account's alone
     bundle = work / "bundle"
     runtime = Runtime(os.environ["HUBML_APP_RUNTIME_URL"], bundle)
     runtime.fetch()
@@ -221,12 +224,14 @@ def main() -> int:
     print(f"[hubml-apps] {app_name} is up: Gradio on {gradio.path}, front door on :{port}", flush=True)
     loop = ioloop.IOLoop.current()
     runtime.report()
+    usage.on_flush = lambda: loop.run_in_executor(None, runtime.report)
     ioloop.PeriodicCallback(lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000).start()
     # the spawner stops us with SIGTERM: end the loop so the last visitors are written
     signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
     try:
         loop.start()
     finally:
+        usage.on_flush = None
         usage.flush()
         runtime.report()
         gradio.close()

@@ -3,7 +3,8 @@
 ``demo.launch()`` would listen on a loopback TCP port, which every account on the machine can
 connect to, skipping the front door's authentication. Here the app is mounted on its own FastAPI
 application and served by uvicorn on ``<folder>/app.sock``, where ``<folder>`` is the owner's
-own 0700 folder: only the owner's processes (the front door among them) can reach it.
+own 0700 folder (a short path: a socket's path may not exceed 107 bytes): only the owner's
+processes (the front door among them) can reach it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ class SocketServer:
         self.thread.join(10)
 
 
+def private_folder() -> Path:
+    """A new 0700 folder of this account's, with a path short enough for a socket."""
+    base = tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix="hubml-", dir=base if len(base) < 60 else "/tmp"))
+
+
 def serve(demo, root_path: str, folder: Path | None = None) -> SocketServer:
-    """Start ``demo`` on a socket in ``folder`` (a new private temporary folder by default)."""
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="hubml-gradio-"))
-    return SocketServer(demo, folder, root_path).start()
+    """Start ``demo`` on a socket in ``folder`` (a new private folder by default)."""
+    return SocketServer(demo, Path(folder) if folder else private_folder(), root_path).start()

@@ -11,9 +11,9 @@ Kernels reach it with the server's own ``JUPYTERHUB_API_TOKEN`` (see ``hubml.ker
 
 ``<server>/hubml/apps/<id>/...`` shows a Gradio demo a kernel started with
 ``hubml.widgets.apps.try_app`` through the server, so only whoever may use the server sees it:
-the owner, never a public tunnel. The demo listens on a Unix socket in the server's runtime
-directory (``<runtime>/hubml-inline-apps/<id>/app.sock``, the owner's alone), not on a port any
-account could connect to; ``<id>`` is a random, unguessable name.
+the owner, never a public tunnel. The demo listens on a Unix socket in a private folder of the
+owner's (named in ``<runtime>/hubml-inline-apps/<id>``), not on a port any account could
+connect to; ``<id>`` is a random, unguessable name.
 """
 
 from __future__ import annotations
@@ -81,12 +81,18 @@ class InlineAppHandler(JupyterHandler):
     @web.authenticated
     async def get(self, app_id, path):
         import os
+        import stat
 
         from hubml.extensions.apps.proxy import forward
 
-        sock = os.path.join(inline_apps_dir(), app_id, "app.sock")
-        if not os.path.exists(sock):
-            raise web.HTTPError(404, "no such inline app (it was closed); start one with hubml.widgets.apps.try_app")
+        try:
+            with open(os.path.join(inline_apps_dir(), app_id)) as f:
+                sock = f.read().strip()
+            st = os.lstat(sock)
+        except OSError:
+            raise web.HTTPError(404, "no such inline app (it was closed); start one with hubml.widgets.apps.try_app") from None
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            raise web.HTTPError(404, "no such inline app")
         query = f"?{self.request.query}" if self.request.query else ""
         await forward(self, sock, f"/{path}{query}")
 

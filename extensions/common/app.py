@@ -36,6 +36,11 @@ def load_service_settings():
     return load_settings()
 
 
+# how long a service trusts the hub's answer about a token: a revoked token (a finished job
+# run's, an expired share's) stops working within this many seconds
+TOKEN_CACHE_S = 5
+
+
 class ServiceContext:
     """What a service's handlers share: its name, settings, the hub (API and OAuth), its prefix."""
 
@@ -44,7 +49,7 @@ class ServiceContext:
 
         self.name = name
         self.settings = settings
-        self.hub_auth = hub_auth if hub_auth is not None else HubOAuth(cache_max_age=60)
+        self.hub_auth = hub_auth if hub_auth is not None else HubOAuth(cache_max_age=TOKEN_CACHE_S)
         self.hub = hub or HubAPI()
         prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"

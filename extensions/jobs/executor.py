@@ -89,6 +89,10 @@ class LocalExecutor:
     def maintain(self) -> None:
         """Nothing to keep: the runner service is warm, and runners are nobody's children here."""
 
+    def ready(self) -> bool:
+        """Whether the runner service is there to take a run (else runs wait in the queue)."""
+        return self.runners.path.exists()
+
     def launch(self, spec: dict) -> int:
         """Start the run described by ``spec``; returns the runner's PID (its process group)."""
         run_dir = Path(spec["run_dir"])

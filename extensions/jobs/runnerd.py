@@ -269,9 +269,10 @@ def _reap(signum, frame):
             pass
 
 
-def serve(runners: Runners, path: Path) -> None:
+def serve(runners: Runners, path: Path, warm_up=None) -> None:
     """Accept the jobs service's connections and answer them, one request at a time (this
-    process forks: it keeps no threads)."""
+    process forks: it keeps no threads). ``warm_up`` runs once the socket exists, so early
+    requests wait in its backlog instead of finding no socket."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -285,7 +286,9 @@ def serve(runners: Runners, path: Path) -> None:
         os.chmod(path, 0o660)
     else:
         os.chmod(path, 0o600)
-    server.listen(8)
+    server.listen(64)
+    if warm_up is not None:
+        warm_up()
     signal.signal(signal.SIGCHLD, _reap)
     sel = selectors.DefaultSelector()
     sel.register(server, selectors.EVENT_READ)
@@ -315,14 +318,12 @@ def main() -> int:
     setup_logging()
     settings = load_service_settings()
     warm = settings.jobs.warm_runners > 0
-    if warm:
-        from .runner import warm_up
-
-        warm_up()
     runners = Runners(settings, warm=warm)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # runs go on: they are not ours to stop
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    serve(runners, socket_path(settings.data_dir))
+    from .runner import warm_up
+
+    serve(runners, socket_path(settings.data_dir), warm_up if warm else None)
     return 0
 
 

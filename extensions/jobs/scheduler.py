@@ -216,6 +216,9 @@ class Scheduler:
         """Claim ``run`` and hand it to the executor; False when it has to wait (GPU busy)."""
         from hubml.hub_config.gpus import GPUUnavailable
 
+        ready = getattr(self.executor, "ready", None)
+        if ready is not None and not ready():
+            return False  # the runner service is (re)starting: the run waits
         profile = self.settings.profile(run.profile)
         with self.engine.connect() as conn:
             job = conn.execute(select(jobs).where(jobs.c.id == run.job_id)).first()

@@ -20,7 +20,13 @@ import sys
 
 from tornado import httpclient, ioloop
 
-from hubml.extensions.common.app import ServiceContext, load_service_settings, make_app, serve, setup_logging
+from hubml.extensions.common.app import (
+    ServiceContext,
+    load_service_settings,
+    make_app,
+    serve,
+    setup_logging,
+)
 from hubml.hub_config.topology import free_port
 
 from .internal import SECRET_ENV

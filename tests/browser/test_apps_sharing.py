@@ -7,6 +7,8 @@ import time
 import pytest
 import requests
 
+from tests.browserutil import login
+
 pytestmark = pytest.mark.browser
 
 APP = (
@@ -17,27 +19,23 @@ APP = (
 )
 
 
-def login(page, hub, user):
-    page.goto(f"{hub.url}hub/login")
-    page.fill("#username_input", user)
-    page.fill("#password_input", hub.password)
-    page.click("#login_submit")
-    page.wait_for_load_state()
-
-
-def open_app(page, url):
+def open_app(page, url, artifacts=None, who=""):
     page.goto(url)
-    # the first visit authorizes the app's OAuth client (JupyterHub may ask to confirm)
-    authorize = page.locator("input[type=submit][value*=Authorize], button:has-text('Authorize')")
-    if authorize.count():
-        authorize.first.click()
+    # the first visit asks the visitor to confirm; the page says plainly what the app may do
+    consent = page.locator("button:has-text('Open the app')")
+    if consent.count():
+        text = page.locator("#hubml-consent-what").inner_text()
+        assert "cannot read your hub pages" in text and "cannot act as you anywhere else" in text, text
+        if artifacts is not None:
+            page.screenshot(path=str(artifacts / f"apps-consent-{who}.png"), full_page=True)
+        consent.first.click()
     page.wait_for_load_state()
 
 
 def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
     hub = hub_factory({"apps": {"enabled": True}})
     deadline = time.monotonic() + 60
-    while requests.get(f"{hub.url}services/apps/api/apps", headers={"Authorization": f"token {hub.token}"},
+    while requests.get(hub.at("/services/apps/api/apps"), headers={"Authorization": f"token {hub.token}"},
                        timeout=10).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.3)
@@ -67,7 +65,7 @@ def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
         panel.get_by_role("button", name="Publish").click()
         link = panel.locator("a.hubml-published-link")
         link.wait_for()
-        app_url = hub.url.rstrip("/") + link.get_attribute("href")
+        app_url = link.get_attribute("href")
         panel.locator(".widget-text", has_text="Users").locator("input").fill("bob")
         panel.get_by_role("button", name="Share").click()
         panel.locator(".hubml-revoke").first.wait_for()
@@ -75,7 +73,7 @@ def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
 
         b = pages["bob"]
         login(b, hub, "bob")
-        open_app(b, app_url)
+        open_app(b, app_url, artifacts, "bob")
         b.get_by_label("text").first.fill("hello reviewers")
         b.get_by_role("button", name="Submit").click()
         try:

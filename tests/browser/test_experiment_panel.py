@@ -6,16 +6,14 @@ import re
 import pytest
 import requests
 
+from tests.browserutil import login
 from tests.integration.test_tracking_service import wait_for_mlflow
 
 pytestmark = pytest.mark.browser
 
 
 def open_notebook(page, hub, user):
-    page.goto(hub.url)
-    page.fill("#username_input", user)
-    page.fill("#password_input", hub.password)
-    page.click("#login_submit")
+    login(page, hub, user)
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=90_000)
@@ -55,15 +53,15 @@ def test_log_run_from_the_panel_and_open_it_in_mlflow(hub_factory, page, artifac
     run_id = href.rsplit("/runs/", 1)[1]
 
     token = hub.user_token("alice")
-    listing = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/artifacts/list",
+    listing = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/artifacts/list"),
                            params={"run_id": run_id, "path": "notebook"},
                            headers={"Authorization": f"token {token}"}, timeout=30).json()
     files = sorted(f["path"] for f in listing.get("files", []))
     assert files == ["notebook/Untitled.html", "notebook/Untitled.ipynb"], listing
-    run = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+    run = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run_id},
                        headers={"Authorization": f"token {token}"}, timeout=30).json()["run"]
     assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"alpha": "0.5"}
-    exp = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/experiments/get",
+    exp = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/experiments/get"),
                        params={"experiment_id": run["info"]["experiment_id"]},
                        headers={"Authorization": f"token {token}"}, timeout=30).json()["experiment"]
     assert exp["name"] == "<b>bold</b> experiment"  # kept as text, never rendered as markup

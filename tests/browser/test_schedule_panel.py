@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from tests.browserutil import login
 from tests.jobsutil import JobsAPI, write_notebook
 
 pytestmark = pytest.mark.browser
@@ -11,18 +12,15 @@ pytestmark = pytest.mark.browser
 
 def test_run_now_from_the_panel_and_open_the_output(hub_factory, page, artifacts):
     hub = hub_factory({"jobs": {"enabled": True}})
-    JobsAPI(hub.url, hub.token).wait_up()
+    JobsAPI(hub, hub.token).wait_up()
     write_notebook(hub.data_dir / "homes" / "alice", "train.ipynb",
                    "print(f'training for {epochs} epochs of {optimizer}')",
                    params="epochs = 3\noptimizer = 'adam'")
-    page.goto(hub.url)
-    page.fill("#username_input", "alice")
-    page.fill("#password_input", hub.password)
-    page.click("#login_submit")
+    login(page, hub, 'alice')
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
-    page.goto(f"{hub.url}user/alice/lab/tree/train.ipynb")
+    page.goto(hub.at("/user/alice/lab/tree/train.ipynb"))
     page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=60_000)
 
     # a new cell below the notebook's own (not saved: the job runs the notebook as saved)

@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from tests.browserutil import login
+
 pytestmark = pytest.mark.browser
 
 
@@ -13,10 +15,7 @@ def test_login_select_cpu_small_and_run_a_cell(hub_factory, page, artifacts):
         "gpus": {"inventory": [{"index": 0, "model": "NVIDIA A100-SXM4-40GB"},
                                {"index": 1, "model": "NVIDIA A100-SXM4-40GB"}]},
     })
-    page.goto(hub.url)
-    page.fill("#username_input", "alice")
-    page.fill("#password_input", hub.password)
-    page.click("#login_submit")
+    login(page, hub, 'alice')
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
 
     cards = page.locator(".hubml-card")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +22,7 @@ GREETER = (
 
 class Apps:
     def __init__(self, hub, token):
-        self.hub, self.base = hub, f"{hub.url}services/apps/api/"
+        self.hub, self.base = hub, hub.at("/services/apps/api/")
         self.headers = {"Authorization": f"token {token}"}
 
     def __call__(self, method, path, **kw):
@@ -53,28 +54,28 @@ def hub(tmp_path_factory):
 
 
 def app_get(hub, path, tok, **kw):
-    return requests.get(f"{hub.url.rstrip('/')}{path}", headers={"Authorization": f"token {tok}"}, timeout=30, **kw)
+    return requests.get(hub.at(path), headers={"Authorization": f"token {tok}"}, timeout=30, **kw)
 
 
 def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     from gradio_client import Client
 
     alice = token(hub, "alice")
-    (hub.data_dir / "homes" / "alice").mkdir(parents=True, exist_ok=True)
-    (hub.data_dir / "homes" / "alice" / "greeter.py").write_text(GREETER)
     hub.spawn("alice", {"profile": "cpu-small"}, token=alice)
     hub.wait_ready("alice")
-    kernel = ServerKernel(hub.url, "alice", alice, "demo.ipynb")
+    kernel = ServerKernel(hub, "alice", alice, "demo.ipynb")
     try:
+        # the app.py is alice's, in her home: the apps service reads it from her running server
         out = kernel.execute(
+            f"open('greeter.py', 'w').write({GREETER!r})\n"
             "from hubml.widgets.apps import AppsClient\n"
             "app = AppsClient().request('POST', 'apps', {'name': 'greeter', 'source': 'greeter.py'})\n"
             "print('URL', app['url'], app['status'])"
         )
     finally:
         kernel.close()
-    assert "URL /user/alice/app-greeter/ running" in out, out
     url = "/user/alice/app-greeter/"
+    assert f"URL {hub.at(url)} running" in out, out  # the app's own origin: alice's, not the hub's
     owner_api = Apps(hub, alice)
     assert app_get(hub, url, alice).status_code == 200
 
@@ -87,7 +88,7 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     share_id = r.json()["shares"][0]["id"]
     bob = token(hub, "bob", ["access:servers!server=alice/app-greeter"])  # what bob's browser gets by OAuth
     assert app_get(hub, url, bob).status_code == 200
-    client = Client(f"{hub.url.rstrip('/')}{url}", headers={"Authorization": f"token {bob}"}, verbose=False)
+    client = Client(hub.at(url), headers={"Authorization": f"token {bob}"}, verbose=False)
     assert client.predict("Bob", api_name="/greet") == "Hello Bob!"
     assert app_get(hub, url, carol).status_code == 403
     model = owner_api("GET", "apps/greeter").json()
@@ -111,16 +112,16 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     logs = owner_api("GET", "apps/greeter/logs")
     assert logs.status_code == 200 and "greeter is up" in logs.text
     assert owner_api("DELETE", "apps/greeter").status_code == 204
-    assert app_get(hub, url, alice).status_code != 200
+    # gone: the hub answers for the app's URL (sending the browser to its own pages), not the app
+    gone = app_get(hub, url, alice, allow_redirects=False)
+    assert gone.status_code != 200 and "greeter" not in gone.text.lower() or gone.status_code in (302, 303), gone.status_code
 
 
 def test_an_app_that_crashes_at_start_leaves_nothing_behind(hub):
     alice = token(hub, "alice")
-    home = hub.data_dir / "homes" / "alice"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "broken.py").write_text("import gradio as gr\nraise RuntimeError('weights.bin is missing')\n")
     api = Apps(hub, alice)
-    r = api("POST", "apps", json={"name": "broken", "source": "broken.py"})
+    broken = {"app.py": "import gradio as gr\nraise RuntimeError('weights.bin is missing')\n"}
+    r = api("POST", "apps", json={"name": "broken", "source": "broken.py", "files": broken})
     assert r.status_code == 422, r.text
     assert "crashed while starting" in r.json()["message"]
     assert "RuntimeError: weights.bin is missing" in r.json()["log_tail"]
@@ -130,43 +131,79 @@ def test_an_app_that_crashes_at_start_leaves_nothing_behind(hub):
     routes = hub.api("GET", "proxy").json()
     assert not any("app-broken" in route for route in routes)
     assert not (hub.data_dir / "apps" / "alice" / "broken").exists()
+    tokens = hub.api("GET", "users/alice/tokens").json()["api_tokens"]
+    assert not [t for t in tokens if "app-broken" in (t.get("note") or "")], tokens
 
 
 def test_bad_requests_are_refused_with_a_clear_message(hub):
     alice = token(hub, "alice")
-    home = hub.data_dir / "homes" / "alice"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "ok.py").write_text(GREETER)
-    (home / "notes.txt").write_text("x")
+    ok = {"app.py": GREETER}
     api = Apps(hub, alice)
     cases = [
-        ({"name": "Bad Name!", "source": "ok.py"}, 400, "name: 1–40 lowercase letters"),
-        ({"name": "x", "source": "ok.py", "profile": "gpu-giant"}, 400, "unknown profile 'gpu-giant'"),
-        ({"name": "x", "source": "missing.py"}, 400, "does not exist"),
-        ({"name": "x", "source": "notes.txt"}, 400, "is not a Python file"),
-        ({"name": "x", "source": "../bob/app.py"}, 400, "outside your home"),
+        ({"name": "Bad Name!", "source": "ok.py", "files": ok}, 400, "name: 1–26 lowercase letters"),
+        ({"name": "a--b", "source": "ok.py", "files": ok}, 400, "single '-'"),
+        ({"name": "x" * 27, "source": "ok.py", "files": ok}, 400, "name: 1–26"),
+        ({"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-giant"}, 400, "Unknown profile 'gpu-giant'"),
+        ({"name": "x", "source": "notes.txt", "files": ok}, 400, "is not a .py file"),
+        ({"name": "x", "source": "../bob/app.py"}, 400, "must be a path inside your home"),
+        ({"name": "x", "source": "ok.py"}, 409, "alice's server is not running"),
+        ({"name": "x", "source": "ok.py", "files": {"app.py": 3}}, 400, "files: app.py must be text"),
+        ({"name": "x", "source": "ok.py", "files": {"run.sh": "x"}}, 400, "files: an object with app.py"),
+        ({"name": "x", "source": "ok.py", "files": {"app.py": "x" * (1024**2 + 1)}}, 413, "app.py is over"),
         ({"name": "x"}, 400, "exactly one of source"),
         ({"name": "x", "source": "ok.py", "model": "models:/m@a"}, 400, "exactly one of source"),
         ({"name": "x", "model": "runs:/abc/model"}, 400, "not a model reference"),
         ({"name": "x", "model": "models:/no-such-model@champion"}, 400, "no registered model 'no-such-model'"),
-        ({"name": "x", "source": "ok.py", "profile": "gpu-a100"}, 403, "only for members of gpu-users"),
-        ({"name": "x", "source": "ok.py", "color": "red"}, 400, "unknown field(s) color"),
+        ({"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-a100"}, 403, "is limited to members of gpu-users"),
+        ({"name": "x", "source": "ok.py", "files": ok, "color": "red"}, 400, "unknown field(s) color"),
     ]
     for body, status, message in cases:
         r = api("POST", "apps", json=body)
-        assert r.status_code == status, (body, r.status_code, r.text)
+        assert r.status_code == status, (body, r.status_code, r.text[:300])
         assert message in r.json()["message"], (body, r.json())
-    r = api("POST", "apps", json={"name": "twice", "source": "ok.py"})
+    r = api("POST", "apps", json={"name": "twice", "source": "ok.py", "files": ok})
     assert r.status_code == 201, r.text
-    r = api("POST", "apps", json={"name": "twice", "source": "ok.py"})
+    r = api("POST", "apps", json={"name": "twice", "source": "ok.py", "files": ok})
     assert r.status_code == 409 and "already have an app named 'twice'" in r.json()["message"]
     r = api("POST", "apps/twice/shares", json={"users": ["nobody-here"]})
     assert r.status_code == 400 and "no hub user 'nobody-here'" in r.json()["message"]
     r = api("POST", "apps/twice/shares", json={"expires_in_s": 600})
-    assert r.status_code == 201 and "/hub/accept-share?code=" in r.json()["shares"][0]["url"]
+    assert r.status_code == 201 and r.json()["shares"][0]["url"].startswith(hub.public_url + "hub/accept-share?code=")
     assert Apps(hub, token(hub, "bob"))("DELETE", "apps/twice").status_code == 404  # not bob's
     assert api("DELETE", "apps/twice").status_code == 204
     assert [a for a in api("GET", "apps").json()["apps"] if a["name"] in ("x", "twice")] == []
+
+
+def test_the_app_fetches_its_bundle_and_reports_back_and_its_runtime_answers_only_the_owner(hub):
+    """The app's server never shares files with the apps service: it fetches its bundle and
+    reports its log and visitors over HTTP, with its own server token, into a folder of its own."""
+    from gradio_client import Client
+
+    alice, bob = token(hub, "alice"), token(hub, "bob")
+    api = Apps(hub, alice)
+    r = api("POST", "apps", json={"name": "greeter2", "source": "greeter.py", "files": {"app.py": GREETER}})
+    assert r.status_code == 201, r.text
+    client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"}, verbose=False)
+    assert client.predict("Ada", api_name="/greet") == "Hello Ada!"
+    deadline = time.monotonic() + 20  # reported every 5 s
+    while api("GET", "apps/greeter2").json().get("last_used_by") != "alice":
+        assert time.monotonic() < deadline, api("GET", "apps/greeter2").json()
+        time.sleep(0.5)
+    logs = api("GET", "apps/greeter2/logs").text
+    assert "greeter2 is up" in logs  # the log came back too
+    # Gradio listens on a socket in the app's own private folder, not on a port
+    socket_path = logs.split("Gradio on ", 1)[1].split(",", 1)[0]
+    assert socket_path.endswith("/app.sock") and Path(socket_path).parent.parent.stat().st_mode & 0o077 == 0
+    other = Apps(hub, bob)
+    assert other("GET", "apps/greeter2/runtime/bundle").status_code == 404
+    assert other("PUT", "apps/greeter2/runtime/report", json={"usage": {}, "log": "x"}).status_code == 404
+    # stopping the app ends its process cleanly: its copy of the bundle goes with it
+    assert api("POST", "apps/greeter2/stop").status_code == 200
+    deadline = time.monotonic() + 20
+    while Path(socket_path).parent.parent.exists():
+        assert time.monotonic() < deadline, "the app's folder was left behind"
+        time.sleep(0.2)
+    assert api("DELETE", "apps/greeter2").status_code == 204
 
 
 def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypatch):
@@ -178,7 +215,7 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
     from sklearn.linear_model import LogisticRegression
 
     alice = token(hub, "alice")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{hub.url}services/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", hub.at("/services/mlflow"))
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", alice)
     X = pd.DataFrame({"sepal": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "petal": [0.5, 0.4, 2.5, 3.0, 0.3, 3.3]})
     y = np.array([0, 0, 1, 1, 0, 1])
@@ -195,7 +232,7 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
     config = app_get(hub, r.json()["url"] + "config", alice).json()
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "number"]
     assert labels == ["sepal", "petal"], labels
-    client = Client(f"{hub.url.rstrip('/')}{r.json()['url']}", headers={"Authorization": f"token {alice}"},
+    client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"},
                     verbose=False)
     for sepal, petal in [(1.0, 0.5), (6.0, 3.3)]:
         expected = int(clf.predict(pd.DataFrame({"sepal": [sepal], "petal": [petal]}))[0])
@@ -208,7 +245,7 @@ def test_try_inline_is_served_through_the_owner_server_only(hub):
     bob = token(hub, "bob", ["inherit"])
     hub.spawn("alice", {"profile": "cpu-small"}, token=alice)
     hub.wait_ready("alice")
-    kernel = ServerKernel(hub.url, "alice", alice, "try.ipynb")
+    kernel = ServerKernel(hub, "alice", alice, "try.ipynb")
     try:
         out = kernel.execute(
             "from hubml.widgets import try_app\n"
@@ -220,8 +257,8 @@ def test_try_inline_is_served_through_the_owner_server_only(hub):
         r = app_get(hub, path + "config", alice)
         assert r.status_code == 200 and r.json()["root"].endswith(path.rstrip("/")), r.text[:300]
         assert app_get(hub, path + "config", bob).status_code in (403, 404)  # not bob's server
-        r = app_get(hub, "/user/alice/hubml/apps/1/config", alice)
-        assert r.status_code == 404  # only ports a kernel registered are forwarded
+        r = app_get(hub, "/user/alice/hubml/apps/AAAAAAAAAAAAAAAAAAAAAA/config", alice)
+        assert r.status_code == 404  # only demos a kernel started are forwarded
     finally:
         kernel.close()
         hub.stop_server("alice")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
 import pytest
 import requests
 
-from tests.jobsutil import JobsAPI, write_notebook
+from tests.jobsutil import JobsAPI, notebook, put_notebook
 
 pytestmark = pytest.mark.integration
 
@@ -25,30 +26,28 @@ def hub(tmp_path_factory):
         tmp_path_factory.mktemp("jobs"),
         {
             "tracking": {"enabled": True},
-            "jobs": {"enabled": True, "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4},
+            "jobs": {"enabled": True, "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4,
+                     # the test's webhook receiver; names that resolve to loopback stay refused
+                     "webhook_allowed_hosts": ["127.0.0.1"]},
             "auth": {"groups": {"gpu-users": ["alice"]}},
             "gpus": {"inventory": [{"index": 0, "model": A100}]},
         },
     )
     try:
-        JobsAPI(hub.url, hub.token).wait_up()
+        JobsAPI(hub, hub.token).wait_up()
         yield hub
     finally:
         hub.stop()
 
 
-def home(hub, user):
-    return hub.data_dir / "homes" / user
-
-
 @pytest.fixture(scope="module")
 def alice(hub):
-    return JobsAPI(hub.url, hub.user_token("alice"))
+    return JobsAPI(hub, hub.user_token("alice"))
 
 
 @pytest.fixture(scope="module")
 def bob(hub):
-    return JobsAPI(hub.url, hub.user_token("bob"))
+    return JobsAPI(hub, hub.user_token("bob"))
 
 
 def output_cells(hub, api, run) -> str:
@@ -63,16 +62,16 @@ def output_cells(hub, api, run) -> str:
 
 def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fires_without_the_server(hub, alice):
     token = alice.session.headers["Authorization"].split()[1]
-    write_notebook(
-        home(hub, "alice"), "projects/train.ipynb",
-        "import mlflow\n"
+    nb = notebook(
+        "import mlflow, os\n"
+        "print('MLFLOW_TOKEN', os.environ['MLFLOW_TRACKING_TOKEN'])\n"
         "with mlflow.start_run() as run:\n"
         "    mlflow.log_param('epochs', epochs)\n"
         "    mlflow.log_metric('accuracy', 0.5 + epochs / 100)\n"
         "print(f'trained {epochs} epochs at lr={lr}')",
         params="epochs = 1\nlr = 0.1",
     )
-    job = alice.create(notebook="projects/train.ipynb", parameters={"epochs": 7}, profile="cpu-small",
+    job = alice.create(notebook="projects/train.ipynb", content=nb, parameters={"epochs": 7}, profile="cpu-small",
                        schedule=None, timeout_s=300, name="nightly training")
     assert job["owner"] == "alice" and job["schedule"] is None and job["last_run"]["status"] in ("queued", "running")
     [run] = alice.wait_runs(job["id"])
@@ -87,7 +86,7 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
 
     # the notebook's plain mlflow calls made a run that says which job and run made it
     assert run["mlflow_run_id"], run
-    r = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]},
+    r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run["mlflow_run_id"]},
                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
     tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
     assert tags["hubml.job_id"] == job["id"] and tags["hubml.job_run_id"] == run["id"]
@@ -95,6 +94,16 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
     assert tags["mlflow.source.name"] == "projects/train.ipynb"
     params = {p["key"]: p["value"] for p in r.json()["run"]["data"]["params"]}
     assert params["epochs"] == "7"
+    # the run's own MLflow token authenticates nothing once the run is over
+    run_token = re.search(r"MLFLOW_TOKEN (\S+)", output_cells(hub, alice, run)).group(1)
+    deadline = time.monotonic() + 10
+    while True:
+        r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run["mlflow_run_id"]},
+                         headers={"Authorization": f"Bearer {run_token}"}, timeout=30)
+        if r.status_code == 403 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 403, f"a finished run's token still works: {r.status_code}"
 
     # the user's own server comes and goes; the schedule does not care
     hub.spawn("alice", {"profile": "cpu-small"}, token=token)
@@ -114,9 +123,7 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
 
 
 def test_users_only_reach_their_own_jobs_and_only_notebooks_in_their_home(hub, alice, bob):
-    write_notebook(home(hub, "alice"), "secret.ipynb", "print('alice only')")
-    write_notebook(home(hub, "bob"), "mine.ipynb", "print('bob')")
-    job = alice.create(notebook="secret.ipynb", profile="cpu-small")
+    job = alice.create(notebook="secret.ipynb", content=notebook("print('alice only')"), profile="cpu-small")
     [run] = alice.wait_runs(job["id"])
     for method, path in [
         ("GET", f"jobs/{job['id']}"), ("PATCH", f"jobs/{job['id']}"), ("DELETE", f"jobs/{job['id']}"),
@@ -129,40 +136,54 @@ def test_users_only_reach_their_own_jobs_and_only_notebooks_in_their_home(hub, a
         assert "of yours" in r.json()["message"]
     assert all(j["owner"] == "bob" for j in bob("GET", "jobs").json()["jobs"])
     # an admin sees everyone's
-    admin = JobsAPI(hub.url, hub.token)
+    admin = JobsAPI(hub, hub.token)
     assert admin("GET", f"jobs/{job['id']}").status_code == 200
     # no token, a bad token
     assert requests.get(alice.base + "jobs", timeout=10).status_code == 403
     assert requests.get(alice.base + "jobs", headers={"Authorization": "token nope"}, timeout=10).status_code == 403
 
-    (home(hub, "bob") / "escape").symlink_to(home(hub, "alice"))
-    for notebook in ["../alice/secret.ipynb", str(home(hub, "alice") / "secret.ipynb"), "/etc/passwd",
-                     "escape/secret.ipynb", "../../jobs/jobs.db"]:
-        r = bob("POST", "jobs", json={"notebook": notebook, "profile": "cpu-small"})
-        assert r.status_code == 400, (notebook, r.text)
-        assert "outside your home" in r.json()["message"], r.text
-    # an absolute path inside one's own home is fine
-    bob.create(notebook=str(home(hub, "bob") / "mine.ipynb"), profile="cpu-small")
-    assert {j["notebook"] for j in bob("GET", "jobs").json()["jobs"]} == {"mine.ipynb"}
+    for path in ["../alice/secret.ipynb", "/srv/homes/alice/secret.ipynb", "/etc/passwd", "a/../../x.ipynb"]:
+        r = bob("POST", "jobs", json={"notebook": path, "profile": "cpu-small"})
+        assert r.status_code == 400, (path, r.text)
+        assert "must be a path inside your home" in r.json()["message"], r.text
+
+
+def test_without_content_the_notebook_is_read_from_the_owners_running_server(hub, bob):
+    """The service never opens a home: a REST client that sends only a path gets the notebook
+    its owner's server has saved, or a 409 saying the server is not running."""
+    token = bob.session.headers["Authorization"].split()[1]
+    r = bob("POST", "jobs", json={"notebook": "mine.ipynb", "profile": "cpu-small"})
+    assert r.status_code == 409 and "bob's server is not running" in r.json()["message"], r.text
+    hub.spawn("bob", {"profile": "cpu-small"}, token=token)
+    hub.wait_ready("bob")
+    try:
+        put_notebook(hub, "bob", token, "mine.ipynb", notebook("print('from bob server')"))
+        job = bob.create(notebook="mine.ipynb", profile="cpu-small")
+        [run] = bob.wait_runs(job["id"])
+        assert run["status"] == "succeeded" and "from bob server" in output_cells(hub, bob, run), run
+        r = bob("POST", "jobs", json={"notebook": "missing.ipynb", "profile": "cpu-small"})
+        assert r.status_code == 404 and "'missing.ipynb' does not exist in bob's home" in r.json()["message"]
+        info = bob("GET", "notebook", params={"path": "mine.ipynb"}).json()
+        assert info["notebook"] == "mine.ipynb" and info["parameters"] == {}
+    finally:
+        hub.stop_server("bob")
 
 
 def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub, alice):
-    user = home(hub, "alice")
-    write_notebook(user, "params.ipynb", "print(n)", params="n = 1\nname = 'x'\nrate: float = 0.5")
-    (user / "notes.txt").write_text("not a notebook")
+    nb = notebook("print(n)", params="n = 1\nname = 'x'\nrate: float = 0.5")
     before = len(alice("GET", "jobs").json()["jobs"])
-    snapshots = hub.data_dir / "jobs" / "snapshots" / "alice"
-    snapshots_before = len(list(snapshots.glob("*.ipynb")))
     cases = [
         ({"schedule": "61 * * * *"}, 400, "not a valid cron expression"),
         ({"schedule": "every day"}, 400, "5-field cron"),
         ({"schedule": "0 2 * * *", "timezone": "Mars/Olympus"}, 400, "unknown timezone"),
-        ({"profile": "gpu-giant"}, 400, "valid profiles: cpu-small"),
+        ({"profile": "gpu-giant"}, 400, "Valid profiles: cpu-small"),
         ({"parameters": {"epochs": 3}}, 400, "unknown parameter(s) epochs; the notebook declares n (int), name (str), rate (float)"),
         ({"parameters": {"n": "three"}}, 400, "n must be int"),
         ({"parameters": {"rate": True}}, 400, "rate must be float"),
-        ({"notebook": "missing.ipynb"}, 400, "does not exist"),
-        ({"notebook": "notes.txt"}, 400, "is not a notebook"),
+        ({"notebook": "notes.txt"}, 400, "is not a .ipynb file"),
+        ({"content": "not json"}, 400, "not valid notebook JSON"),
+        ({"content": {"cells": 3}}, 400, "not an nbformat 4 notebook"),
+        ({"content": 42}, 400, "content: the notebook"),
         ({"parameters": {"name": "x" * 70_000}}, 413, "at most 65536"),
         ({"timeout_s": 0}, 400, "timeout_s: must be a whole number from 1"),
         ({"max_retries": -1}, 400, "max_retries"),
@@ -171,36 +192,60 @@ def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub
         ({"color": "red"}, 400, "unknown field(s) color"),
     ]
     for change, status, message in cases:
-        body = {"notebook": "params.ipynb", "profile": "cpu-small", **change}
+        body = {"notebook": "params.ipynb", "content": nb, "profile": "cpu-small", **change}
         r = alice("POST", "jobs", json=body)
         assert r.status_code == status, (change, r.status_code, r.text)
         assert message in r.json()["message"], (change, r.json())
     r = alice("POST", "jobs", data="{not json")
     assert r.status_code == 400 and "not JSON" in r.json()["message"]
     assert len(alice("GET", "jobs").json()["jobs"]) == before
-    assert len(list(snapshots.glob("*.ipynb"))) == snapshots_before
     # a profile of a group bob is not in
-    bob = JobsAPI(hub.url, hub.user_token("bob"))
-    write_notebook(home(hub, "bob"), "gpu.ipynb", "print(1)")
-    r = bob("POST", "jobs", json={"notebook": "gpu.ipynb", "profile": "gpu-a100"})
-    assert r.status_code == 403 and "only for members of gpu-users" in r.json()["message"]
+    bob = JobsAPI(hub, hub.user_token("bob"))
+    r = bob("POST", "jobs", json={"notebook": "gpu.ipynb", "content": notebook("print(1)"), "profile": "gpu-a100"})
+    assert r.status_code == 403 and "is limited to members of gpu-users" in r.json()["message"]
     # the cron preview the widget shows
     r = alice("GET", "cron", params={"schedule": "0 2 * * 1-5", "timezone": "Europe/Berlin"})
     assert r.json()["description"] == "Every weekday at 02:00 (Europe/Berlin)" and len(r.json()["next_runs"]) == 3
 
 
+def test_webhooks_go_to_public_hosts_only(hub, alice):
+    """A webhook is a request from inside the platform's network: loopback, private and
+    link-local addresses (cloud metadata) are refused, by address and by any name that leads
+    there, with a message saying what is allowed."""
+    nb = notebook("1")
+    for url, why in [
+        ("http://127.0.0.2:9/hook", "127.0.0.2 is a loopback address"),
+        ("http://10.0.0.1/hook", "10.0.0.1 is a private address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("http://[::1]:8000/", "::1 is a loopback address"),
+        ("http://localhost:8000/hub/api/users", "localhost resolves to"),
+        ("http://user:secret@example.org/", "must not carry a user name or password"),
+        ("ftp://example.org/", "is not an http:// or https:// URL"),
+    ]:
+        r = alice("POST", "jobs", json={"notebook": "n.ipynb", "content": nb, "webhook_url": url, "schedule": "0 2 * * *"})
+        assert r.status_code == 400, (url, r.text)
+        message = r.json()["message"]
+        assert message.startswith("webhook_url: ") and why in message, (url, message)
+        if "resolves" in why or "address" in why:
+            assert "webhooks go to public http(s) hosts only" in message
+    # and a job cannot be changed into one that calls in
+    job = alice.create(notebook="n.ipynb", content=nb, schedule="0 2 * * *")
+    r = alice("PATCH", f"jobs/{job['id']}", json={"webhook_url": "http://169.254.169.254/"})
+    assert r.status_code == 400 and "link-local" in r.json()["message"]
+    alice("DELETE", f"jobs/{job['id']}")
+
+
 def test_timeout_retry_and_a_failing_cell(hub, alice):
-    user = home(hub, "alice")
-    write_notebook(user, "slow.ipynb", "print('started', flush=True)", "import time\ntime.sleep(120)", "print('never')")
-    write_notebook(
-        user, "flaky.ipynb",
+    slow = notebook("print('started', flush=True)", "import time\ntime.sleep(120)", "print('never')")
+    # the run works in its owner's home, as its owner: the marker stays there between attempts
+    flaky = notebook(
         "import os\nfirst = not os.path.exists('flaky.marker')\nopen('flaky.marker', 'w').close()\n"
         "if first:\n    raise RuntimeError('first attempt fails')\nprint('second attempt ok')",
     )
-    write_notebook(user, "broken.ipynb", "x = 1", "print('before the error')", "1 / 0", "print('not reached')")
-    slow = alice.create(notebook="slow.ipynb", profile="cpu-small", timeout_s=4)
-    flaky = alice.create(notebook="flaky.ipynb", profile="cpu-small", max_retries=2, retry_delay_s=0.5)
-    broken = alice.create(notebook="broken.ipynb", profile="cpu-small")
+    broken = notebook("x = 1", "print('before the error')", "1 / 0", "print('not reached')")
+    slow = alice.create(notebook="slow.ipynb", content=slow, profile="cpu-small", timeout_s=4)
+    flaky = alice.create(notebook="flaky.ipynb", content=flaky, profile="cpu-small", max_retries=2, retry_delay_s=0.5)
+    broken = alice.create(notebook="broken.ipynb", content=broken, profile="cpu-small")
 
     [run] = alice.wait_runs(slow["id"], timeout=60)
     assert run["status"] == "timed_out" and "timed out after 4 s" in run["error"], run
@@ -224,8 +269,7 @@ def test_two_gpu_jobs_on_one_device_run_one_after_the_other(hub, alice):
         "import os, time, json\nstart = time.time()\ntime.sleep(3)\n"
         "print(json.dumps({'cuda': os.environ['CUDA_VISIBLE_DEVICES'], 'start': start, 'end': time.time()}))"
     )
-    write_notebook(home(hub, "alice"), "gpu.ipynb", code)
-    jobs = [alice.create(notebook="gpu.ipynb", profile="gpu-a100") for _ in range(2)]
+    jobs = [alice.create(notebook="gpu.ipynb", content=notebook(code), profile="gpu-a100") for _ in range(2)]
     seen = []
     for job in jobs:
         [run] = alice.wait_runs(job["id"], timeout=90)
@@ -238,8 +282,8 @@ def test_two_gpu_jobs_on_one_device_run_one_after_the_other(hub, alice):
 
 
 def test_cancel_a_running_job(hub, alice):
-    write_notebook(home(hub, "alice"), "long.ipynb", "print('go', flush=True)", "import time\ntime.sleep(300)")
-    job = alice.create(notebook="long.ipynb", profile="cpu-small")
+    long = notebook("print('go', flush=True)", "import time\ntime.sleep(300)")
+    job = alice.create(notebook="long.ipynb", content=long, profile="cpu-small")
     run = alice.wait_status(job["id"], "running")
     time.sleep(2)
     r = alice("POST", f"runs/{run['id']}/cancel")
@@ -268,8 +312,8 @@ def wait_restarted(api, old_pid, timeout=90) -> int:
 
 
 def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub, alice):
-    write_notebook(home(hub, "alice"), "steady.ipynb", "import time\ntime.sleep(6)\nprint('finished')")
-    job = alice.create(notebook="steady.ipynb", profile="cpu-small")
+    steady = notebook("import time\ntime.sleep(6)\nprint('finished')")
+    job = alice.create(notebook="steady.ipynb", content=steady, profile="cpu-small")
     run = alice.wait_status(job["id"], "running")
     deadline = time.monotonic() + 30
     while "Executing Cell 1" not in alice("GET", f"runs/{run['id']}/log").text and time.monotonic() < deadline:
@@ -283,8 +327,8 @@ def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub,
     assert "finished" in output_cells(hub, alice, run)
 
     # a schedule due while the service is dead: exactly one run for that slot afterwards
-    write_notebook(home(hub, "alice"), "tick.ipynb", "print('tick')")
-    sched = alice.create(notebook="tick.ipynb", profile="cpu-small", schedule="* * * * *")
+    sched = alice.create(notebook="tick.ipynb", content=notebook("print('tick')"), profile="cpu-small",
+                         schedule="* * * * *")
     due = time.mktime(time.strptime(sched["next_run_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     time.sleep(max(0.0, due - time.time() - 0.3))
     pid = service_pid(alice)
@@ -315,15 +359,17 @@ def test_webhook_hears_the_outcome_and_track_latest_runs_the_saved_notebook(hub,
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = alice.session.headers["Authorization"].split()[1]
+    hub.spawn("alice", {"profile": "cpu-small"}, token=token)
+    hub.wait_ready("alice")
     try:
-        user = home(hub, "alice")
-        write_notebook(user, "evolving.ipynb", "print('version one')")
+        put_notebook(hub, "alice", token, "evolving.ipynb", notebook("print('version one')"))
         snap = alice.create(notebook="evolving.ipynb", profile="cpu-small", concurrency="queue",
                             webhook_url=f"http://127.0.0.1:{server.server_port}/hook", notify_on=["success", "failure"])
         latest = alice.create(notebook="evolving.ipynb", profile="cpu-small", track_latest=True, concurrency="queue")
         alice.wait_runs(snap["id"])
         alice.wait_runs(latest["id"])
-        write_notebook(user, "evolving.ipynb", "print('version two')")
+        put_notebook(hub, "alice", token, "evolving.ipynb", notebook("print('version two')"))
         assert alice("POST", f"jobs/{snap['id']}/runs").status_code == 201
         assert alice("POST", f"jobs/{latest['id']}/runs").status_code == 201
         snap_runs = alice.wait_runs(snap["id"], count=2)
@@ -336,5 +382,13 @@ def test_webhook_hears_the_outcome_and_track_latest_runs_the_saved_notebook(hub,
         assert [h["event"] for h in heard] == ["run.succeeded", "run.succeeded"]
         assert {h["run"]["id"] for h in heard} == {r["id"] for r in snap_runs}
         assert heard[0]["job"]["id"] == snap["id"]
+        assert heard[0]["run"]["links"]["html"].startswith(hub.service_url("jobs"))  # absolute, on its origin
+
+        # with the server stopped, the latest version cannot be read: the run says so
+        hub.stop_server("alice")
+        assert alice("POST", f"jobs/{latest['id']}/runs").status_code == 201
+        runs = alice.wait_runs(latest["id"], count=3)
+        assert runs[2]["status"] == "failed", runs[2]
+        assert "alice's server is not running" in runs[2]["error"] and "Turn track_latest off" in runs[2]["error"]
     finally:
         server.shutdown()

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.jobsutil import JobsAPI, write_notebook
+from tests.jobsutil import JobsAPI, notebook, put_notebook
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,8 @@ def cluster_and_hub(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("jobs-k8s")
     port = free_port()
-    cluster = FakeCluster(homes=tmp / "hub" / "homes", workdir=tmp / "cluster").start()
+    # the users' volumes are the cluster's, not the hub's: the hub never sees them
+    cluster = FakeCluster(homes=tmp / "cluster" / "volumes", workdir=tmp / "cluster").start()
     hub = None
     try:
         hub = start_hub(
@@ -42,7 +43,7 @@ def cluster_and_hub(tmp_path_factory):
             extra_env={"KUBECONFIG": str(cluster.kubeconfig)},
             port=port,
         )
-        JobsAPI(hub.url, hub.token).wait_up()
+        JobsAPI(hub, hub.token).wait_up()
         yield cluster, hub
     finally:
         if hub is not None:
@@ -62,11 +63,12 @@ def hub(cluster_and_hub):
 
 @pytest.fixture(scope="module")
 def alice(hub):
-    return JobsAPI(hub.url, hub.user_token("alice"))
+    return JobsAPI(hub, hub.user_token("alice"))
 
 
-def home(hub, user):
-    return hub.data_dir / "homes" / user
+def volume(cluster, user):
+    """The user's home volume, as the cluster's pods (their server's, their jobs') mount it."""
+    return cluster.homes / user
 
 
 def outputs(api, run) -> str:
@@ -88,17 +90,29 @@ def wait_gone(cluster, run_id, timeout=20):
 
 
 def test_a_run_is_a_job_on_the_cluster_built_from_the_catalog_and_its_output_comes_back(hub, cluster, alice):
-    write_notebook(home(hub, "alice"), "projects/train.ipynb",
-                   "import os\nprint('epochs', epochs, 'in', os.getcwd(), 'gpus', os.environ.get('CUDA_VISIBLE_DEVICES'))",
-                   params="epochs = 1")
-    job = alice.create(notebook="projects/train.ipynb", parameters={"epochs": 7}, profile="gpu-t4", timeout_s=600)
+    # the notebook is only on alice's server (saved there as JupyterLab saves it); the service
+    # reads it from there with alice's authority, never from a home of its own
+    token = alice.session.headers["Authorization"].split()[1]
+    (volume(cluster, "alice") / "projects").mkdir(parents=True, exist_ok=True)  # the folder, on alice's volume
+    hub.spawn("alice", {"profile": "cpu-small"}, token=token)
+    hub.wait_ready("alice")
+    try:
+        r = requests.put(hub.user_url("alice") + "api/contents/projects", json={"type": "directory"},
+                         headers={"Authorization": f"token {token}"}, timeout=30)
+        assert r.status_code in (200, 201), r.text
+        put_notebook(hub, "alice", token, "projects/train.ipynb", notebook(
+            "import os\nprint('epochs', epochs, 'in', os.getcwd(), 'gpus', os.environ.get('CUDA_VISIBLE_DEVICES'))",
+            params="epochs = 1"))
+        job = alice.create(notebook="projects/train.ipynb", parameters={"epochs": 7}, profile="gpu-t4", timeout_s=600)
+    finally:
+        hub.stop_server("alice")
     [run] = alice.wait_runs(job["id"], timeout=120)
     log = alice("GET", f"runs/{run['id']}/log").text
     assert run["status"] == "succeeded", (run, log)
     out = outputs(alice, run)
     # the parameter was injected, it ran in the user's home folder of the notebook, and CUDA
     # devices were left to the cluster's device plugin (not hidden by an empty variable)
-    assert "epochs 7 in " + str(home(hub, "alice") / "projects") in out and "gpus None" in out, out
+    assert "epochs 7 in " + str(volume(cluster, "alice") / "projects") in out and "gpus None" in out, out
     assert "epochs 7" in alice("GET", f"runs/{run['id']}/output.html").text
     assert f"submitted Job hubml-run-{run['id']} to namespace {NAMESPACE}" in log and "Executing Cell" in log, log
 
@@ -118,15 +132,15 @@ def test_a_run_is_a_job_on_the_cluster_built_from_the_catalog_and_its_output_com
 
 
 def test_the_runner_endpoints_take_only_the_runs_own_secret_while_it_runs(hub, cluster, alice):
-    write_notebook(home(hub, "alice"), "wait.ipynb", "import time\ntime.sleep(300)")
-    job = alice.create(notebook="wait.ipynb", profile="cpu-small")
+    nb_wait = notebook("import time\ntime.sleep(300)")
+    job = alice.create(notebook="wait.ipynb", content=nb_wait, profile="cpu-small")
     run = alice.wait_status(job["id"], "running", timeout=60)
     deadline = time.monotonic() + 30
     while not any(m["metadata"]["labels"]["hubml.io/run-id"] == run["id"] for m in cluster.created):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     secret = cluster.pod_env(run["id"])["HUBML_RUN_TOKEN"]
-    base = f"{hub.url}services/jobs/api/runs/{run['id']}/runner/"
+    base = hub.at(f"/services/jobs/api/runs/{run['id']}/runner/")
     assert requests.get(base + "spec", headers={"Authorization": f"hubml-run {secret}"}, timeout=10).status_code == 200
     for header in ({}, {"Authorization": "hubml-run wrong"}, {"Authorization": f"token {alice.session.headers['Authorization'].split()[1]}"},
                    {"Authorization": f"token {hub.token}"}):
@@ -146,14 +160,14 @@ def test_the_runner_endpoints_take_only_the_runs_own_secret_while_it_runs(hub, c
 
 
 def test_timeout_keeps_partial_output_and_a_pod_killed_for_memory_says_so(hub, cluster, alice):
-    write_notebook(home(hub, "alice"), "slow.ipynb", "print('started', flush=True)", "import time\ntime.sleep(120)")
-    job = alice.create(notebook="slow.ipynb", profile="cpu-small", timeout_s=5)
+    nb_slow = notebook("print('started', flush=True)", "import time\ntime.sleep(120)")
+    job = alice.create(notebook="slow.ipynb", content=nb_slow, profile="cpu-small", timeout_s=5)
     [run] = alice.wait_runs(job["id"], timeout=90)
     assert run["status"] == "timed_out" and "timed out after 5 s" in run["error"], run
     assert "started" in outputs(alice, run)
 
-    write_notebook(home(hub, "alice"), "big.ipynb", "print('loading', flush=True)", "import time\ntime.sleep(120)")
-    job = alice.create(notebook="big.ipynb", profile="cpu-small", max_retries=0)
+    nb_big = notebook("print('loading', flush=True)", "import time\ntime.sleep(120)")
+    job = alice.create(notebook="big.ipynb", content=nb_big, profile="cpu-small", max_retries=0)
     run = alice.wait_status(job["id"], "running", timeout=60)
     deadline = time.monotonic() + 60
     while "Executing Cell 2" not in alice("GET", f"runs/{run['id']}/log").text:  # the live log is the pod's
@@ -167,15 +181,15 @@ def test_timeout_keeps_partial_output_and_a_pod_killed_for_memory_says_so(hub, c
 
 
 def test_a_service_killed_during_a_run_follows_the_job_again(hub, cluster, alice):
-    write_notebook(home(hub, "alice"), "steady.ipynb", "import time\ntime.sleep(8)\nprint('finished')")
-    job = alice.create(notebook="steady.ipynb", profile="cpu-small")
+    nb_steady = notebook("import time\ntime.sleep(8)\nprint('finished')")
+    job = alice.create(notebook="steady.ipynb", content=nb_steady, profile="cpu-small")
     run = alice.wait_status(job["id"], "running", timeout=60)
-    pid = requests.get(f"{hub.url}services/jobs/hubml/health", timeout=10).json()["pid"]
+    pid = requests.get(hub.at("/services/jobs/hubml/health"), timeout=10).json()["pid"]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while True:
         try:
-            if requests.get(f"{hub.url}services/jobs/hubml/health", timeout=5).json()["pid"] != pid:
+            if requests.get(hub.at("/services/jobs/hubml/health"), timeout=5).json()["pid"] != pid:
                 break
         except (requests.RequestException, ValueError):
             pass
@@ -189,11 +203,11 @@ def test_a_service_killed_during_a_run_follows_the_job_again(hub, cluster, alice
 
 def test_a_run_waiting_for_a_gpu_node_says_why_and_can_be_cancelled(hub, cluster, alice):
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-    write_notebook(home(hub, "alice"), "gpu.ipynb", "print('on a GPU node')")
+    nb_gpu = notebook("print('on a GPU node')")
     cluster.unschedulable = message
     try:
-        waiting = alice.create(notebook="gpu.ipynb", profile="gpu-a100", timeout_s=3, max_retries=0)
-        cancelled = alice.create(notebook="gpu.ipynb", profile="gpu-a100", timeout_s=600)
+        waiting = alice.create(notebook="gpu.ipynb", content=nb_gpu, profile="gpu-a100", timeout_s=3, max_retries=0)
+        cancelled = alice.create(notebook="gpu.ipynb", content=nb_gpu, profile="gpu-a100", timeout_s=600)
         run = alice.wait_status(cancelled["id"], "running", timeout=60)
         deadline = time.monotonic() + 30
         while f"the pod is waiting: Unschedulable: {message}" not in alice("GET", f"runs/{run['id']}/log").text:
@@ -211,10 +225,10 @@ def test_a_run_waiting_for_a_gpu_node_says_why_and_can_be_cancelled(hub, cluster
 
 def test_a_job_the_cluster_refuses_fails_the_run_with_the_clusters_reason(hub, cluster, alice):
     why = 'jobs.batch is forbidden: User "system:serviceaccount:hubml:hub" cannot create resource "jobs"'
-    write_notebook(home(hub, "alice"), "refused.ipynb", "print('never')")
+    nb_refused = notebook("print('never')")
     cluster.refuse = (403, "Forbidden", why)
     try:
-        job = alice.create(notebook="refused.ipynb", profile="cpu-small", max_retries=0)
+        job = alice.create(notebook="refused.ipynb", content=nb_refused, profile="cpu-small", max_retries=0)
         [run] = alice.wait_runs(job["id"], timeout=60)
     finally:
         cluster.refuse = None

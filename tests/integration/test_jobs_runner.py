@@ -1,67 +1,245 @@
-"""Warm runners: one runner process takes run after run, and nothing of one run reaches the next."""
+"""The runner service: each run becomes its owner's account, gets only its own environment and
+descriptors, and only the jobs service may ask for runs or stop them.
+
+The runner service (``hubml.extensions.jobs.runnerd``) runs for real; its runners run the real
+runner, papermill and kernels. They fetch their run from a small stand-in for the jobs service's
+runner endpoints (``GET spec``, ``PUT <file>``), which the end-to-end jobs tests cover for real.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import http.server
 import json
+import os
+import pwd
+import subprocess
+import sys
+import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from hubml.extensions.jobs.executor import LocalExecutor, runner_alive
-from tests.jobsutil import write_notebook
+from hubml.extensions.jobs.runnerd import RunnersClient, socket_path
+from hubml.hub_config import accounts
+from hubml.hub_config.settings import load_settings
+from tests.jobsutil import notebook
 
 pytestmark = pytest.mark.integration
 
-CODE = "import os, json\nprint(json.dumps({'pid': os.getppid(), 'cwd': os.getcwd(), 'who': os.environ.get('WHO'), " \
-       "'secret': os.environ.get('ONLY_A'), 'home': os.environ['HOME']}))"
-
-
-def spec(tmp: Path, name: str, env: dict) -> dict:
-    home = tmp / "homes" / name
-    write_notebook(home, "nb.ipynb", CODE)
-    return {"run_id": f"run{name}", "job_id": "job", "run_dir": str(tmp / "runs" / name), "input": str(home / "nb.ipynb"),
-            "parameters": {}, "cwd": str(home), "timeout_s": 120, "env": {"HOME": str(home), **env}}
-
-
-def wait(pred, timeout=60, what=""):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-def seen(run: dict) -> dict:
-    nb = json.loads((Path(run["run_dir"]) / "output.ipynb").read_text())
-    text = "".join("".join(o.get("text", "")) for o in nb["cells"][0]["outputs"])
-    return json.loads(text)
-
-
-def test_a_warm_runner_takes_the_next_run_with_nothing_left_from_the_last(tmp_path):
-    ex = LocalExecutor(warm_spares=1)
-    ex.notify = lambda: None
+ISOLATED = os.geteuid() == 0
+PROBE = """
+import os, json
+files = set()
+for fd in os.listdir('/proc/self/fd'):
     try:
-        ex.maintain()
-        wait(lambda: ex.spares[0].poll_ready(), what="the spare never became ready")
-        a = spec(tmp_path, "alice", {"WHO": "alice", "ONLY_A": "alice's token"})
-        pid_a = ex.launch(a)
-        wait(lambda: (Path(a["run_dir"]) / "result.json").exists() and not runner_alive(Path(a["run_dir"])),
-             what="run a did not end")
-        assert json.loads((Path(a["run_dir"]) / "result.json").read_text())["status"] == "succeeded"
-        wait(lambda: (ex.maintain(), ex.spares and ex.spares[0].ready)[1], what="the runner did not come back")
+        files.add(os.readlink('/proc/self/fd/' + fd))
+    except OSError:
+        pass
+print('SEEN', json.dumps({'uid': os.getuid(), 'who': os.environ.get('WHO'), 'secret': os.environ.get('ONLY_A'),
+                          'home': os.environ['HOME'], 'cwd': os.getcwd(), 'files': sorted(files)}))
+"""
 
-        b = spec(tmp_path, "bob", {"WHO": "bob"})
-        pid_b = ex.launch(b)
-        assert pid_b == pid_a  # the same warm process: no imports paid again
-        wait(lambda: (Path(b["run_dir"]) / "result.json").exists() and not runner_alive(Path(b["run_dir"])),
-             what="run b did not end")
-        out_a, out_b = seen(a), seen(b)
-        assert out_a == {"pid": pid_a, "cwd": a["cwd"], "who": "alice", "secret": "alice's token", "home": a["cwd"]}
-        # bob's kernel has bob's env, home and folder, and none of alice's
-        assert out_b == {"pid": pid_a, "cwd": b["cwd"], "who": "bob", "secret": None, "home": b["cwd"]}
-        log_b = (Path(b["run_dir"]) / "log").read_text()
-        assert "runbob" in log_b and "runalice" not in log_b  # each run's log is its own
+
+class StandIn(http.server.BaseHTTPRequestHandler):
+    """The jobs service's runner endpoints, for the runs this test hands out."""
+
+    runs: dict = {}
+    received: dict = {}
+
+    def do_GET(self):
+        run_id = self.path.split("/")[-3]
+        spec = self.runs.get(run_id)
+        if spec is None or self.headers.get("Authorization") != f"hubml-run secret-{run_id}":
+            self.send_response(403)
+            self.end_headers()
+            return
+        body = json.dumps(spec).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        run_id, name = self.path.split("/")[-3], self.path.split("/")[-1]
+        self.received.setdefault(run_id, {})[name] = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    data = tmp_path_factory.mktemp("runners")
+    settings_file = data / "settings.yaml"
+    settings_file.write_text("gpus: {inventory: none}\n")
+    settings = load_settings(settings_file, environ={"HUBML_DATA_DIR": str(data)})
+    if ISOLATED:
+        from hubml.hub_config.configurer import prepare_host
+
+        umask = os.umask(0o022)
+        try:
+            prepare_host(settings)  # the platform account, the data dir's modes (and umask 077)
+        finally:
+            os.umask(umask)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "HUBML_SETTINGS_JSON": settings.model_dump_json(), "PYTHONUNBUFFERED": "1"}
+    log = open(data / "runnerd.log", "wb")  # noqa: SIM115 (the service's output, open while it runs)
+    proc = subprocess.Popen([sys.executable, "-m", "hubml.extensions.jobs.runnerd"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    path = socket_path(data)
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (data / "runnerd.log").read_text()
+        time.sleep(0.1)
+    try:
+        yield settings, data, f"http://127.0.0.1:{server.server_port}/", path
     finally:
-        ex.close()
-        for s in ex.busy + ex.spares:
-            s.discard()
+        proc.terminate()
+        proc.wait(10)
+        server.shutdown()
+        log.close()
+
+
+def as_platform(fn):
+    """Run ``fn`` in a child process with the jobs service's identity (the platform account)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            if ISOLATED:
+                accounts.drop_privileges(pwd.getpwnam(accounts.PLATFORM_ACCOUNT))
+            result = {"ok": fn()}
+        except BaseException as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        os.write(w, json.dumps(result).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def start_run(world, user: str, run_id: str, env_extra: dict, cells=(PROBE,)):
+    settings, data, jobs_url, path = world
+    home = data / "homes" / user
+    run_dir = data / "jobs" / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    StandIn.runs[run_id] = {"run_id": run_id, "job_id": "j", "parameters": {}, "timeout_s": 60,
+                            "notebook": "nb.ipynb", "input": notebook(*cells), "env": env_extra}
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": user, "HUBML_JOBS_URL": jobs_url,
+           "HUBML_JOB_ID": "j", "HUBML_JOB_RUN_ID": run_id, "HUBML_RUN_TOKEN": f"secret-{run_id}"}
+    if ISOLATED:  # what the jobs service (the platform account) may open: its own run folders
+        platform = pwd.getpwnam(accounts.PLATFORM_ACCOUNT)
+        for p in (data / "jobs", data / "jobs" / "runs", run_dir):
+            os.chown(p, platform.pw_uid, platform.pw_gid)
+
+    def ask():
+        lock = os.open(run_dir / "runner.lock", os.O_RDONLY | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        log = os.open(run_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return RunnersClient(path).start(user, str(home), env, lock, log)
+        finally:
+            os.close(lock)
+            os.close(log)
+
+    answer = as_platform(ask)
+    assert "ok" in answer, answer
+    return answer["ok"], run_dir
+
+
+def wait_result(run_id: str, timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while "result.json" not in StandIn.received.get(run_id, {}):
+        assert time.monotonic() < deadline, f"run {run_id} sent no result"
+        time.sleep(0.1)
+    return json.loads(StandIn.received[run_id]["result.json"])
+
+
+def seen(run_id: str) -> dict:
+    nb = json.loads(StandIn.received[run_id]["output.ipynb"])
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    return json.loads(text.split("SEEN ", 1)[1])
+
+
+def test_each_run_is_its_owner_with_its_own_environment_and_nothing_else(world):
+    settings, data, _, _ = world
+    pid_a, dir_a = start_run(world, "alice", "runa", {"WHO": "alice", "ONLY_A": "alice's token"})
+    assert wait_result("runa")["status"] == "succeeded"
+    pid_b, dir_b = start_run(world, "bob", "runb", {"WHO": "bob"})
+    assert wait_result("runb")["status"] == "succeeded"
+    a, b = seen("runa"), seen("runb")
+    assert pid_a != pid_b  # a process per run, forked from the warm service
+    homes = data / "homes"
+    if ISOLATED:
+        assert a["uid"] == pwd.getpwnam(accounts.unix_name("alice")).pw_uid
+        assert b["uid"] == pwd.getpwnam(accounts.unix_name("bob")).pw_uid != a["uid"]
+        assert a["uid"] >= 1000 and b["uid"] >= 1000
+    assert a == {**a, "who": "alice", "secret": "alice's token", "home": str(homes / "alice"), "cwd": str(homes / "alice")}
+    # bob's kernel has bob's env, home and folder, and none of alice's
+    assert b == {**b, "who": "bob", "secret": None, "home": str(homes / "bob"), "cwd": str(homes / "bob")}
+    # the kernel holds none of the platform's files (not the run's lock): only its own run's log
+    platform = [f for f in b["files"] if f.startswith(str(data)) and not f.startswith(str(homes / "bob"))]
+    assert platform == [str(dir_b / "log")], b["files"]
+    log_b = (dir_b / "log").read_text()
+    assert "runb" in log_b and "runa" not in log_b  # each run's log is its own
+
+
+def test_only_the_platform_may_ask_and_never_for_root_or_a_stranger(world):
+    settings, data, _, path = world
+    if ISOLATED:
+        # a user's process cannot even reach the socket (the run folder is root's and the platform's)
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect({str(path)!r})"],
+            user=pwd.getpwnam(accounts.unix_name("alice")).pw_uid, capture_output=True, text=True,
+        )
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr
+    for user, why in [("../root", "not a hub user name"), ("a b", "not a hub user name"), ("", "not a hub user name")]:
+        def ask(user=user):
+            lock = os.open(os.devnull, os.O_RDONLY)
+            log = os.open(os.devnull, os.O_WRONLY)
+            try:
+                return RunnersClient(path).start(user, str(data / "homes" / user), {}, lock, log)
+            finally:
+                os.close(lock)
+                os.close(log)
+
+        answer = as_platform(ask)
+        assert "error" in answer and why in answer["error"], answer
+    # a home that is not the user's own is refused too
+    answer = as_platform(lambda: RunnersClient(path).start("alice", "/root", {}, os.open(os.devnull, os.O_RDONLY),
+                                                           os.open(os.devnull, os.O_WRONLY)))
+    assert "error" in answer and "starts in" in answer["error"], answer
+
+
+def test_a_runner_is_signalled_only_by_who_holds_its_lock(world):
+    pid, run_dir = start_run(world, "alice", "runc", {}, cells=("print('go', flush=True)", "import time\ntime.sleep(120)"))
+    deadline = time.monotonic() + 30
+    while "Executing Cell 2" not in (run_dir / "log").read_text():
+        assert time.monotonic() < deadline, (run_dir / "log").read_text()
+        time.sleep(0.1)
+    other = run_dir.parent / "other.lock"
+    other.touch()
+
+    def signal_with(lock_path):
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            return RunnersClient(world[3]).signal(pid, "TERM", fd)
+        finally:
+            os.close(fd)
+
+    assert as_platform(lambda: signal_with(other)) == {"ok": False}  # not that run's lock: untouched
+    assert os.path.exists(f"/proc/{pid}")
+    assert as_platform(lambda: signal_with(run_dir / "runner.lock")) == {"ok": True}
+    result = wait_result("runc")
+    assert result["status"] == "failed" and "stopped from outside" in result["error"]
+    with open(run_dir / "runner.lock") as f:  # the run is over: its lock is free
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hubml.hub_config.gpus import Device, GPULedger
+from hubml.hub_config.gpus import Device, GPULedger, ledger_path
 from tests.hubprocess import ROOT, free_port
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def environ_of(pid: int) -> dict:
 
 
 def ledger_of(hub, n=1):
-    return GPULedger(hub.data_dir / "gpu-ledger.json", [Device(i, A100) for i in range(n)])
+    return GPULedger(ledger_path(hub.data_dir), [Device(i, A100) for i in range(n)])
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_cpu_small_spawns_behind_the_proxy_with_its_profile(hub):
     assert env["MEM_LIMIT"] == str(8 * 1024**3)
     assert env["HOME"] == str(hub.data_dir / "homes" / "alice")
     # the server really answers through the proxy
-    status = requests.get(f"{hub.url}user/alice/api/status", headers={"Authorization": f"token {token}"}, timeout=10)
+    status = requests.get(hub.at("/user/alice/api/status"), headers={"Authorization": f"token {token}"}, timeout=10)
     assert status.status_code == 200, status.text
 
 

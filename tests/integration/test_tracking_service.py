@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def wait_for_mlflow(hub, token, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = requests.get(f"{hub.url}services/mlflow/api/2.0/mlflow/experiments/search",
+        r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
                          params={"max_results": 1}, headers={"Authorization": f"token {token}"}, timeout=10)
         if r.status_code == 200:
             return
@@ -36,7 +36,7 @@ def tracked_hub(tmp_path_factory):
 
 def mlflow_api(hub, method, path, token, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.request(method, f"{hub.url}services/mlflow/api/2.0/mlflow/{path}", headers=headers,
+    return requests.request(method, hub.at(f"/services/mlflow/api/2.0/mlflow/{path}"), headers=headers,
                             timeout=30, **kw)
 
 
@@ -45,7 +45,7 @@ def test_plain_mlflow_in_a_notebook_is_tagged_with_user_notebook_and_profile(tra
     token = hub.user_token("alice")
     hub.spawn("alice", {"profile": "cpu-large"}, token=token)
     hub.wait_ready("alice")
-    kernel = ServerKernel(hub.url, "alice", token, "train.ipynb")
+    kernel = ServerKernel(hub, "alice", token, "train.ipynb")
     try:
         out = kernel.execute(
             "import mlflow\n"
@@ -122,7 +122,7 @@ def test_experiments_belong_to_their_creator(tracked_hub):
 def test_champion_alias_only_moves_through_approval(tracked_hub):
     hub = tracked_hub
     alice = hub.user_token("alice")
-    r = requests.post(f"{hub.url}services/mlflow/api/2.0/mlflow/registered-models/alias",
+    r = requests.post(hub.at("/services/mlflow/api/2.0/mlflow/registered-models/alias"),
                       headers={"Authorization": f"token {alice}"},
                       data=json.dumps({"name": "m", "alias": "champion", "version": "1"}), timeout=30)
     assert r.status_code == 403 and "gated flow" in r.json()["message"]
@@ -145,7 +145,7 @@ def test_registry_bookkeeping_cannot_be_forged(tracked_hub):
 def test_ui_is_served_under_the_service_prefix(tracked_hub):
     hub = tracked_hub
     token = hub.user_token("alice")
-    r = requests.get(f"{hub.url}services/mlflow/", headers={"Authorization": f"token {token}"}, timeout=30)
+    r = requests.get(hub.at("/services/mlflow/"), headers={"Authorization": f"token {token}"}, timeout=30)
     assert r.status_code == 200 and "<!doctype html>" in r.text.lower()
 
 
@@ -157,7 +157,7 @@ def test_gated_publish_and_approval_over_http(tracked_hub):
 
     hub = tracked_hub
     alice, bob = hub.user_token("alice"), hub.user_token("bob")
-    base = f"{hub.url}services/mlflow"
+    base = hub.at("/services/mlflow")
 
     def api(method, path, token, **kw):
         return requests.request(method, f"{base}/hubml/api/models/{path}",
@@ -223,9 +223,9 @@ def test_experiment_panel_logs_a_model_that_loads_back(tracked_hub, monkeypatch)
     from hubml.widgets.tracking import ExperimentPanel
 
     hub = tracked_hub
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{hub.url}services/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", hub.at("/services/mlflow"))
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", hub.user_token("alice"))
-    mlflow.set_tracking_uri(f"{hub.url}services/mlflow")
+    mlflow.set_tracking_uri(hub.at("/services/mlflow"))
     X, y = load_iris(return_X_y=True)
     clf = DecisionTreeClassifier(max_depth=2).fit(X, y)
     panel = ExperimentPanel(params={"max_depth": 2}, metrics={"accuracy": clf.score(X, y)}, model=clf,

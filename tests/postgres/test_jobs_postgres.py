@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from hubml.extensions.jobs.db import init_db, make_engine, runs, utcnow
-from tests.jobsutil import JobsAPI, write_notebook
+from tests.jobsutil import JobsAPI, notebook
 from tests.unit.test_jobs_logic import _Executor, add_job, scheduler_for
 
 pytestmark = pytest.mark.postgres
@@ -61,10 +61,10 @@ def test_racing_schedulers_fire_a_slot_once_and_claim_a_run_once_on_postgresql(p
 def test_jobs_service_on_postgresql_runs_a_notebook(hub_factory, postgres):
     postgres.create_database("jobs")
     hub = hub_factory({"jobs": {"enabled": True, "db_url": postgres.url("jobs")}})
-    api = JobsAPI(hub.url, hub.user_token("alice"))
+    api = JobsAPI(hub, hub.user_token("alice"))
     api.wait_up()
-    write_notebook(hub.data_dir / "homes" / "alice", "pg.ipynb", "print(n * 2)", params="n = 1")
-    job = api.create(notebook="pg.ipynb", parameters={"n": 21}, profile="cpu-small")
+    job = api.create(notebook="pg.ipynb", content=notebook("print(n * 2)", params="n = 1"), parameters={"n": 21},
+                     profile="cpu-small")
     [run] = api.wait_runs(job["id"])
     assert run["status"] == "succeeded", run
     assert "42" in api("GET", f"runs/{run['id']}/log").text

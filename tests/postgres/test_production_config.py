@@ -29,7 +29,7 @@ def test_hub_and_tracking_on_postgresql(hub_factory, postgres):
     hub.wait_ready("alice")
     wait_for_mlflow(hub, token, timeout=90)
 
-    base = f"{hub.url}services/mlflow"
+    base = hub.at("/services/mlflow")
     headers = {"Authorization": f"token {token}"}
     r = requests.post(f"{base}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, headers=headers, timeout=30)
     assert r.status_code == 200, r.text

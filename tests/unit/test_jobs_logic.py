@@ -10,10 +10,10 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from hubml.extensions.jobs import cron
-from hubml.extensions.jobs.db import init_db, jobs, make_engine, runs, utcnow
 from hubml.extensions.common.errors import APIError
 from hubml.extensions.common.userfiles import clean_path
+from hubml.extensions.jobs import cron
+from hubml.extensions.jobs.db import init_db, jobs, make_engine, runs, utcnow
 from hubml.extensions.jobs.notebooks import (
     NotebookError,
     check_parameters,
@@ -23,7 +23,6 @@ from hubml.extensions.jobs.notebooks import (
 )
 from hubml.extensions.jobs.scheduler import Scheduler
 from hubml.hub_config.settings import load_settings
-from tests.jobsutil import write_notebook
 
 
 def params_nb(source: str) -> dict:

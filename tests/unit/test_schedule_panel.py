@@ -8,7 +8,6 @@ import pytest
 
 from hubml.widgets.jobs import JobsAPIError, SchedulePanel, history_html
 
-
 NOTEBOOK = '{"cells": [], "nbformat": 4, "nbformat_minor": 5}'
 
 

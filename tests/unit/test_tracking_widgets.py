@@ -46,8 +46,9 @@ def test_experiment_name_rules():
         check_experiment_name(" ")
 
 
-def test_run_link_is_relative_to_the_hub():
-    assert ui_url("http://127.0.0.1:8000/services/mlflow", "3", "abc") == "/services/mlflow/#/experiments/3/runs/abc"
+def test_run_link_opens_the_mlflow_ui_on_its_own_origin(monkeypatch):
+    monkeypatch.setenv("HUBML_PUBLIC_URL", "http://localhost:8000")
+    assert ui_url("3", "abc") == "http://mlflow--service.localhost:8000/services/mlflow/#/experiments/3/runs/abc"
 
 
 def test_bad_input_is_shown_in_the_panel_escaped(monkeypatch):
