@@ -153,7 +153,9 @@ def update_auth(c, settings: Settings) -> None:
     c.Authenticator.admin_users = set(auth.admin_users)
     if auth.allowed_users:
         c.Authenticator.allowed_users = set(auth.allowed_users)
-    c.JupyterHub.load_groups = {name: {"users": list(users)} for name, users in auth.groups.items()}
+    # groups an identity provider manages (OAuthenticator's manage_groups) come from it, by name
+    if not any(traits.get("manage_groups") for traits in auth.authenticator_config.values()):
+        c.JupyterHub.load_groups = {name: {"users": list(users)} for name, users in auth.groups.items()}
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
     if auth.admin_token:

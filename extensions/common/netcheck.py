@@ -36,8 +36,8 @@ def address_problem(address: str) -> str | None:
     if getattr(ip, "ipv4_mapped", None):
         ip = ip.ipv4_mapped
     for test, what in (
-        ("is_loopback", "a loopback"), ("is_link_local", "a link-local"), ("is_private", "a private"),
-        ("is_multicast", "a multicast"), ("is_unspecified", "an unspecified"), ("is_reserved", "a reserved"),
+        ("is_unspecified", "an unspecified"), ("is_loopback", "a loopback"), ("is_link_local", "a link-local"),
+        ("is_private", "a private"), ("is_multicast", "a multicast"), ("is_reserved", "a reserved"),
     ):
         if getattr(ip, test):
             return f"{address} is {what} address"

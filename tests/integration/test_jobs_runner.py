@@ -23,6 +23,7 @@ import pytest
 from hubml.extensions.jobs.runnerd import RunnersClient, socket_path
 from hubml.hub_config import accounts
 from hubml.hub_config.settings import load_settings
+from tests.accountsutil import as_account
 from tests.jobsutil import notebook
 
 pytestmark = pytest.mark.integration
@@ -106,25 +107,8 @@ def world(tmp_path_factory):
 
 
 def as_platform(fn):
-    """Run ``fn`` in a child process with the jobs service's identity (the platform account)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            if ISOLATED:
-                accounts.drop_privileges(pwd.getpwnam(accounts.PLATFORM_ACCOUNT))
-            result = {"ok": fn()}
-        except BaseException as e:
-            result = {"error": f"{type(e).__name__}: {e}"}
-        os.write(w, json.dumps(result).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    """Run ``fn`` with the jobs service's identity (the platform account)."""
+    return as_account(accounts.PLATFORM_ACCOUNT if ISOLATED else None, fn)
 
 
 def start_run(world, user: str, run_id: str, env_extra: dict, cells=(PROBE,)):

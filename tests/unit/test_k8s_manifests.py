@@ -220,3 +220,35 @@ def test_hubml_k8s_job_command(capsys, tmp_path):
     assert "a job needs --notebook" in capsys.readouterr().err
     assert main(args + ["--parameters", "[1]"]) == 2
     assert "--parameters must be a JSON object" in capsys.readouterr().err
+
+
+def test_no_hub_or_service_credential_reaches_a_users_server_job_or_app_pod(tmp_path):
+    """On Kubernetes pods are the boundary: a user's pods carry the user's own server token at
+    most (a job's pod not even that), never the admin token, a service's token, the MLflow
+    front door's secret, settings or a database password."""
+    from hubml.extensions.jobs.kube import k8s_job_manifest
+
+    secrets_ = {"admin": "A" * 40, "db": "s3cret-db-password", "mlflow-db": "s3cret-mlflow-password"}
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump({
+        "hub": {"spawner": "kubernetes", "public_url": "https://hub.example.org",
+                "db_url": f"postgresql+psycopg://hub:{secrets_['db']}@db/hub"},
+        "auth": {"admin_token": secrets_["admin"], "groups": {"gpu-users": ["alice"]}},
+        "tracking": {"backend_store_uri": f"postgresql://mlflow:{secrets_['mlflow-db']}@db/mlflow"},
+    }))
+    s = load_settings(path, environ={"HUBML_DATA_DIR": str(tmp_path)})
+    server = pod_manifest(s, "gpu-a100", "alice")
+    app = pod_manifest(s, "cpu-small", "alice", app="greeter")
+    job = k8s_job_manifest(s, "cpu-small", "alice", "train.ipynb", {}, run_token="the-runs-own-secret")
+    for name, obj in (("server", server), ("app", app), ("job", job)):
+        text = json.dumps(obj)
+        for what, secret in secrets_.items():
+            assert secret not in text, (name, what)
+        pod = obj["spec"]["template"]["spec"] if name == "job" else obj["spec"]
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        tokens = sorted(k for k in env if "TOKEN" in k or "SECRET" in k or "PASSWORD" in k or "SETTINGS" in k)
+        if name == "job":
+            assert tokens == ["HUBML_RUN_TOKEN"] and env["HUBML_RUN_TOKEN"] == "the-runs-own-secret"
+        else:  # the server's own token, which JupyterHub generates for that server at spawn
+            assert tokens == ["JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN"]
+            assert {env[k] for k in tokens} == {"<generated-by-jupyterhub-at-spawn>"}
