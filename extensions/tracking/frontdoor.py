@@ -213,6 +213,8 @@ class FrontDoorHandler(ServiceHandler):
             key, _, value = line.partition(":")
             if not key or key.lower() in HOP_HEADERS or key.lower() == "content-encoding":
                 return
+            if key.lower().startswith("access-control-"):
+                return  # the front door decides: no other origin may read this service's answers
             value = value.strip()
             if key.lower() == "location" and value.startswith(self.ctx.mlflow.url):
                 value = value[len(self.ctx.mlflow.url):] or "/"  # never point a client at the private server
