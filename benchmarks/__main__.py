@@ -6,6 +6,7 @@ import platform
 import sys
 
 from benchmarks import apps, fastlog, imports, jobs, service_memory, spawn
+from tests.hubprocess import resolve_localhost
 
 BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog, "apps": apps, "jobs": jobs}
 
@@ -19,6 +20,7 @@ def main(argv=None) -> int:
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+    resolve_localhost()  # users' servers and services live on *.localhost origins, as browsers see them
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     results = {}
     for name in args.names or BENCHMARKS:

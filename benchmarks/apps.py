@@ -4,15 +4,16 @@ One real hub with the apps service on. Publishing: ``samples`` apps with distinc
 timed from ``POST services/apps/api/apps`` until a ``gradio_client`` ``predict`` through the
 app's hub URL answers (goal <= 15 s); each app is deleted afterwards, except the last one.
 
-Latency, on that last app: a light ``GET config`` and a full ``predict`` (gradio_client: queue
-join + SSE stream), each down three paths, round-robin so that machine noise hits all alike:
+Latency, on that last app: a light ``GET config`` and a full ``predict`` (Gradio's call API:
+``POST gradio_api/call/greet`` then its SSE answer), each down three paths, round-robin so that
+machine noise hits all alike:
 
-* proxied: the app's hub URL with a user token: configurable-http-proxy -> the app's front door
-  (launcher.py: token checked with the hub, cached REVALIDATE_S = 1 s) -> Gradio;
+* proxied: the app's URL (its owner's origin) with a user token: configurable-http-proxy -> the
+  app's front door (launcher.py: token checked with the hub, cached REVALIDATE_S = 1 s) -> Gradio;
 * front door: the same URL on the front door's own port (no CHP), with the token;
-* direct: Gradio's internal 127.0.0.1 port, parsed from ``app.log`` ("Gradio on 127.0.0.1:<p>").
-  Gradio's root_path is the hub prefix, yet it answers at ``/`` and gradio_client works there
-  (checked: the front door's access log sees none of the direct requests).
+* direct: Gradio's own Unix socket in the app's private folder (named in the app's log: "Gradio
+  on <socket>"), which only the app's account (and root, running this benchmark) can open;
+  checked: the front door's access log sees none of the direct requests.
 
 Goal: proxied / direct <= 1.2x. The front-door path splits the overhead between CHP and the
 front door; the hub's token check (``GET /hub/api/user``) is timed too, since one request a
@@ -52,7 +53,8 @@ def _client(url: str, headers: dict):
 def _publish(hub, api: str, headers: dict, name: str, timeout: float = 120) -> tuple[float, str]:
     """Seconds from the POST until predict through the hub answers; and the app's hub URL."""
     t0 = time.perf_counter()
-    r = requests.post(f"{api}apps", json={"name": name, "source": "app.py"}, headers=headers, timeout=180)
+    r = requests.post(f"{api}apps", json={"name": name, "source": "app.py", "files": {"app.py": GREETER}},
+                      headers=headers, timeout=180)
     if r.status_code != 201:
         raise RuntimeError(f"publishing {name} failed: {r.status_code} {r.text}")
     url = r.json()["url"]
@@ -74,39 +76,39 @@ def _access_lines(log: Path) -> int:
     return sum("tornado.access" in line for line in log.read_text(errors="replace").splitlines())
 
 
-def _latency(hub, url: str, headers: dict, log: Path) -> dict:
-    text = log.read_text(errors="replace")
-    m = re.search(r"Gradio on 127\.0\.0\.1:(\d+), front door on :(\d+)", text)
-    if not m:
-        raise RuntimeError(f"no 'Gradio on 127.0.0.1:<port>' in {log}:\n{text[-2000:]}")
-    gradio_port, door_port = m.groups()
+def _latency(hub, url: str, headers: dict, reported_log: Path) -> dict:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while not (m := re.search(r"Gradio on (\S+), front door on :(\d+)", reported_log.read_text(errors="replace"))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no 'Gradio on <socket>' in {reported_log}")
+        time.sleep(0.2)
+    socket_path, door_port = m.groups()
+    log = Path(socket_path).parent.parent / "bundle" / "app.log"  # the app's own, live log
     prefix = url.split("/", 3)[3]  # user/<owner>/app-<name>/
-    urls = {
-        "proxied": url,
-        "front_door": f"http://127.0.0.1:{door_port}/{prefix}",
-        "direct": f"http://127.0.0.1:{gradio_port}/",
+    urls = {"proxied": url, "front_door": f"http://127.0.0.1:{door_port}/{prefix}", "direct": "http://app/"}
+    clients = {
+        "proxied": httpx.Client(headers=headers, timeout=30),
+        "front_door": httpx.Client(headers=headers, timeout=30),
+        "direct": httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), timeout=30),
     }
-    auth = {"proxied": headers, "front_door": headers, "direct": {}}
-    sessions = {p: requests.Session() for p in PATHS}
-    for p in PATHS:
-        sessions[p].headers.update(auth[p])
+
+    def config(p):
+        clients[p].get(urls[p] + "config").raise_for_status()
+
+    def predict(p):
+        r = clients[p].post(urls[p] + "gradio_api/call/greet", json={"data": ["y"]})
+        r.raise_for_status()
+        answer = clients[p].get(urls[p] + f"gradio_api/call/greet/{r.json()['event_id']}").text
+        assert '"Hello y!"' in answer, answer
 
     # the direct path really bypasses the front door
     before = _access_lines(log)
-    direct = _client(urls["direct"], {})
-    assert direct.predict("d", api_name="/greet") == "Hello d!"
-    assert sessions["direct"].get(urls["direct"] + "config", timeout=30).status_code == 200
+    config("direct")
+    predict("direct")
     time.sleep(0.2)
     assert _access_lines(log) == before, "direct requests went through the front door"
-    clients = {"proxied": _client(urls["proxied"], headers), "front_door": _client(urls["front_door"], headers),
-               "direct": direct}
-
-    def config(p):
-        r = sessions[p].get(urls[p] + "config", timeout=30)
-        r.raise_for_status()
-
-    def predict(p):
-        assert clients[p].predict("y", api_name="/greet") == "Hello y!"
 
     result: dict = {"urls": urls}
     for kind, call in (("config", config), ("predict", predict)):
@@ -130,8 +132,8 @@ def _latency(hub, url: str, headers: dict, log: Path) -> dict:
         assert hub.api("GET", "user", token=headers["Authorization"].split()[1]).status_code == 200
         check.append(time.perf_counter() - t0)
     result["hub_token_check_ms"] = 1000 * statistics.median(check)
-    for s in sessions.values():
-        s.close()
+    for c in clients.values():
+        c.close()
     return result
 
 
@@ -150,9 +152,6 @@ def run(samples: int = 3) -> dict:
             r = hub.api("POST", f"users/{USER}/tokens", json={})
             assert r.status_code == 201, r.text
             headers = {"Authorization": f"token {r.json()['token']}"}
-            home = hub.data_dir / "homes" / USER
-            home.mkdir(parents=True, exist_ok=True)
-            (home / "app.py").write_text(GREETER)
 
             publish = []
             for i in range(samples):
@@ -180,7 +179,7 @@ def report(result: dict) -> str:
     ]
     labels = {"proxied": "hub URL (CHP + front door)", "front_door": "front door only (no CHP)",
               "direct": "Gradio direct"}
-    for kind, title in (("config", "GET config"), ("predict", "gradio_client predict")):
+    for kind, title in (("config", "GET config"), ("predict", "predict (call API + SSE answer)")):
         lines.append(f"  {title}:")
         for p in PATHS:
             r = result[kind][p]

@@ -39,7 +39,7 @@ import psutil
 import requests
 
 from tests.hubprocess import ROOT, free_port, start_hub
-from tests.jobsutil import JobsAPI, write_notebook
+from tests.jobsutil import JobsAPI, notebook, write_notebook
 
 JS_VERSION = "2.12.1"
 VENV = ROOT / ".bench-venvs" / "jupyter-scheduler"
@@ -110,11 +110,10 @@ class Hubml:
     def __init__(self, tmp: Path):
         self.hub = start_hub(tmp / "hub", {"jobs": {"enabled": True}, "tracking": {"enabled": False}})
         self.api = JobsAPI(self.hub, self.hub.user_token("bench"))
-        write_notebook(self.hub.data_dir / "homes" / "bench", NOTEBOOK, "x = 1", params="n = 0")
         self.api.wait_up(timeout=90)
 
     def create(self, **body) -> dict:
-        return self.api.create(notebook=NOTEBOOK, **body)
+        return self.api.create(notebook=NOTEBOOK, content=notebook("x = 1", params="n = 0"), **body)
 
     def runs(self, job_id: str) -> dict[str, dict]:
         return {r["id"]: r for r in self.api.runs(job_id)}
@@ -171,11 +170,11 @@ class Hubml:
         }
 
     def wait_quiet(self, timeout: float = 20) -> None:
-        """Until a warm spare runner has finished importing (no CPU) and no run is going."""
+        """Until the runner service has finished importing (no CPU) and no run is going."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             procs = _descendants(self.hub.proc.pid)
-            spares = [p for p in procs if "--spare" in " ".join(_cmdline(p))]
+            spares = [p for p in procs if "hubml.extensions.jobs.runnerd" in " ".join(_cmdline(p))]
             if spares and _idle(spares):
                 return
             time.sleep(0.1)

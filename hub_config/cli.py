@@ -39,7 +39,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_up(args) -> int:
+    from . import accounts
     from .configurer import admin_password, shared_password
+    from .topology import public_url
 
     settings = _settings(args)
     data = settings.data_dir
@@ -48,17 +50,22 @@ def cmd_up(args) -> int:
     if not config.exists():
         config = data / "jupyterhub_config.py"
         config.write_text("from hubml.hub_config import configure\n\nconfigure(c)  # noqa: F821\n")
-    password = shared_password(settings)
-    admins = ", ".join(settings.auth.admin_users)
-    url = f"http://{settings.hub.ip}:{settings.hub.port}/"
-    print(
-        f"\nhubml is starting at {url}\n"
-        f"  log in with any user name and the shared password: {password}\n"
-        + (f"  admins ({admins}) log in with the password in {data / 'admin-password'}\n" if admins else "")
-        + f"  state is kept in {data}\n",
-        flush=True,
-    )
-    admin_password(settings)  # created now so it can be read before the first login
+    admin_password(settings)  # created now so it can be read before the first sign-in
+    admins = ", ".join(settings.auth.admin_users) or "(none: set auth.admin_users)"
+    url = public_url(settings) + "/"
+    auth = settings.auth.authenticator
+    if auth == "native":
+        how = (f"  the first admin ({admins}) signs in with the password in {data / 'admin-password'}\n"
+               f"  (change it at {url}hub/change-password); everybody else signs up at {url}hub/signup\n"
+               f"  and an admin approves them at {url}hub/authorize\n")
+    elif auth == "shared-password":
+        how = (f"  DEMO MODE, no identity: any user name with the shared password {shared_password(settings)}\n"
+               f"  admins ({admins}) use the password in {data / 'admin-password'}\n")
+    else:
+        how = f"  people sign in with {auth} (auth.authenticator); admins: {admins}\n"
+    isolation = ("  each person runs as their own Unix account (hubml-<name>)\n" if accounts.isolated(settings.hub.isolation)
+                 else f"  WARNING: {accounts.trust_domain_notice(settings.hub.isolation)}\n")
+    print(f"\nhubml is starting at {url}\n{how}{isolation}  state is kept in {data}\n", flush=True)
     env = dict(os.environ, HUBML_DATA_DIR=str(data))
     if args.settings:
         env["HUBML_SETTINGS"] = str(Path(args.settings).resolve())

@@ -134,3 +134,30 @@ def test_public_addresses_pass_and_operators_may_allow_named_hosts():
         check_url("http://localhost/hook")
     assert check_url("http://localhost/hook", ["localhost"]) == "http://localhost/hook"
     assert check_url("http://localhost/hook", ["*.example.org", "local*"]) == "http://localhost/hook"
+
+
+def test_webhooks_to_the_machine_itself_are_refused_whatever_the_spelling():
+    for url in ("http://127.0.0.1:8000/hub/api/users", "http://10.0.0.1/", "http://169.254.169.254/latest/",
+                "http://[::1]/", "http://0.0.0.0:9/", "http://localhost/"):
+        with pytest.raises(URLNotAllowed, match="webhooks go to public http"):
+            check_url(url)
+
+
+def test_make_run_says_how_the_first_admin_gets_in(tmp_path, monkeypatch, capsys):
+    from hubml.hub_config import cli
+
+    monkeypatch.setenv("HUBML_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HUBML_SETTINGS", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def no_exec(*args):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", no_exec)
+    with pytest.raises(SystemExit):
+        cli.main(["up"])
+    out = capsys.readouterr().out
+    assert "hubml is starting at http://localhost:8000/" in out
+    assert f"the first admin (admin) signs in with the password in {tmp_path / 'data' / 'admin-password'}" in out
+    assert "signs up at http://localhost:8000/hub/signup" in out and "/hub/authorize" in out
+    assert (tmp_path / "data" / "admin-password").exists()
