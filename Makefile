@@ -18,6 +18,7 @@ run: install
 
 test: install system-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP) node_modules/.bin/configurable-http-proxy

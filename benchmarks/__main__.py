@@ -8,18 +8,29 @@ import sys
 from benchmarks import apps, fastlog, imports, jobs, service_memory, spawn
 from tests.hubprocess import resolve_localhost
 
-BENCHMARKS = {"spawn": spawn, "imports": imports, "service_memory": service_memory, "fastlog": fastlog, "apps": apps, "jobs": jobs}
+BENCHMARKS = {
+    "spawn": spawn,
+    "imports": imports,
+    "service_memory": service_memory,
+    "fastlog": fastlog,
+    "apps": apps,
+    "jobs": jobs,
+}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("names", nargs="*", help=f"which to run (default all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names", nargs="*", help=f"which to run (default all): {', '.join(BENCHMARKS)}"
+    )
     parser.add_argument("--samples", type=int, default=7)
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+        parser.error(
+            f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}"
+        )
     resolve_localhost()  # users' servers and services live on *.localhost origins, as browsers see them
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     results = {}

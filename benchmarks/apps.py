@@ -53,8 +53,12 @@ def _client(url: str, headers: dict):
 def _publish(hub, api: str, headers: dict, name: str, timeout: float = 120) -> tuple[float, str]:
     """Seconds from the POST until predict through the hub answers; and the app's hub URL."""
     t0 = time.perf_counter()
-    r = requests.post(f"{api}apps", json={"name": name, "source": "app.py", "files": {"app.py": GREETER}},
-                      headers=headers, timeout=180)
+    r = requests.post(
+        f"{api}apps",
+        json={"name": name, "source": "app.py", "files": {"app.py": GREETER}},
+        headers=headers,
+        timeout=180,
+    )
     if r.status_code != 201:
         raise RuntimeError(f"publishing {name} failed: {r.status_code} {r.text}")
     url = r.json()["url"]
@@ -80,14 +84,22 @@ def _latency(hub, url: str, headers: dict, reported_log: Path) -> dict:
     import httpx
 
     deadline = time.monotonic() + 30
-    while not (m := re.search(r"Gradio on (\S+), front door on :(\d+)", reported_log.read_text(errors="replace"))):
+    while not (
+        m := re.search(
+            r"Gradio on (\S+), front door on :(\d+)", reported_log.read_text(errors="replace")
+        )
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no 'Gradio on <socket>' in {reported_log}")
         time.sleep(0.2)
     socket_path, door_port = m.groups()
     log = Path(socket_path).parent.parent / "bundle" / "app.log"  # the app's own, live log
     prefix = url.split("/", 3)[3]  # user/<owner>/app-<name>/
-    urls = {"proxied": url, "front_door": f"http://127.0.0.1:{door_port}/{prefix}", "direct": "http://app/"}
+    urls = {
+        "proxied": url,
+        "front_door": f"http://127.0.0.1:{door_port}/{prefix}",
+        "direct": "http://app/",
+    }
     clients = {
         "proxied": httpx.Client(headers=headers, timeout=30),
         "front_door": httpx.Client(headers=headers, timeout=30),
@@ -114,17 +126,22 @@ def _latency(hub, url: str, headers: dict, reported_log: Path) -> dict:
     for kind, call in (("config", config), ("predict", predict)):
         times = {p: [] for p in PATHS}
         for i in range(WARMUP + REQUESTS):
-            order = PATHS[i % 3:] + PATHS[:i % 3]
+            order = PATHS[i % 3 :] + PATHS[: i % 3]
             for p in order:
                 t0 = time.perf_counter()
                 call(p)
                 if i >= WARMUP:
                     times[p].append(time.perf_counter() - t0)
         result[kind] = {
-            p: {"median_ms": 1000 * statistics.median(v), "p90_ms": 1000 * statistics.quantiles(v, n=10)[-1]}
+            p: {
+                "median_ms": 1000 * statistics.median(v),
+                "p90_ms": 1000 * statistics.quantiles(v, n=10)[-1],
+            }
             for p, v in times.items()
         }
-        result[kind]["ratio"] = result[kind]["proxied"]["median_ms"] / result[kind]["direct"]["median_ms"]
+        result[kind]["ratio"] = (
+            result[kind]["proxied"]["median_ms"] / result[kind]["direct"]["median_ms"]
+        )
     # what the front door pays once a second per token: the hub's answer about the token
     check = []
     for _ in range(20):
@@ -143,8 +160,12 @@ def run(samples: int = 3) -> dict:
         try:
             api = hub.at("/services/apps/api/")
             deadline = time.monotonic() + 60
-            while requests.get(f"{api}apps", headers={"Authorization": f"token {hub.token}"},
-                               timeout=30).status_code != 200:
+            while (
+                requests.get(
+                    f"{api}apps", headers={"Authorization": f"token {hub.token}"}, timeout=30
+                ).status_code
+                != 200
+            ):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the apps service did not answer in 60 s")
                 time.sleep(0.3)
@@ -159,9 +180,16 @@ def run(samples: int = 3) -> dict:
                 seconds, url = _publish(hub, api, headers, name)
                 publish.append(seconds)
                 if i < samples - 1:
-                    assert requests.delete(f"{api}apps/{name}", headers=headers, timeout=60).status_code == 204
+                    assert (
+                        requests.delete(
+                            f"{api}apps/{name}", headers=headers, timeout=60
+                        ).status_code
+                        == 204
+                    )
             result = _latency(hub, url, headers, hub.data_dir / "apps" / USER / name / "app.log")
-            assert requests.delete(f"{api}apps/{name}", headers=headers, timeout=60).status_code == 204
+            assert (
+                requests.delete(f"{api}apps/{name}", headers=headers, timeout=60).status_code == 204
+            )
         finally:
             hub.stop()
     result["publish_s"] = publish
@@ -177,8 +205,11 @@ def report(result: dict) -> str:
         f"request latency, one app, {result['requests']} requests per path after warm-up, round-robin:",
         "                                   median      p90",
     ]
-    labels = {"proxied": "hub URL (CHP + front door)", "front_door": "front door only (no CHP)",
-              "direct": "Gradio direct"}
+    labels = {
+        "proxied": "hub URL (CHP + front door)",
+        "front_door": "front door only (no CHP)",
+        "direct": "Gradio direct",
+    }
     for kind, title in (("config", "GET config"), ("predict", "predict (call API + SSE answer)")):
         lines.append(f"  {title}:")
         for p in PATHS:
@@ -187,7 +218,11 @@ def report(result: dict) -> str:
         c = result[kind]
         chp = c["proxied"]["median_ms"] - c["front_door"]["median_ms"]
         door = c["front_door"]["median_ms"] - c["direct"]["median_ms"]
-        lines.append(f"    ratio proxied/direct         {c['ratio']:7.2f} x  (goal <= 1.2x; CHP +{chp:.2f} ms, "
-                     f"front door +{door:.2f} ms)")
-    lines.append(f"  hub token check (GET /hub/api/user, paid once a second per token) {result['hub_token_check_ms']:.2f} ms")
+        lines.append(
+            f"    ratio proxied/direct         {c['ratio']:7.2f} x  (goal <= 1.2x; CHP +{chp:.2f} ms, "
+            f"front door +{door:.2f} ms)"
+        )
+    lines.append(
+        f"  hub token check (GET /hub/api/user, paid once a second per token) {result['hub_token_check_ms']:.2f} ms"
+    )
     return "\n".join(lines)

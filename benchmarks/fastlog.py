@@ -65,7 +65,13 @@ def run(samples: int = 5) -> dict:
 
     from hubml.extensions.tracking import track
 
-    result: dict = {"points": POINTS, "raw_s": [], "hubml_s": [], "hubml_loop_s": [], "hubml_requests": []}
+    result: dict = {
+        "points": POINTS,
+        "raw_s": [],
+        "hubml_s": [],
+        "hubml_loop_s": [],
+        "hubml_requests": [],
+    }
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_mlflow(Path(tmp) / "mlflow")
@@ -90,7 +96,9 @@ def run(samples: int = 5) -> dict:
                 # every hubml point arrived, once
                 history = client.get_metric_history(run_id, "hubml_0")
                 result["hubml_points_on_server"] = len(history)
-                assert sorted(m.step for m in history) == list(range(POINTS)), "hubml lost or doubled points"
+                assert sorted(m.step for m in history) == list(range(POINTS)), (
+                    "hubml lost or doubled points"
+                )
         finally:
             mlflow.set_tracking_uri(previous)
             server.stop()

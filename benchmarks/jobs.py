@@ -57,7 +57,9 @@ def _ts(iso: str | None) -> float | None:
 def js_final(job: dict) -> bool:
     """A jupyter-scheduler job has ended. A new job reads STOPPED (the ORM's default) until its
     process marks it IN_PROGRESS, so STOPPED counts only once the job has started."""
-    return job["status"] in ("COMPLETED", "FAILED") or (job["status"] == "STOPPED" and bool(job.get("start_time")))
+    return job["status"] in ("COMPLETED", "FAILED") or (
+        job["status"] == "STOPPED" and bool(job.get("start_time"))
+    )
 
 
 def _median(values):
@@ -89,6 +91,7 @@ def _reap(procs: list[psutil.Process], timeout: float = 10) -> None:
 
 def _idle(procs: list[psutil.Process], window: float = 0.3) -> bool:
     """No CPU used by any of ``procs`` during ``window`` seconds."""
+
     def cpu():
         total = 0.0
         for p in procs:
@@ -108,7 +111,9 @@ def _idle(procs: list[psutil.Process], window: float = 0.3) -> bool:
 
 class Hubml:
     def __init__(self, tmp: Path):
-        self.hub = start_hub(tmp / "hub", {"jobs": {"enabled": True}, "tracking": {"enabled": False}})
+        self.hub = start_hub(
+            tmp / "hub", {"jobs": {"enabled": True}, "tracking": {"enabled": False}}
+        )
         self.api = JobsAPI(self.hub, self.hub.user_token("bench"))
         self.api.wait_up(timeout=90)
 
@@ -124,20 +129,26 @@ class Hubml:
             raise RuntimeError(f"hubml run now: {r.status_code} {r.text}")
         return r.json()["id"]
 
-    def wait_final(self, job_id: str, run_ids: list[str], t0: float, timeout: float = 300) -> dict[str, dict]:
+    def wait_final(
+        self, job_id: str, run_ids: list[str], t0: float, timeout: float = 300
+    ) -> dict[str, dict]:
         """Poll until every run in ``run_ids`` is final; each gets ``observed_s`` (since ``t0``)."""
         done: dict[str, dict] = {}
         deadline = time.monotonic() + timeout
         while len(done) < len(run_ids):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"hubml runs not finished in {timeout}s: {set(run_ids) - set(done)}")
+                raise TimeoutError(
+                    f"hubml runs not finished in {timeout}s: {set(run_ids) - set(done)}"
+                )
             runs = self.runs(job_id)
             now = time.perf_counter()
             for rid in run_ids:
                 run = runs.get(rid)
                 if rid not in done and run and run["status"] not in ACTIVE:
                     if run["status"] != "succeeded":
-                        raise RuntimeError(f"hubml run {rid} {run['status']}: {run['error']}\n{self.log(rid)}")
+                        raise RuntimeError(
+                            f"hubml run {rid} {run['status']}: {run['error']}\n{self.log(rid)}"
+                        )
                     done[rid] = {**run, "observed_s": now - t0}
             if len(done) < len(run_ids):
                 time.sleep(POLL_S)
@@ -148,7 +159,15 @@ class Hubml:
         return r.text if r.status_code == 200 else f"(no log: {r.status_code})"
 
     def result(self, run: dict) -> dict:
-        path = self.hub.data_dir / "jobs" / "runs" / run["owner"] / run["job_id"] / run["id"] / "result.json"
+        path = (
+            self.hub.data_dir
+            / "jobs"
+            / "runs"
+            / run["owner"]
+            / run["job_id"]
+            / run["id"]
+            / "result.json"
+        )
         with contextlib.suppress(OSError, ValueError):
             return json.loads(path.read_text())
         return {}
@@ -157,7 +176,9 @@ class Hubml:
         t0 = time.perf_counter()
         rid = self.post_run(job_id)
         run = self.wait_final(job_id, [rid], t0)[rid]
-        created, started, finished = (_ts(run[k]) for k in ("created_at", "started_at", "finished_at"))
+        created, started, finished = (
+            _ts(run[k]) for k in ("created_at", "started_at", "finished_at")
+        )
         runner = self.result(run).get("runner_seconds")
         return {
             "total_s": run["observed_s"],
@@ -209,10 +230,22 @@ def ensure_venv() -> Path:
     if not marker.exists():
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        print(f"installing jupyter-scheduler {JS_VERSION} into {VENV} ...", file=sys.stderr, flush=True)
+        print(
+            f"installing jupyter-scheduler {JS_VERSION} into {VENV} ...",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"jupyter-scheduler=={JS_VERSION}", "jupyter_server",
-             "ipykernel"],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"jupyter-scheduler=={JS_VERSION}",
+                "jupyter_server",
+                "ipykernel",
+            ],
             check=True,
         )
         marker.touch()
@@ -222,8 +255,12 @@ def ensure_venv() -> Path:
 def js_poll_interval(venv: Path) -> tuple[int | None, str]:
     """TaskRunner's default poll interval, read from the installed source."""
     [path] = venv.glob("lib/python*/site-packages/jupyter_scheduler/task_runner.py")
-    m = re.search(r"poll_interval\s*=\s*traitlets\.Integer\(\s*default_value=(\d+)", path.read_text())
-    return (int(m.group(1)) if m else None), "jupyter_scheduler/task_runner.py: BaseTaskRunner.poll_interval"
+    m = re.search(
+        r"poll_interval\s*=\s*traitlets\.Integer\(\s*default_value=(\d+)", path.read_text()
+    )
+    return (
+        int(m.group(1)) if m else None
+    ), "jupyter_scheduler/task_runner.py: BaseTaskRunner.poll_interval"
 
 
 class JupyterScheduler:
@@ -235,8 +272,12 @@ class JupyterScheduler:
         write_notebook(root, NOTEBOOK, "x = 1", params="n = 0")
         port, self.token = free_port(), secrets.token_hex(24)
         self.url = f"http://127.0.0.1:{port}/"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("JUPYTER", "JPY_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JUPYTER", "JPY_"))
+            and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+        }
         env.update(
             PATH=os.pathsep.join([str(venv / "bin"), env.get("PATH", "/usr/bin:/bin")]),
             VIRTUAL_ENV=str(venv),
@@ -249,11 +290,23 @@ class JupyterScheduler:
         self.log_path = base / "server.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(venv / "bin" / "jupyter"), "server", "--no-browser", "--allow-root",
-                 "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-                 f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={self.token}",
-                 f"--SchedulerApp.db_url=sqlite:///{base / 'scheduler.sqlite'}"],
-                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(venv / "bin" / "jupyter"),
+                    "server",
+                    "--no-browser",
+                    "--allow-root",
+                    "--ServerApp.ip=127.0.0.1",
+                    f"--ServerApp.port={port}",
+                    "--ServerApp.port_retries=0",
+                    f"--ServerApp.root_dir={root}",
+                    f"--IdentityProvider.token={self.token}",
+                    f"--SchedulerApp.db_url=sqlite:///{base / 'scheduler.sqlite'}",
+                ],
+                cwd=root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
@@ -270,7 +323,9 @@ class JupyterScheduler:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"jupyter server exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
+                )
             with contextlib.suppress(requests.ConnectionError):
                 r = self("GET", "scheduler/runtime_environments")
                 if r.status_code == 200 and r.json():
@@ -282,8 +337,14 @@ class JupyterScheduler:
         return self.log_path.read_text(errors="replace")
 
     def body(self, name: str, **extra) -> dict:
-        return {"input_uri": NOTEBOOK, "input_filename": NOTEBOOK, "runtime_environment_name": self.environment,
-                "output_formats": ["ipynb", "html"], "name": name, **extra}
+        return {
+            "input_uri": NOTEBOOK,
+            "input_filename": NOTEBOOK,
+            "runtime_environment_name": self.environment,
+            "output_formats": ["ipynb", "html"],
+            "name": name,
+            **extra,
+        }
 
     def post_job(self, name: str) -> str:
         r = self("POST", "scheduler/jobs", json=self.body(name))
@@ -293,7 +354,9 @@ class JupyterScheduler:
 
     def _check(self, job: dict) -> None:
         if job["status"] != "COMPLETED":
-            raise RuntimeError(f"jupyter-scheduler job {job['job_id']} {job['status']}: {job.get('status_message')}")
+            raise RuntimeError(
+                f"jupyter-scheduler job {job['job_id']} {job['status']}: {job.get('status_message')}"
+            )
 
     def run_now(self, name: str) -> dict:
         t0 = time.perf_counter()
@@ -304,8 +367,12 @@ class JupyterScheduler:
             if js_final(job):
                 total = time.perf_counter() - t0
                 self._check(job)
-                return {"total_s": total, "queued_s": (job["start_time"] - job["create_time"]) / 1000,
-                        "service_s": (job["end_time"] - job["start_time"]) / 1000, "job_id": job_id}
+                return {
+                    "total_s": total,
+                    "queued_s": (job["start_time"] - job["create_time"]) / 1000,
+                    "service_s": (job["end_time"] - job["start_time"]) / 1000,
+                    "job_id": job_id,
+                }
             time.sleep(POLL_S)
         raise TimeoutError(f"jupyter-scheduler job {job_id} not finished")
 
@@ -317,8 +384,12 @@ class JupyterScheduler:
     def job_processes(self) -> list[psutil.Process]:
         """The server's job processes and kernels (not multiprocessing's resource tracker,
         which lives as long as the server, nor exited ones it has not reaped yet)."""
-        return [p for p in _descendants(self.proc.pid)
-                if "resource_tracker" not in " ".join(_cmdline(p)) and _status(p) != psutil.STATUS_ZOMBIE]
+        return [
+            p
+            for p in _descendants(self.proc.pid)
+            if "resource_tracker" not in " ".join(_cmdline(p))
+            and _status(p) != psutil.STATUS_ZOMBIE
+        ]
 
     def wait_quiet(self, timeout: float = 30) -> None:
         """Until the job processes (and their kernels) have exited."""
@@ -353,8 +424,11 @@ def queued_hubml(ours: Hubml, job_id: str) -> dict:
     ids = [ours.post_run(job_id) for _ in range(QUEUED)]
     posted = time.perf_counter() - t0
     runs = ours.wait_final(job_id, ids, t0)
-    return {"total_s": max(r["observed_s"] for r in runs.values()), "post_s": posted,
-            "runner_s_median": _median(ours.result(r).get("runner_seconds") for r in runs.values())}
+    return {
+        "total_s": max(r["observed_s"] for r in runs.values()),
+        "post_s": posted,
+        "runner_s_median": _median(ours.result(r).get("runner_seconds") for r in runs.values()),
+    }
 
 
 def queued_js(theirs: JupyterScheduler) -> dict:
@@ -372,8 +446,12 @@ def queued_js(theirs: JupyterScheduler) -> dict:
             total = time.perf_counter() - t0
             for j in jobs:
                 theirs._check(j)
-            return {"total_s": total, "post_s": posted, "peak_processes": peak,
-                    "service_s_median": _median((j["end_time"] - j["start_time"]) / 1000 for j in jobs)}
+            return {
+                "total_s": total,
+                "post_s": posted,
+                "peak_processes": peak,
+                "service_s_median": _median((j["end_time"] - j["start_time"]) / 1000 for j in jobs),
+            }
         time.sleep(POLL_S * 2)
     raise TimeoutError("jupyter-scheduler: 20 jobs not finished in 600 s")
 
@@ -381,15 +459,22 @@ def queued_js(theirs: JupyterScheduler) -> dict:
 def scheduled(ours: Hubml, theirs: JupyterScheduler) -> dict:
     """Both on ``* * * * *`` at once; two slots each (or what came in SCHEDULE_WAIT_S)."""
     job = ours.create(schedule="* * * * *", name="bench-scheduled", timeout_s=300)
-    r = theirs("POST", "scheduler/job_definitions",
-               json=theirs.body("bench-scheduled", schedule="* * * * *", timezone="UTC"))
+    r = theirs(
+        "POST",
+        "scheduler/job_definitions",
+        json=theirs.body("bench-scheduled", schedule="* * * * *", timezone="UTC"),
+    )
     if r.status_code != 200:
         raise RuntimeError(f"jupyter-scheduler create job definition: {r.status_code} {r.text}")
     definition = r.json()["job_definition_id"]
     deadline = time.monotonic() + SCHEDULE_WAIT_S
     try:
         while time.monotonic() < deadline:
-            ours_done = [r for r in ours.api.runs(job["id"]) if r["trigger"] == "schedule" and r["status"] not in ACTIVE]
+            ours_done = [
+                r
+                for r in ours.api.runs(job["id"])
+                if r["trigger"] == "schedule" and r["status"] not in ACTIVE
+            ]
             theirs_done = [j for j in theirs.list_jobs(job_definition_id=definition) if js_final(j)]
             if len(ours_done) >= 2 and len(theirs_done) >= 2:
                 break
@@ -425,7 +510,9 @@ def run(samples: int = 5) -> dict:
             theirs = JupyterScheduler(Path(tmp))
             # one job for every "run now" and the 20 queued runs; created without a schedule, it
             # runs once at creation: that is the warm-up
-            job = ours.create(schedule=None, concurrency="queue", name="bench-run-now", timeout_s=300)
+            job = ours.create(
+                schedule=None, concurrency="queue", name="bench-run-now", timeout_s=300
+            )
             ours.wait_final(job["id"], [job["last_run"]["id"]], time.perf_counter())
             theirs.run_now("warm-up")
             hub_samples, js_samples = [], []
@@ -452,9 +539,13 @@ def run(samples: int = 5) -> dict:
     result = {
         "hubml_median_s": _median(s["total_s"] for s in hub_samples),
         "js_median_s": _median(s["total_s"] for s in js_samples),
-        "hubml_breakdown_median_s": {k: _median(s[k] for s in hub_samples)
-                                     for k in ("queued_s", "runner_s", "finish_s", "service_s")},
-        "js_breakdown_median_s": {k: _median(s[k] for s in js_samples) for k in ("queued_s", "service_s")},
+        "hubml_breakdown_median_s": {
+            k: _median(s[k] for s in hub_samples)
+            for k in ("queued_s", "runner_s", "finish_s", "service_s")
+        },
+        "js_breakdown_median_s": {
+            k: _median(s[k] for s in js_samples) for k in ("queued_s", "service_s")
+        },
         "hubml_samples": hub_samples,
         "js_samples": js_samples,
         "hubml_queued": hub_queued,
@@ -472,25 +563,31 @@ def report(result: dict) -> str:
     def secs(values):
         return ", ".join(f"{v:.2f}" for v in values) or "none"
 
-    hb, jb, s = result["hubml_breakdown_median_s"], result["js_breakdown_median_s"], result["scheduled"]
+    hb, jb, s = (
+        result["hubml_breakdown_median_s"],
+        result["js_breakdown_median_s"],
+        result["scheduled"],
+    )
     hq, jq = result["hubml_queued"], result["js_queued"]
     late = max(s["hubml_start_delay_s"], default=float("inf"))
-    return "\n".join([
-        f"notebook jobs, run now -> finished (trivial notebook, poll 50 ms, median of {len(result['hubml_samples'])}):",
-        f"  hubml jobs service        {result['hubml_median_s']:.2f} s"
-        f"  (POST->claimed {hb['queued_s']:.2f}, runner {hb['runner_s']:.2f},"
-        f" hand-over+finish {hb['finish_s']:.2f}; claimed->finished {hb['service_s']:.2f})",
-        f"  jupyter-scheduler {JS_VERSION}  {result['js_median_s']:.2f} s"
-        f"  (created->started {jb['queued_s']:.2f}, started->completed {jb['service_s']:.2f})",
-        f"  ratio hubml/jupyter-scheduler {result['ratio']:.2f}x  (goal <= 0.5x)",
-        f"{QUEUED} runs asked for at once -> all finished:",
-        f"  hubml (concurrency queue, 2 at a time)   {hq['total_s']:.2f} s",
-        f"  jupyter-scheduler (one process each, peak {jq['peak_processes']} processes)  {jq['total_s']:.2f} s",
-        f"  ratio hubml/jupyter-scheduler {result['queued_ratio']:.2f}x",
-        "scheduled start, '* * * * *', seconds after the slot:",
-        f"  hubml started_at - scheduled_for   {secs(s['hubml_start_delay_s'])}"
-        f"  ({'meets' if late <= 1 else 'misses'} goal <= 1 s); slot -> finished {secs(s['hubml_slot_to_done_s'])}",
-        f"  jupyter-scheduler job created {secs(s['js_create_delay_s'])}, started {secs(s['js_start_delay_s'])},"
-        f" completed {secs(s['js_slot_to_done_s'])}"
-        f"  (task runner polls every {result['js_poll_interval_s']} s: {result['js_poll_interval_source']})",
-    ])
+    return "\n".join(
+        [
+            f"notebook jobs, run now -> finished (trivial notebook, poll 50 ms, median of {len(result['hubml_samples'])}):",
+            f"  hubml jobs service        {result['hubml_median_s']:.2f} s"
+            f"  (POST->claimed {hb['queued_s']:.2f}, runner {hb['runner_s']:.2f},"
+            f" hand-over+finish {hb['finish_s']:.2f}; claimed->finished {hb['service_s']:.2f})",
+            f"  jupyter-scheduler {JS_VERSION}  {result['js_median_s']:.2f} s"
+            f"  (created->started {jb['queued_s']:.2f}, started->completed {jb['service_s']:.2f})",
+            f"  ratio hubml/jupyter-scheduler {result['ratio']:.2f}x  (goal <= 0.5x)",
+            f"{QUEUED} runs asked for at once -> all finished:",
+            f"  hubml (concurrency queue, 2 at a time)   {hq['total_s']:.2f} s",
+            f"  jupyter-scheduler (one process each, peak {jq['peak_processes']} processes)  {jq['total_s']:.2f} s",
+            f"  ratio hubml/jupyter-scheduler {result['queued_ratio']:.2f}x",
+            "scheduled start, '* * * * *', seconds after the slot:",
+            f"  hubml started_at - scheduled_for   {secs(s['hubml_start_delay_s'])}"
+            f"  ({'meets' if late <= 1 else 'misses'} goal <= 1 s); slot -> finished {secs(s['hubml_slot_to_done_s'])}",
+            f"  jupyter-scheduler job created {secs(s['js_create_delay_s'])}, started {secs(s['js_start_delay_s'])},"
+            f" completed {secs(s['js_slot_to_done_s'])}"
+            f"  (task runner polls every {result['js_poll_interval_s']} s: {result['js_poll_interval_source']})",
+        ]
+    )

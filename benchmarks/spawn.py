@@ -32,7 +32,9 @@ def run(samples: int = 7) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         hubml = start_hub(Path(tmp) / "hubml", {"gpus": {"inventory": "none"}})
         base = start_hub(
-            Path(tmp) / "base", {"gpus": {"inventory": "none"}}, config=HERE / "baseline_spawner_config.py"
+            Path(tmp) / "base",
+            {"gpus": {"inventory": "none"}},
+            config=HERE / "baseline_spawner_config.py",
         )
         try:
             for hub in (hubml, base):
@@ -61,4 +63,9 @@ def report(result: dict) -> str:
         "  hubml HubmlLocalSpawner          {a:.2f} s\n"
         "  JupyterHub SimpleLocalProcessSpawner {b:.2f} s\n"
         "  ratio hubml/baseline            {r:.2f}x  (goal <= 1.2x)"
-    ).format(n=len(result["hubml_samples"]), a=result["hubml_median_s"], b=result["baseline_median_s"], r=result["ratio"])
+    ).format(
+        n=len(result["hubml_samples"]),
+        a=result["hubml_median_s"],
+        b=result["baseline_median_s"],
+        r=result["ratio"],
+    )

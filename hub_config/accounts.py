@@ -86,7 +86,9 @@ def _useradd(args: list[str], name: str) -> None:
         if r.returncode == 0 or r.returncode == 9:  # 9: exists already
             return
         if "lock" not in r.stderr.lower() or attempt == 19:
-            raise RuntimeError(f"could not create the Unix account {name}: {r.stderr.strip() or r.returncode}")
+            raise RuntimeError(
+                f"could not create the Unix account {name}: {r.stderr.strip() or r.returncode}"
+            )
         time.sleep(0.1)
 
 
@@ -105,7 +107,14 @@ def ensure_account(name: str, lock_dir: Path, *, system: bool = False, home: Pat
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
         if system:
-            args = ["--system", "--shell", "/usr/sbin/nologin", "--create-home", "--home-dir", str(home or "/nonexistent")]
+            args = [
+                "--system",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--create-home",
+                "--home-dir",
+                str(home or "/nonexistent"),
+            ]
         else:
             args = ["--shell", "/bin/bash", "--no-create-home", "--home-dir", "/nonexistent"]
         _useradd([*args, "--user-group"], name)

@@ -49,9 +49,13 @@ class _ConfirmedToggle(LocalBase):
             raise web.HTTPError(404, f"nobody signed up as {name!r}")
         verb = "Revoke the approval of" if info.is_authorized else "Approve"
         html = await self.render_template(
-            "hubml-confirm.html", title=f"{verb} {name}?",
-            question=(f"{name} will no longer be able to sign in." if info.is_authorized
-                      else f"{name} will be able to sign in with the password they chose."),
+            "hubml-confirm.html",
+            title=f"{verb} {name}?",
+            question=(
+                f"{name} will no longer be able to sign in."
+                if info.is_authorized
+                else f"{name} will be able to sign in with the password they chose."
+            ),
             action=f"{verb} {name}",
         )
         self.finish(html)
@@ -63,7 +67,12 @@ class _ConfirmedToggle(LocalBase):
             raise web.HTTPError(404, f"nobody signed up as {name!r}")
         info.is_authorized = not info.is_authorized
         self.authenticator.db.commit()
-        self.log.info("%s %s %s", self.current_user.name, "approved" if info.is_authorized else "unapproved", name)
+        self.log.info(
+            "%s %s %s",
+            self.current_user.name,
+            "approved" if info.is_authorized else "unapproved",
+            name,
+        )
         self.redirect(self.hub.base_url + "authorize")
 
 
@@ -71,8 +80,10 @@ class _ConfirmedDiscard(LocalBase):
     @admins_only
     async def get(self, name):
         html = await self.render_template(
-            "hubml-confirm.html", title=f"Discard {name}'s sign-up?",
-            question=f"The sign-up of {name} is deleted; they may sign up again.", action=f"Discard {name}",
+            "hubml-confirm.html",
+            title=f"Discard {name}'s sign-up?",
+            question=f"The sign-up of {name} is deleted; they may sign up again.",
+            action=f"Discard {name}",
         )
         self.finish(html)
 
@@ -92,10 +103,16 @@ class _LoginHandler(NativeLoginHandler):
 
         next_url = self.get_argument("next", default="")
         return self.render_template(
-            "native-login.html", next=url_escape(next_url), username=username, login_error=login_error,
-            login_url=self.settings["login_url"], enable_signup=self.authenticator.enable_signup,
+            "native-login.html",
+            next=url_escape(next_url),
+            username=username,
+            login_error=login_error,
+            login_url=self.settings["login_url"],
+            enable_signup=self.authenticator.enable_signup,
             two_factor_auth=self.authenticator.allow_2fa,
-            authenticator_login_url=url_concat(self.authenticator.login_url(self.hub.base_url), {"next": next_url}),
+            authenticator_login_url=url_concat(
+                self.authenticator.login_url(self.hub.base_url), {"next": next_url}
+            ),
         )
 
     async def post(self):
@@ -108,7 +125,11 @@ class _LoginHandler(NativeLoginHandler):
         username = data.get("username", "")
         error = "Invalid username or password."
         info = self.authenticator.get_user(username) if username else None
-        if info is not None and not info.is_authorized and info.is_valid_password(data.get("password", "")):
+        if (
+            info is not None
+            and not info.is_authorized
+            and info.is_valid_password(data.get("password", ""))
+        ):
             error = f"{username} has signed up, but an admin has not approved the account yet."
         self.finish(await self._render(login_error=error, username=username))
 
@@ -135,10 +156,17 @@ class HubmlNativeAuthenticator(NativeAuthenticator):
         password = Path(self.admin_password_file).read_text().strip()
         for name in sorted(self.admin_users):
             if self.get_user(name) is None:
-                self.db.add(UserInfo(username=name, is_authorized=True,
-                                     password=bcrypt.hashpw(password.encode(), bcrypt.gensalt())))
+                self.db.add(
+                    UserInfo(
+                        username=name,
+                        is_authorized=True,
+                        password=bcrypt.hashpw(password.encode(), bcrypt.gensalt()),
+                    )
+                )
                 self.db.commit()
-                self.log.info("admin %s can sign in with the password in %s", name, self.admin_password_file)
+                self.log.info(
+                    "admin %s can sign in with the password in %s", name, self.admin_password_file
+                )
 
     def get_handlers(self, app):
         handlers = dict(super().get_handlers(app))

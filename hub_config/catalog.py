@@ -36,16 +36,22 @@ def choose_profile(profiles: list[Profile], slug, groups: Iterable[str], who: st
     valid = ", ".join(p.slug for p in allowed) or "(none)"
     if slug in (None, ""):
         if not allowed:
-            raise ProfileChoiceError(403, f"{who} may not use any compute profile; ask an admin to add you to a group.")
+            raise ProfileChoiceError(
+                403, f"{who} may not use any compute profile; ask an admin to add you to a group."
+            )
         return next((p for p in allowed if p.default), allowed[0])
     if not isinstance(slug, str):
-        raise ProfileChoiceError(400, f"'profile' must be a profile slug (a string); valid profiles: {valid}.")
+        raise ProfileChoiceError(
+            400, f"'profile' must be a profile slug (a string); valid profiles: {valid}."
+        )
     profile = next((p for p in profiles if p.slug == slug), None)
     if profile is None:
         raise ProfileChoiceError(400, f"Unknown profile {slug!r}. Valid profiles: {valid}.")
     if profile not in allowed:
         groups_text = ", ".join(profile.allowed_groups)
-        raise ProfileChoiceError(403, f"Profile {slug!r} is limited to members of {groups_text}; {who} may use: {valid}.")
+        raise ProfileChoiceError(
+            403, f"Profile {slug!r} is limited to members of {groups_text}; {who} may use: {valid}."
+        )
     return profile
 
 
@@ -73,7 +79,11 @@ def format_duration(seconds: int) -> str:
     days, rest = divmod(int(seconds), 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    parts = [
+        f"{days} d" if days else "",
+        f"{hours} h" if hours else "",
+        f"{minutes} min" if minutes else "",
+    ]
     if not any(parts):
         return f"{secs} s"
     return " ".join(p for p in parts if p)
@@ -113,7 +123,9 @@ def profile_summary(profile: Profile) -> dict:
         "description": profile.description,
         "cpu": {"guarantee": profile.cpu.guarantee, "limit": profile.cpu.limit},
         "memory": {"guarantee": profile.memory.guarantee, "limit": profile.memory.limit},
-        "gpu": {"model": profile.gpu_model, "count": profile.gpu_count} if profile.gpu_model else None,
+        "gpu": {"model": profile.gpu_model, "count": profile.gpu_count}
+        if profile.gpu_model
+        else None,
         "price_per_hour": profile.price_per_hour,
         "image": profile.image,
         "node_selector": dict(profile.node_selector),
@@ -145,4 +157,6 @@ def format_table(profiles: Iterable[Profile]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

@@ -55,16 +55,23 @@ def cmd_up(args) -> int:
     url = public_url(settings) + "/"
     auth = settings.auth.authenticator
     if auth == "native":
-        how = (f"  the first admin ({admins}) signs in with the password in {data / 'admin-password'}\n"
-               f"  (change it at {url}hub/change-password); everybody else signs up at {url}hub/signup\n"
-               f"  and an admin approves them at {url}hub/authorize\n")
+        how = (
+            f"  the first admin ({admins}) signs in with the password in {data / 'admin-password'}\n"
+            f"  (change it at {url}hub/change-password); everybody else signs up at {url}hub/signup\n"
+            f"  and an admin approves them at {url}hub/authorize\n"
+        )
     elif auth == "shared-password":
-        how = (f"  DEMO MODE, no identity: any user name with the shared password {shared_password(settings)}\n"
-               f"  admins ({admins}) use the password in {data / 'admin-password'}\n")
+        how = (
+            f"  DEMO MODE, no identity: any user name with the shared password {shared_password(settings)}\n"
+            f"  admins ({admins}) use the password in {data / 'admin-password'}\n"
+        )
     else:
         how = f"  people sign in with {auth} (auth.authenticator); admins: {admins}\n"
-    isolation = ("  each person runs as their own Unix account (hubml-<name>)\n" if accounts.isolated(settings.hub.isolation)
-                 else f"  WARNING: {accounts.trust_domain_notice(settings.hub.isolation)}\n")
+    isolation = (
+        "  each person runs as their own Unix account (hubml-<name>)\n"
+        if accounts.isolated(settings.hub.isolation)
+        else f"  WARNING: {accounts.trust_domain_notice(settings.hub.isolation)}\n"
+    )
     print(f"\nhubml is starting at {url}\n{how}{isolation}  state is kept in {data}\n", flush=True)
     env = dict(os.environ, HUBML_DATA_DIR=str(data))
     if args.settings:
@@ -89,11 +96,14 @@ def cmd_k8s(args) -> int:
             try:
                 parameters = json.loads(args.parameters) if args.parameters else {}
             except json.JSONDecodeError as e:
-                raise k8s.ManifestError(f"--parameters must be a JSON object of name -> value ({e})") from None
+                raise k8s.ManifestError(
+                    f"--parameters must be a JSON object of name -> value ({e})"
+                ) from None
             if not isinstance(parameters, dict):
                 raise k8s.ManifestError("--parameters must be a JSON object of name -> value")
-            obj = k8s_job_manifest(settings, args.profile, args.user, args.notebook, parameters,
-                                   timeout_s=args.timeout)
+            obj = k8s_job_manifest(
+                settings, args.profile, args.user, args.notebook, parameters, timeout_s=args.timeout
+            )
         else:  # pragma: no cover - argparse restricts choices
             raise SystemExit(f"hubml k8s: unknown object {args.what!r}")
     except k8s.ManifestError as e:
@@ -127,12 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     k8s = sub.add_parser("k8s", help="print the Kubernetes objects hubml would create (offline)")
-    k8s.add_argument("what", choices=["pod", "job"], help="pod: a user's server; job: one notebook job run")
+    k8s.add_argument(
+        "what", choices=["pod", "job"], help="pod: a user's server; job: one notebook job run"
+    )
     k8s.add_argument("--profile", required=True, help="catalog slug, e.g. gpu-a100")
     k8s.add_argument("--user", required=True, help="hub user name")
     k8s.add_argument("--notebook", help="job: the notebook's path in the user's home")
     k8s.add_argument("--parameters", help="job: parameters as a JSON object")
-    k8s.add_argument("--timeout", type=int, default=3600, help="job: seconds before the run is stopped")
+    k8s.add_argument(
+        "--timeout", type=int, default=3600, help="job: seconds before the run is stopped"
+    )
     k8s.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     k8s.set_defaults(func=cmd_k8s)
     return parser

@@ -115,7 +115,9 @@ def update_hub(c, settings: Settings, topo: Topology) -> None:
     c.JupyterHub.template_paths = [str(HERE / "templates")]
     said = notices(settings)
     if said:
-        c.JupyterHub.template_vars = {"announcement": "<br>".join(f"<b>{html.escape(n)}</b>" for n in said)}
+        c.JupyterHub.template_vars = {
+            "announcement": "<br>".join(f"<b>{html.escape(n)}</b>" for n in said)
+        }
     # Spawns answer within the request when quick, else the page follows progress.
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 10}
 
@@ -155,7 +157,9 @@ def update_auth(c, settings: Settings) -> None:
         c.Authenticator.allowed_users = set(auth.allowed_users)
     # groups an identity provider manages (OAuthenticator's manage_groups) come from it, by name
     if not any(traits.get("manage_groups") for traits in auth.authenticator_config.values()):
-        c.JupyterHub.load_groups = {name: {"users": list(users)} for name, users in auth.groups.items()}
+        c.JupyterHub.load_groups = {
+            name: {"users": list(users)} for name, users in auth.groups.items()
+        }
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
     if auth.admin_token:
@@ -192,7 +196,8 @@ def update_spawner(c, settings: Settings, topo: Topology) -> None:
     c.JupyterHub.spawner_class = "hubml.hub_config.spawners.local.HubmlLocalSpawner"
     c.HubmlLocalSpawner.catalog = catalog_trait(settings)
     c.HubmlLocalSpawner.gpu_inventory = [
-        {"index": d.index, "model": d.model} for d in inventory_from_settings(settings.gpus.inventory)
+        {"index": d.index, "model": d.model}
+        for d in inventory_from_settings(settings.gpus.inventory)
     ]
     c.HubmlLocalSpawner.gpu_ledger_path = str(ledger_path(data))
     c.HubmlLocalSpawner.home_dir_template = str(data / "homes" / "{username}")
@@ -222,7 +227,9 @@ def service_environment(settings: Settings, topo: Topology) -> dict:
         "HUBML_PUBLIC_URL": topo.public_url,
         "HUBML_PROXY_URL": topo.proxy_url,
         "HUBML_SERVICES": json.dumps({name: topo.service_base(name) for name in topo.service_urls}),
-        **({"HUBML_SERVICE_BIND": ""} if in_cluster(settings) else {}),  # all interfaces of the hub pod
+        **(
+            {"HUBML_SERVICE_BIND": ""} if in_cluster(settings) else {}
+        ),  # all interfaces of the hub pod
     }
 
 
@@ -236,11 +243,21 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
     run_as = {"user": accounts.PLATFORM_ACCOUNT} if isolated(settings) else {}
 
     def service(name: str, module: str, **extra) -> dict:
-        return {"name": name, "command": [sys.executable, "-m", module], "environment": dict(env), **run_as, **extra}
+        return {
+            "name": name,
+            "command": [sys.executable, "-m", module],
+            "environment": dict(env),
+            **run_as,
+            **extra,
+        }
 
     def user_facing(name: str, description: str) -> dict:
-        return {"url": topo.service_urls[name], "oauth_no_confirm": True, "display": True,
-                "info": {"description": description}}
+        return {
+            "url": topo.service_urls[name],
+            "oauth_no_confirm": True,
+            "display": True,
+            "info": {"description": description},
+        }
 
     services.append(service("hubml-policy", "hubml.hub_config.policy"))
     roles.append({"name": "hubml-policy", "scopes": SCOPES, "services": ["hubml-policy"]})
@@ -248,39 +265,76 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
     # Services every user (and their servers' kernels) may reach, decided by RBAC scopes.
     user_services = []
     if settings.tracking.enabled:
-        services.append(service("mlflow", "hubml.extensions.tracking.service",
-                                **user_facing("mlflow", "Experiment tracking and model registry (MLflow)")))
+        services.append(
+            service(
+                "mlflow",
+                "hubml.extensions.tracking.service",
+                **user_facing("mlflow", "Experiment tracking and model registry (MLflow)"),
+            )
+        )
         user_services.append("mlflow")
         # approvals depend on group membership, which the service asks the hub about
-        roles.append({"name": "hubml-mlflow", "scopes": ["read:users:groups"], "services": ["mlflow"]})
+        roles.append(
+            {"name": "hubml-mlflow", "scopes": ["read:users:groups"], "services": ["mlflow"]}
+        )
     if settings.jobs.enabled:
-        jobs = service("jobs", "hubml.extensions.jobs.service",
-                       **user_facing("jobs", "Notebook jobs and schedules (papermill)"))
+        jobs = service(
+            "jobs",
+            "hubml.extensions.jobs.service",
+            **user_facing("jobs", "Notebook jobs and schedules (papermill)"),
+        )
         jobs["environment"].update(_kube_env(settings))
         services.append(jobs)
         user_services.append("jobs")
         # runs execute as their user: the service mints short-lived tokens for them (MLflow, and
         # reading the notebook from the user's own server), and reads group membership
-        roles.append({"name": "hubml-jobs", "services": ["jobs"], "scopes": [
-            "tokens", "read:users:groups", "list:users", "read:servers",
-            *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
-        ]})
+        roles.append(
+            {
+                "name": "hubml-jobs",
+                "services": ["jobs"],
+                "scopes": [
+                    "tokens",
+                    "read:users:groups",
+                    "list:users",
+                    "read:servers",
+                    *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+                ],
+            }
+        )
         if settings.jobs.executor == "local":
             # the one root process of hubml's own: starts each run as its owner's account
             runners = service("hubml-runners", "hubml.extensions.jobs.runnerd")
             runners.pop("user", None)
             services.append(runners)
     if settings.apps.enabled:
-        services.append(service("apps", "hubml.extensions.apps.service",
-                                **user_facing("apps", "Gradio apps published from notebooks, shared as links")))
+        services.append(
+            service(
+                "apps",
+                "hubml.extensions.apps.service",
+                **user_facing("apps", "Gradio apps published from notebooks, shared as links"),
+            )
+        )
         user_services.append("apps")
         # apps are the owners' named servers: the service starts/stops them and shares them, and
         # reads an app.py from its owner's server with a token it mints for the owner
-        roles.append({"name": "hubml-apps", "services": ["apps"], "scopes": [
-            "servers", "shares", "read:users", "read:users:shares", "read:groups", "read:groups:shares",
-            "list:users", "list:groups", "tokens",
-            *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
-        ]})
+        roles.append(
+            {
+                "name": "hubml-apps",
+                "services": ["apps"],
+                "scopes": [
+                    "servers",
+                    "shares",
+                    "read:users",
+                    "read:users:shares",
+                    "read:groups",
+                    "read:groups:shares",
+                    "list:users",
+                    "list:groups",
+                    "tokens",
+                    *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+                ],
+            }
+        )
         c.JupyterHub.allow_named_servers = True
     access = [f"access:services!service={name}" for name in user_services]
     roles.append({"name": "user", "scopes": ["self", *access]})
@@ -315,11 +369,20 @@ def prepare_host(settings: Settings) -> None:
     os.umask(0o077)
     run_dir = settings.data_dir / accounts.RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
-    platform = accounts.ensure_account(accounts.PLATFORM_ACCOUNT, run_dir, system=True, home=accounts.PLATFORM_HOME)
+    platform = accounts.ensure_account(
+        accounts.PLATFORM_ACCOUNT, run_dir, system=True, home=accounts.PLATFORM_HOME
+    )
     accounts.harden_data_dir(settings.data_dir, platform)
-    reach = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent,
-             settings.data_dir.resolve()}
+    reach = {
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        Path(sys.executable).resolve().parent,
+        settings.data_dir.resolve(),
+    }
     for path in sorted(reach):
         for changed in accounts.make_traversable(path):
-            print(f"hubml: made {changed} traversable (o+x) so users' servers can reach {path}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"hubml: made {changed} traversable (o+x) so users' servers can reach {path}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -71,10 +71,20 @@ def _run(coro):
 
 def offline_user(settings: Settings, username: str):
     """What the spawner reads of a hub user, with groups as declared in settings."""
-    groups = [SimpleNamespace(name=g) for g, members in settings.auth.groups.items() if username in members]
+    groups = [
+        SimpleNamespace(name=g)
+        for g, members in settings.auth.groups.items()
+        if username in members
+    ]
     return SimpleNamespace(
-        name=username, id=0, url=f"/user/{username}/", escaped_name=username, groups=groups,
-        server=None, settings={}, orm_user=None,
+        name=username,
+        id=0,
+        url=f"/user/{username}/",
+        escaped_name=username,
+        groups=groups,
+        server=None,
+        settings={},
+        orm_user=None,
     )
 
 
@@ -94,7 +104,9 @@ def _valid(settings: Settings, slug: str):
     return profile
 
 
-async def make_spawner(settings: Settings, profile_slug: str, username: str, app: str | None = None):
+async def make_spawner(
+    settings: Settings, profile_slug: str, username: str, app: str | None = None
+):
     """A throwaway HubmlKubeSpawner with ``profile_slug`` applied the way a spawn applies it."""
     from jupyterhub.objects import Hub
     from tornado import web
@@ -109,19 +121,30 @@ async def make_spawner(settings: Settings, profile_slug: str, username: str, app
     c.Spawner.environment = spawner_environment(settings, topo)
     configure_kubespawner(c, settings, topo)
     # an app is a named server: the spawner reads its name from the hub's record of it
-    named = {"orm_spawner": SimpleNamespace(name=f"app-{app}", user=None, server=None, state=None)} if app else {}
+    named = (
+        {"orm_spawner": SimpleNamespace(name=f"app-{app}", user=None, server=None, state=None)}
+        if app
+        else {}
+    )
     spawner = HubmlKubeSpawner(
-        config=c, user=offline_user(settings, username), hub=Hub(ip="hub", port=8081, base_url="/hub/"), **named
+        config=c,
+        user=offline_user(settings, username),
+        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
+        **named,
     )
     spawner.api_token = TOKEN_PLACEHOLDER
     try:
-        await spawner._run_apply_user_options({"profile": profile_slug, **({"app": app} if app else {})})
+        await spawner._run_apply_user_options(
+            {"profile": profile_slug, **({"app": app} if app else {})}
+        )
     except web.HTTPError as e:
         raise ManifestError(getattr(e, "jupyterhub_message", None) or e.log_message) from None
     return spawner
 
 
-def pod_manifest(settings: Settings, profile_slug: str, username: str, app: str | None = None) -> dict:
+def pod_manifest(
+    settings: Settings, profile_slug: str, username: str, app: str | None = None
+) -> dict:
     """The pod KubeSpawner would create for ``username`` on ``profile_slug`` (or for their
     published app ``app``), as a plain dict."""
     _valid(settings, profile_slug)

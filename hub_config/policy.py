@@ -37,11 +37,15 @@ def overdue_reason(server: dict, profile: Profile | None, now: datetime) -> str 
     if profile.max_runtime and started:
         ran = (now - started).total_seconds()
         if ran >= profile.max_runtime:
-            return f"ran {ran:.0f} s, past {profile.slug}'s maximum runtime of {profile.max_runtime} s"
+            return (
+                f"ran {ran:.0f} s, past {profile.slug}'s maximum runtime of {profile.max_runtime} s"
+            )
     if profile.idle_timeout and active:
         idle = (now - active).total_seconds()
         if idle >= profile.idle_timeout:
-            return f"idle {idle:.0f} s, past {profile.slug}'s idle timeout of {profile.idle_timeout} s"
+            return (
+                f"idle {idle:.0f} s, past {profile.slug}'s idle timeout of {profile.idle_timeout} s"
+            )
     return None
 
 
@@ -74,12 +78,18 @@ async def enforce_once(hub, profiles: dict[str, Profile], default: Profile, now=
         reason = overdue_reason(server, profile, now)
         if reason:
             log.info("stopping %s/%s: %s", user, name, reason)
-            path = f"users/{quote(user)}/servers/{quote(name)}" if name else f"users/{quote(user)}/server"
+            path = (
+                f"users/{quote(user)}/servers/{quote(name)}"
+                if name
+                else f"users/{quote(user)}/server"
+            )
             code, answer = await hub.request("DELETE", path)
             if code in (202, 204):
                 stopped.append((user, name, reason))
             else:
-                log.warning("could not stop %s/%s: HTTP %s %s", user, name, code, answer.get("message"))
+                log.warning(
+                    "could not stop %s/%s: HTTP %s %s", user, name, code, answer.get("message")
+                )
     return stopped
 
 

@@ -368,7 +368,10 @@ def _semantic_problems(data: dict) -> list[tuple[tuple, str]]:
         slug = p.get("slug")
         if slug in seen:
             problems.append(
-                (("profiles", i, "slug"), f"duplicate slug {slug!r} (also profiles[{seen[slug]}]); slugs must be unique")
+                (
+                    ("profiles", i, "slug"),
+                    f"duplicate slug {slug!r} (also profiles[{seen[slug]}]); slugs must be unique",
+                )
             )
         else:
             seen[slug] = i
@@ -385,15 +388,20 @@ def _semantic_problems(data: dict) -> list[tuple[tuple, str]]:
             defaults.append(i)
     if len(defaults) > 1:
         problems.append(
-            (("profiles", defaults[1], "default"), f"only one profile may be the default (profiles{defaults})")
+            (
+                ("profiles", defaults[1], "default"),
+                f"only one profile may be the default (profiles{defaults})",
+            )
         )
     hub = data.get("hub") or {}
     if hub.get("spawner") == "kubernetes" and not hub.get("public_url"):
-        problems.append((
-            ("hub", "public_url"),
-            "required with hub.spawner kubernetes: the URL people open, e.g. https://hub.example.org, "
-            "with wildcard DNS and TLS for *.hub.example.org (users' and services' own origins)",
-        ))
+        problems.append(
+            (
+                ("hub", "public_url"),
+                "required with hub.spawner kubernetes: the URL people open, e.g. https://hub.example.org, "
+                "with wildcard DNS and TLS for *.hub.example.org (users' and services' own origins)",
+            )
+        )
     inventory = (data.get("gpus") or {}).get("inventory")
     if isinstance(inventory, list):
         indices = [d.get("index") for d in inventory if isinstance(d, dict)]

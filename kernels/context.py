@@ -57,12 +57,16 @@ def kernel_id() -> str:
 def _server_url() -> str:
     url = os.environ.get("JUPYTERHUB_SERVICE_URL")
     if not url:
-        raise ContextUnavailable("JUPYTERHUB_SERVICE_URL is not set: this kernel is not in a hub server")
+        raise ContextUnavailable(
+            "JUPYTERHUB_SERVICE_URL is not set: this kernel is not in a hub server"
+        )
     return url if url.endswith("/") else url + "/"
 
 
 def _server_get(url: str, timeout: float, what: str) -> dict:
-    req = urllib.request.Request(url, headers={"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"})
+    req = urllib.request.Request(
+        url, headers={"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())

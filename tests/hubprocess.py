@@ -96,11 +96,19 @@ class RunningHub:
         # (by the hub's loopback address: Python's cookie jar mangles the host name "localhost")
         s = self.browser_session()
         form = s.get(f"{self.url}hub/signup", timeout=30)
-        r = s.post(f"{self.url}hub/signup", timeout=30, data={
-            "username": name, "signup_password": password, "signup_password_confirmation": password,
-            "_xsrf": _xsrf(form.text),
-        })
-        assert r.status_code == 200 and ("sent to the admin" in r.text or "successful" in r.text), r.text[-2000:]
+        r = s.post(
+            f"{self.url}hub/signup",
+            timeout=30,
+            data={
+                "username": name,
+                "signup_password": password,
+                "signup_password_confirmation": password,
+                "_xsrf": _xsrf(form.text),
+            },
+        )
+        assert r.status_code == 200 and ("sent to the admin" in r.text or "successful" in r.text), (
+            r.text[-2000:]
+        )
         if approve:
             self.approve(name)
         self.passwords[name] = password
@@ -125,8 +133,11 @@ class RunningHub:
         s = self.browser_session()
         password = (self.data_dir / "admin-password").read_text().strip()
         form = s.get(f"{self.url}hub/login", timeout=30)
-        r = s.post(f"{self.url}hub/login", data={"username": "admin", "password": password, "_xsrf": _xsrf(form.text)},
-                   timeout=30)
+        r = s.post(
+            f"{self.url}hub/login",
+            data={"username": "admin", "password": password, "_xsrf": _xsrf(form.text)},
+            timeout=30,
+        )
         assert r.status_code == 200 and "/hub/login" not in r.url, r.text[-1000:]
         return s
 
@@ -134,7 +145,9 @@ class RunningHub:
         s = self.admin_session()
         page = s.get(f"{self.url}hub/authorize/{quote(name)}", timeout=30)
         assert page.status_code == 200, page.text[-1000:]
-        r = s.post(f"{self.url}hub/authorize/{quote(name)}", data={"_xsrf": _xsrf(page.text)}, timeout=30)
+        r = s.post(
+            f"{self.url}hub/authorize/{quote(name)}", data={"_xsrf": _xsrf(page.text)}, timeout=30
+        )
         assert r.status_code == 200, r.text[-1000:]
 
     def api(self, method, path, token=None, **kw) -> requests.Response:
@@ -237,7 +250,13 @@ def start_hub(
     log_path = data_dir / "hub.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config or ROOT / "jupyterhub_config.py")],
+            [
+                sys.executable,
+                "-m",
+                "jupyterhub",
+                "-f",
+                str(config or ROOT / "jupyterhub_config.py"),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -22,14 +22,22 @@ def notebook(*cells: str, params: str | None = None) -> dict:
         nb_cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
     nb_cells += [nbformat.v4.new_code_cell(c) for c in cells]
     nb = nbformat.v4.new_notebook(cells=nb_cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
 def put_notebook(hub, user: str, token: str, name: str, nb: dict) -> None:
     """Save ``nb`` as ``name`` in ``user``'s home through their running server."""
-    r = requests.put(hub.user_url(user) + f"api/contents/{name}", json={"type": "notebook", "content": nb},
-                     headers={"Authorization": f"token {token}"}, timeout=30)
+    r = requests.put(
+        hub.user_url(user) + f"api/contents/{name}",
+        json={"type": "notebook", "content": nb},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
     assert r.status_code in (200, 201), r.text
 
 

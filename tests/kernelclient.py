@@ -21,34 +21,68 @@ class ServerKernel:
         self.path = path
         nb = {
             "cells": [
-                {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
+                {
+                    "cell_type": "code",
+                    "metadata": {},
+                    "source": src,
+                    "outputs": [],
+                    "execution_count": None,
+                }
                 for src in (cells or [])
             ],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "metadata": {
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
             "nbformat": 4,
             "nbformat_minor": 5,
         }
-        r = requests.put(f"{self.base}api/contents/{path}", json={"type": "notebook", "content": nb},
-                         headers=self.headers, timeout=30)
+        r = requests.put(
+            f"{self.base}api/contents/{path}",
+            json={"type": "notebook", "content": nb},
+            headers=self.headers,
+            timeout=30,
+        )
         r.raise_for_status()
-        r = requests.post(f"{self.base}api/sessions", json={"path": path, "type": "notebook", "name": path,
-                                                             "kernel": {"name": "python3"}},
-                          headers=self.headers, timeout=60)
+        r = requests.post(
+            f"{self.base}api/sessions",
+            json={"path": path, "type": "notebook", "name": path, "kernel": {"name": "python3"}},
+            headers=self.headers,
+            timeout=60,
+        )
         r.raise_for_status()
         self.session = r.json()
         self.kernel_id = self.session["kernel"]["id"]
         ws_url = self.base.replace("http", "ws", 1) + f"api/kernels/{self.kernel_id}/channels"
-        self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=120)
+        self.ws = websocket.create_connection(
+            ws_url, header=[f"Authorization: token {token}"], timeout=120
+        )
 
     def execute(self, code: str, timeout: float = 120) -> str:
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
-        }))
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "username": "test",
+                        "session": uuid.uuid4().hex,
+                        "msg_type": "execute_request",
+                        "version": "5.3",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         out, error = [], None
         self.ws.settimeout(timeout)
         while True:
@@ -70,4 +104,6 @@ class ServerKernel:
 
     def close(self):
         self.ws.close()
-        requests.delete(f"{self.base}api/sessions/{self.session['id']}", headers=self.headers, timeout=30)
+        requests.delete(
+            f"{self.base}api/sessions/{self.session['id']}", headers=self.headers, timeout=30
+        )

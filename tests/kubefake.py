@@ -46,8 +46,15 @@ def _matches(labels: dict, selector: str) -> bool:
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class Pod:
@@ -58,20 +65,35 @@ class Pod:
         self.container = template["spec"]["containers"][0]
         self.grace = template["spec"].get("terminationGracePeriodSeconds", 30)
         self.obj = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{name}-{secrets.token_hex(3)}", "namespace": job["metadata"]["namespace"],
-                         "creationTimestamp": _now(), "uid": str(uuid.uuid4()),
-                         "labels": {**template["metadata"].get("labels", {}), "job-name": name,
-                                    "batch.kubernetes.io/job-name": name}},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name}-{secrets.token_hex(3)}",
+                "namespace": job["metadata"]["namespace"],
+                "creationTimestamp": _now(),
+                "uid": str(uuid.uuid4()),
+                "labels": {
+                    **template["metadata"].get("labels", {}),
+                    "job-name": name,
+                    "batch.kubernetes.io/job-name": name,
+                },
+            },
             "spec": template["spec"],
-            "status": {"phase": "Running", "containerStatuses": [self._container_status({"running": {"startedAt": _now()}})]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [self._container_status({"running": {"startedAt": _now()}})],
+            },
         }
         env = {e["name"]: e["value"] for e in self.container.get("env", []) if "value" in e}
         user = env.get("JUPYTERHUB_USER", "jovyan")
         home = cluster.homes / user
         home.mkdir(parents=True, exist_ok=True)
-        env.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-                   HOME=str(home), HOSTNAME=self.obj["metadata"]["name"], PYTHONUNBUFFERED="1")
+        env.update(
+            PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+            HOME=str(home),
+            HOSTNAME=self.obj["metadata"]["name"],
+            PYTHONUNBUFFERED="1",
+        )
         self.env = env
         self.log_path = cluster.logs / f"{self.obj['metadata']['name']}.log"
         self.log_path.touch()
@@ -79,18 +101,37 @@ class Pod:
         self.reason: str | None = None  # set when we killed it (OOMKilled, DeadlineExceeded)
         self.proc = None
         if cluster.unschedulable:  # no node fits: the pod waits, nothing runs
-            self.obj["status"] = {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": cluster.unschedulable}]}
+            self.obj["status"] = {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": cluster.unschedulable,
+                    }
+                ],
+            }
             return
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*self.container["command"], *self.container.get("args", [])], env=env, cwd=home,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [*self.container["command"], *self.container.get("args", [])],
+                env=env,
+                cwd=home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def _container_status(self, state: dict) -> dict:
-        return {"name": self.container["name"], "image": self.container.get("image", ""), "imageID": "",
-                "ready": "running" in state, "restartCount": 0, "state": state}
+        return {
+            "name": self.container["name"],
+            "image": self.container.get("image", ""),
+            "imageID": "",
+            "ready": "running" in state,
+            "restartCount": 0,
+            "state": state,
+        }
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -99,7 +140,10 @@ class Pod:
         if self.proc is None:
             return
         with contextlib.suppress(psutil.Error):
-            self.tree |= {psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)}
+            self.tree |= {
+                psutil.Process(self.proc.pid),
+                *psutil.Process(self.proc.pid).children(recursive=True),
+            }
 
     def signal(self, sig: int) -> None:
         if self.proc is None:
@@ -115,8 +159,20 @@ class Pod:
 
     def ended(self, rc: int) -> None:
         reason = self.reason or ("Completed" if rc == 0 else "Error")
-        self.obj["status"] = {"phase": "Succeeded" if rc == 0 else "Failed", "containerStatuses": [self._container_status(
-            {"terminated": {"exitCode": rc if rc >= 0 else 128 - rc, "reason": reason, "finishedAt": _now()}})]}
+        self.obj["status"] = {
+            "phase": "Succeeded" if rc == 0 else "Failed",
+            "containerStatuses": [
+                self._container_status(
+                    {
+                        "terminated": {
+                            "exitCode": rc if rc >= 0 else 128 - rc,
+                            "reason": reason,
+                            "finishedAt": _now(),
+                        }
+                    }
+                )
+            ],
+        }
 
 
 class FakeCluster:
@@ -144,24 +200,34 @@ class FakeCluster:
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         self._ready.wait(10)
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
-            "users": [{"name": "fake", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        }))
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [
+                        {"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}
+                    ],
+                    "users": [{"name": "fake", "user": {"token": TOKEN}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                }
+            )
+        )
         return self
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        app = web.Application([
-            (r"/apis/batch/v1/namespaces/([^/]+)/jobs", JobsHandler, {"cluster": self}),
-            (r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", JobHandler, {"cluster": self}),
-            (r"/api/v1/namespaces/([^/]+)/pods", PodsHandler, {"cluster": self}),
-            (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", PodLogHandler, {"cluster": self}),
-        ])
+        app = web.Application(
+            [
+                (r"/apis/batch/v1/namespaces/([^/]+)/jobs", JobsHandler, {"cluster": self}),
+                (r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", JobHandler, {"cluster": self}),
+                (r"/api/v1/namespaces/([^/]+)/pods", PodsHandler, {"cluster": self}),
+                (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", PodLogHandler, {"cluster": self}),
+            ]
+        )
         server = app.listen(0, address="127.0.0.1")
         self.port = next(iter(server._sockets.values())).getsockname()[1]
         self._server = server
@@ -197,17 +263,31 @@ class FakeCluster:
                     if job["obj"]["metadata"].get("deletionTimestamp"):
                         del self.jobs[(ns, name)]
                         self.pods.pop(name, None)
-                    elif name in self.deadlines and now > self.deadlines[name] and "done" not in job:
+                    elif (
+                        name in self.deadlines and now > self.deadlines[name] and "done" not in job
+                    ):
                         job["done"] = True
-                        job["obj"]["status"].update(failed=1, conditions=[{
-                            "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                            "message": "Job was active longer than specified deadline"}])
+                        job["obj"]["status"].update(
+                            failed=1,
+                            conditions=[
+                                {
+                                    "type": "Failed",
+                                    "status": "True",
+                                    "reason": "DeadlineExceeded",
+                                    "message": "Job was active longer than specified deadline",
+                                }
+                            ],
+                        )
                     continue
                 if pod.proc.poll() is None:
                     pod.remember_tree()
                     if name in self.stopping and now > self.stopping[name]:
                         pod.kill_all()
-                    elif name in self.deadlines and now > self.deadlines[name] and "finished" not in job:
+                    elif (
+                        name in self.deadlines
+                        and now > self.deadlines[name]
+                        and "finished" not in job
+                    ):
                         pod.reason = "DeadlineExceeded"
                         job["finished"] = "DeadlineExceeded"
                         pod.signal(signal.SIGTERM)
@@ -222,14 +302,35 @@ class FakeCluster:
                     status = job["obj"]["status"]
                     status["startTime"] = status.get("startTime") or _now()
                     if job.get("finished") == "DeadlineExceeded":
-                        status.update(failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                                                             "message": "Job was active longer than specified deadline"}])
+                        status.update(
+                            failed=1,
+                            conditions=[
+                                {
+                                    "type": "Failed",
+                                    "status": "True",
+                                    "reason": "DeadlineExceeded",
+                                    "message": "Job was active longer than specified deadline",
+                                }
+                            ],
+                        )
                     elif pod.proc.returncode == 0:
-                        status.update(succeeded=1, completionTime=_now(),
-                                      conditions=[{"type": "Complete", "status": "True"}])
+                        status.update(
+                            succeeded=1,
+                            completionTime=_now(),
+                            conditions=[{"type": "Complete", "status": "True"}],
+                        )
                     else:
-                        status.update(failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                                             "message": "Job has reached the specified backoff limit"}])
+                        status.update(
+                            failed=1,
+                            conditions=[
+                                {
+                                    "type": "Failed",
+                                    "status": "True",
+                                    "reason": "BackoffLimitExceeded",
+                                    "message": "Job has reached the specified backoff limit",
+                                }
+                            ],
+                        )
                 if job["obj"]["metadata"].get("deletionTimestamp"):  # foreground deletion completes
                     del self.jobs[(ns, name)]
                     self.pods.pop(name, None)
@@ -280,8 +381,11 @@ class JobsHandler(_Base):
     def get(self, ns):
         selector = self.get_argument("labelSelector", "")
         with self.cluster.lock:
-            items = [j["obj"] for (n, _), j in self.cluster.jobs.items()
-                     if n == ns and _matches(j["obj"]["metadata"].get("labels", {}), selector)]
+            items = [
+                j["obj"]
+                for (n, _), j in self.cluster.jobs.items()
+                if n == ns and _matches(j["obj"]["metadata"].get("labels", {}), selector)
+            ]
         self.send({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": items})
 
     def post(self, ns):
@@ -292,7 +396,11 @@ class JobsHandler(_Base):
         if obj.get("kind") != "Job" or not name:
             self.fail(422, "Invalid", "a Job with metadata.name is required")
         if obj["metadata"].get("namespace", ns) != ns:
-            self.fail(400, "BadRequest", "the namespace of the object does not match the namespace on the request")
+            self.fail(
+                400,
+                "BadRequest",
+                "the namespace of the object does not match the namespace on the request",
+            )
         with self.cluster.lock:
             if (ns, name) in self.cluster.jobs:
                 self.fail(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
@@ -318,7 +426,9 @@ class JobHandler(_Base):
 
     def delete(self, ns, name):
         options = json.loads(self.request.body) if self.request.body else {}
-        policy = self.get_argument("propagationPolicy", options.get("propagationPolicy", "Background"))
+        policy = self.get_argument(
+            "propagationPolicy", options.get("propagationPolicy", "Background")
+        )
         grace = self.get_argument("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         with self.cluster.lock:
             job = self.cluster.jobs.get((ns, name))
@@ -328,9 +438,13 @@ class JobHandler(_Base):
             if pod is not None and pod.running():
                 pod.signal(signal.SIGTERM)
                 wait = pod.grace if grace is None else int(grace)
-                self.cluster.stopping[name] = min(self.cluster.stopping.get(name, float("inf")), time.monotonic() + wait)
+                self.cluster.stopping[name] = min(
+                    self.cluster.stopping.get(name, float("inf")), time.monotonic() + wait
+                )
             if policy == "Foreground" and pod is not None and pod.running():
-                job["obj"]["metadata"].update(deletionTimestamp=_now(), finalizers=["foregroundDeletion"])
+                job["obj"]["metadata"].update(
+                    deletionTimestamp=_now(), finalizers=["foregroundDeletion"]
+                )
             else:
                 del self.cluster.jobs[(ns, name)]
                 if pod is not None and not pod.running():
@@ -342,15 +456,21 @@ class PodsHandler(_Base):
     def get(self, ns):
         selector = self.get_argument("labelSelector", "")
         with self.cluster.lock:
-            items = [p.obj for p in self.cluster.pods.values()
-                     if p.obj["metadata"]["namespace"] == ns and _matches(p.obj["metadata"]["labels"], selector)]
+            items = [
+                p.obj
+                for p in self.cluster.pods.values()
+                if p.obj["metadata"]["namespace"] == ns
+                and _matches(p.obj["metadata"]["labels"], selector)
+            ]
         self.send({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
 
 
 class PodLogHandler(_Base):
     def get(self, ns, name):
         with self.cluster.lock:
-            pod = next((p for p in self.cluster.pods.values() if p.obj["metadata"]["name"] == name), None)
+            pod = next(
+                (p for p in self.cluster.pods.values() if p.obj["metadata"]["name"] == name), None
+            )
         if pod is None:
             self.fail(404, "NotFound", f'pods "{name}" not found')
         self.set_header("Content-Type", "text/plain")

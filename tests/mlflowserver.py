@@ -16,7 +16,13 @@ from tests.hubprocess import free_port
 
 class RunningMLflow:
     def __init__(self, proc, url, data_dir, log_path, port):
-        self.proc, self.url, self.data_dir, self.log_path, self.port = proc, url, data_dir, log_path, port
+        self.proc, self.url, self.data_dir, self.log_path, self.port = (
+            proc,
+            url,
+            data_dir,
+            log_path,
+            port,
+        )
 
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
@@ -41,12 +47,25 @@ def start_mlflow(data_dir: Path, port: int | None = None, timeout: float = 60) -
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow.db'}",
-                "--artifacts-destination", str(data_dir / "artifacts"),
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{data_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(data_dir / "artifacts"),
             ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = RunningMLflow(proc, f"http://127.0.0.1:{port}", data_dir, log_path, port)
     deadline = time.monotonic() + timeout

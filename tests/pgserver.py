@@ -35,23 +35,56 @@ class PostgresServer:
             pwd.getpwnam("postgres")
             shutil.chown(self.root, "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*self.as_user, _bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *self.as_user,
+                _bin("initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.log = self.root / "postgres.log"
-        subprocess.run([*self.as_user, _bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o",
-                        f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                *self.as_user,
+                _bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def create_database(self, name: str) -> str:
-        subprocess.run([_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+            check=True,
+            capture_output=True,
+        )
         return f"127.0.0.1:{self.port}/{name}"
 
     def url(self, name: str, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        subprocess.run([*self.as_user, _bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*self.as_user, _bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+        )
         time.sleep(0.1)
         shutil.rmtree(self.root, ignore_errors=True)

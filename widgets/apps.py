@@ -33,10 +33,17 @@ class AppsClient:
         import requests
 
         if not self.base.startswith("http"):
-            raise AppsAPIError(0, "no apps service is configured for this server (HUBML_APPS_URL is not set)")
+            raise AppsAPIError(
+                0, "no apps service is configured for this server (HUBML_APPS_URL is not set)"
+            )
         try:
-            resp = requests.request(method, self.base + path, json=body, timeout=180,
-                                    headers={"Authorization": f"token {self.token}"})
+            resp = requests.request(
+                method,
+                self.base + path,
+                json=body,
+                timeout=180,
+                headers={"Authorization": f"token {self.token}"},
+            )
         except requests.RequestException as e:
             raise AppsAPIError(0, f"the apps service did not answer ({type(e).__name__})") from None
         try:
@@ -44,7 +51,9 @@ class AppsClient:
         except ValueError:
             data = {"message": resp.text[:300]}
         if resp.status_code >= 400:
-            raise AppsAPIError(resp.status_code, data.get("message", resp.reason), data.get("log_tail", ""))
+            raise AppsAPIError(
+                resp.status_code, data.get("message", resp.reason), data.get("log_tail", "")
+            )
         return data
 
 
@@ -81,7 +90,9 @@ def make_demo(target, inputs="text", outputs="text"):
         return namespace["demo"]
     if callable(target):
         return gr.Interface(fn=target, inputs=inputs, outputs=outputs, flagging_mode="never")
-    raise TypeError("try_app takes a function, a Gradio Blocks/Interface, or 'models:/<name>@<alias>'")
+    raise TypeError(
+        "try_app takes a function, a Gradio Blocks/Interface, or 'models:/<name>@<alias>'"
+    )
 
 
 def try_app(target, inputs="text", outputs="text", height: int = 520):
@@ -131,12 +142,17 @@ def try_app(target, inputs="text", outputs="text", height: int = 520):
 def apps_html(listing: dict) -> str:
     def row(app, mine: bool) -> str:
         access = app.get("access") or {}
-        who = ", ".join([*access.get("users", []), *[f"group {g}" for g in access.get("groups", [])]])
+        who = ", ".join(
+            [*access.get("users", []), *[f"group {g}" for g in access.get("groups", [])]]
+        )
         links = [s for s in app.get("shares", []) if s["kind"] == "link"]
         if links:
             who = (who + ", " if who else "") + f"{len(links)} link(s)"
-        last = f"{html.escape(app['last_used_by'])} at {html.escape(app['last_used_at'][:16].replace('T', ' '))}" \
-            if app.get("last_used_by") else "–"
+        last = (
+            f"{html.escape(app['last_used_by'])} at {html.escape(app['last_used_at'][:16].replace('T', ' '))}"
+            if app.get("last_used_by")
+            else "–"
+        )
         return (
             f"<tr class='hubml-app-row' data-app='{html.escape(app['name'])}' data-status='{html.escape(app['status'])}'>"
             f"<td><a class='hubml-app-link' href='{html.escape(app['url'])}' target='_blank'>"
@@ -144,22 +160,37 @@ def apps_html(listing: dict) -> str:
             f"<td>{html.escape(who or ('only you' if mine else ''))}</td><td>{last}</td></tr>"
         )
 
-    rows = [row(a, True) for a in listing.get("apps", [])] + [row(a, False) for a in listing.get("shared_with_me", [])]
+    rows = [row(a, True) for a in listing.get("apps", [])] + [
+        row(a, False) for a in listing.get("shared_with_me", [])
+    ]
     if not rows:
         return "<i>No apps yet.</i>"
-    return ("<table class='hubml-apps' style='border-collapse:collapse'><tr><th>app</th><th>owner</th><th>status</th>"
-            "<th>access</th><th>last used</th></tr>" + "".join(rows) + "</table>")
+    return (
+        "<table class='hubml-apps' style='border-collapse:collapse'><tr><th>app</th><th>owner</th><th>status</th>"
+        "<th>access</th><th>last used</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 class AppsPanel(w.VBox):
     """Publish this notebook's demo as an app and share it."""
 
-    def __init__(self, source: str | None = None, model: str | None = None, name: str = "",
-                 client: AppsClient | None = None):
+    def __init__(
+        self,
+        source: str | None = None,
+        model: str | None = None,
+        name: str = "",
+        client: AppsClient | None = None,
+    ):
         self.client = client or AppsClient()
         self.name = w.Text(value=name, description="App name", placeholder="e.g. churn-demo")
-        self.source = w.Text(value=source or "", description="app.py", placeholder="path in your home, defines `demo`")
-        self.model = w.Text(value=model or "", description="or model", placeholder="models:/<name>@<alias>")
+        self.source = w.Text(
+            value=source or "",
+            description="app.py",
+            placeholder="path in your home, defines `demo`",
+        )
+        self.model = w.Text(
+            value=model or "", description="or model", placeholder="models:/<name>@<alias>"
+        )
         self.profile = w.Text(value="", description="Profile", placeholder="default: smallest CPU")
         self.try_button = w.Button(description="Try", icon="play")
         self.try_output = w.Output()
@@ -167,8 +198,13 @@ class AppsPanel(w.VBox):
         self.status = w.HTML("")
         self.share_users = w.Text(description="Users", placeholder="bob, carol")
         self.share_groups = w.Text(description="Groups", placeholder="reviewers")
-        self.expiry_h = w.BoundedFloatText(value=0, min=0, max=24 * 365, description="Expires (h)",
-                                           tooltip="0: no expiry (a link always expires, default 24 h)")
+        self.expiry_h = w.BoundedFloatText(
+            value=0,
+            min=0,
+            max=24 * 365,
+            description="Expires (h)",
+            tooltip="0: no expiry (a link always expires, default 24 h)",
+        )
         self.share_button = w.Button(description="Share", icon="share")
         self.shares = w.VBox([])
         self.listing = w.HTML("")
@@ -184,22 +220,43 @@ class AppsPanel(w.VBox):
         self.stop_button.on_click(lambda _: self._act("POST", "stop"))
         self.delete_button.on_click(lambda _: self._act("DELETE", None))
         self.logs_button.on_click(lambda _: self.show_logs())
-        super().__init__([
-            w.HTML("<b>Publish a Gradio app</b> <small>(runs on the hub behind its login; keeps running when this "
-                   "notebook's kernel and server stop)</small>"),
-            self.name, self.source, self.model, self.profile, w.HBox([self.try_button, self.publish_button]),
-            self.status, self.try_output,
-            w.HTML("<b>Share</b> <small>(users or groups by name; neither: a link anyone signed in can accept)</small>"),
-            w.HBox([self.share_users, self.share_groups, self.expiry_h]), self.share_button, self.shares,
-            w.HTML("<b>Apps</b>"), w.HBox([self.refresh_button, self.stop_button, self.delete_button, self.logs_button]),
-            self.listing, self.logs,
-        ])
+        super().__init__(
+            [
+                w.HTML(
+                    "<b>Publish a Gradio app</b> <small>(runs on the hub behind its login; keeps running when this "
+                    "notebook's kernel and server stop)</small>"
+                ),
+                self.name,
+                self.source,
+                self.model,
+                self.profile,
+                w.HBox([self.try_button, self.publish_button]),
+                self.status,
+                self.try_output,
+                w.HTML(
+                    "<b>Share</b> <small>(users or groups by name; neither: a link anyone signed in can accept)</small>"
+                ),
+                w.HBox([self.share_users, self.share_groups, self.expiry_h]),
+                self.share_button,
+                self.shares,
+                w.HTML("<b>Apps</b>"),
+                w.HBox(
+                    [self.refresh_button, self.stop_button, self.delete_button, self.logs_button]
+                ),
+                self.listing,
+                self.logs,
+            ]
+        )
         self.add_class("hubml-apps-panel")
         threading.Thread(target=self.refresh, daemon=True).start()
 
     def _say(self, message: str, kind: str = "info", extra: str = "") -> None:
         colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
-        pre = f"<pre style='max-height:14em;overflow:auto'>{html.escape(extra)}</pre>" if extra else ""
+        pre = (
+            f"<pre style='max-height:14em;overflow:auto'>{html.escape(extra)}</pre>"
+            if extra
+            else ""
+        )
         self.status.value = f"<span class='hubml-status-{kind}' style='color:{colour}'>{html.escape(message)}</span>{pre}"
 
     def try_here(self):
@@ -226,7 +283,11 @@ class AppsPanel(w.VBox):
 
     def publish(self) -> dict | None:
         source = self.source.value.strip() or None
-        body = {"name": self.name.value.strip(), "source": source, "model": self.model.value.strip() or None}
+        body = {
+            "name": self.name.value.strip(),
+            "source": source,
+            "model": self.model.value.strip() or None,
+        }
         if self.profile.value.strip():
             body["profile"] = self.profile.value.strip()
         if source:
@@ -245,23 +306,30 @@ class AppsPanel(w.VBox):
         finally:
             self.publish_button.disabled = False
         link = app["url"]
-        self.status.value = (f"<span class='hubml-status-ok' style='color:#116329'>Published: "
-                             f"<a class='hubml-published-link' href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>"
-                             "</span>")
+        self.status.value = (
+            f"<span class='hubml-status-ok' style='color:#116329'>Published: "
+            f"<a class='hubml-published-link' href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>"
+            "</span>"
+        )
         self.refresh()
         return app
 
     def share(self) -> dict | None:
         users = [u.strip() for u in self.share_users.value.split(",") if u.strip()]
         groups = [g.strip() for g in self.share_groups.value.split(",") if g.strip()]
-        body = {"users": users, "groups": groups,
-                "expires_in_s": int(self.expiry_h.value * 3600) if self.expiry_h.value else None}
+        body = {
+            "users": users,
+            "groups": groups,
+            "expires_in_s": int(self.expiry_h.value * 3600) if self.expiry_h.value else None,
+        }
         try:
             result = self.client.request("POST", f"apps/{self.name.value.strip()}/shares", body)
         except AppsAPIError as e:
             self._say(str(e), "error")
             return None
-        self._say(f"Shared: {', '.join((s.get('target') or 'link') for s in result['shares'])}", "ok")
+        self._say(
+            f"Shared: {', '.join((s.get('target') or 'link') for s in result['shares'])}", "ok"
+        )
         self.refresh()
         return result
 
@@ -286,9 +354,14 @@ class AppsPanel(w.VBox):
         import requests
 
         try:
-            resp = requests.get(f"{self.client.base}apps/{self.name.value.strip()}/logs", timeout=30,
-                                headers={"Authorization": f"token {self.client.token}"})
-            self.logs.value = f"<pre style='max-height:20em;overflow:auto'>{html.escape(resp.text[-8000:])}</pre>"
+            resp = requests.get(
+                f"{self.client.base}apps/{self.name.value.strip()}/logs",
+                timeout=30,
+                headers={"Authorization": f"token {self.client.token}"},
+            )
+            self.logs.value = (
+                f"<pre style='max-height:20em;overflow:auto'>{html.escape(resp.text[-8000:])}</pre>"
+            )
         except requests.RequestException as e:
             self.logs.value = html.escape(f"could not read the logs: {e}")
 
@@ -299,13 +372,21 @@ class AppsPanel(w.VBox):
             self.listing.value = f"<span style='color:#82071e'>{html.escape(str(e))}</span>"
             return
         self.listing.value = apps_html(listing)
-        mine = next((a for a in listing.get("apps", []) if a["name"] == self.name.value.strip()), None)
+        mine = next(
+            (a for a in listing.get("apps", []) if a["name"] == self.name.value.strip()), None
+        )
         rows = []
         for s in (mine or {}).get("shares", []):
             label = s["target"] if s["kind"] != "link" else f"link {s['url'] or ''}"
-            expiry = f" (until {s['expires_at'][:16].replace('T', ' ')} UTC)" if s.get("expires_at") else ""
+            expiry = (
+                f" (until {s['expires_at'][:16].replace('T', ' ')} UTC)"
+                if s.get("expires_at")
+                else ""
+            )
             button = w.Button(description="Revoke", layout=w.Layout(width="90px"))
             button.add_class("hubml-revoke")
             button.on_click(lambda _, sid=s["id"]: self.revoke(sid))
-            rows.append(w.HBox([w.HTML(f"{s['kind']}: {html.escape(label)}{html.escape(expiry)}"), button]))
+            rows.append(
+                w.HBox([w.HTML(f"{s['kind']}: {html.escape(label)}{html.escape(expiry)}"), button])
+            )
         self.shares.children = rows

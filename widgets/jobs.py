@@ -39,18 +39,34 @@ class JobsClient:
         base = base_url or os.environ.get("HUBML_JOBS_URL", "")
         if not base:
             tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
-            base = tracking.rsplit("/services/", 1)[0] + "/services/jobs" if "/services/" in tracking else ""
+            base = (
+                tracking.rsplit("/services/", 1)[0] + "/services/jobs"
+                if "/services/" in tracking
+                else ""
+            )
         self.base = base.rstrip("/") + "/api/"
-        self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.token = (
+            token
+            or os.environ.get("MLFLOW_TRACKING_TOKEN")
+            or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        )
 
     def request(self, method: str, path: str, body=None, params=None) -> dict:
         import requests
 
         if not self.base.startswith("http"):
-            raise JobsAPIError(0, "no jobs service is configured for this server (HUBML_JOBS_URL is not set)")
+            raise JobsAPIError(
+                0, "no jobs service is configured for this server (HUBML_JOBS_URL is not set)"
+            )
         try:
-            resp = requests.request(method, self.base + path, json=body, params=params, timeout=60,
-                                    headers={"Authorization": f"token {self.token}"})
+            resp = requests.request(
+                method,
+                self.base + path,
+                json=body,
+                params=params,
+                timeout=60,
+                headers={"Authorization": f"token {self.token}"},
+            )
         except requests.RequestException as e:
             raise JobsAPIError(0, f"the jobs service did not answer ({type(e).__name__})") from None
         try:
@@ -77,13 +93,22 @@ def _duration(s: float | None) -> str:
 def history_html(runs: list[dict]) -> str:
     if not runs:
         return "<i>No runs yet.</i>"
-    colours = {"succeeded": "#116329", "failed": "#82071e", "timed_out": "#82071e", "running": "#0550ae",
-               "queued": "#57606a", "cancelled": "#57606a", "skipped": "#57606a"}
+    colours = {
+        "succeeded": "#116329",
+        "failed": "#82071e",
+        "timed_out": "#82071e",
+        "running": "#0550ae",
+        "queued": "#57606a",
+        "cancelled": "#57606a",
+        "skipped": "#57606a",
+    }
     rows = []
     for r in runs:
         links = []
         if r["status"] not in ("queued", "skipped"):
-            links.append(f"<a class='hubml-run-html' href='{html.escape(r['links']['html'])}' target='_blank'>output</a>")
+            links.append(
+                f"<a class='hubml-run-html' href='{html.escape(r['links']['html'])}' target='_blank'>output</a>"
+            )
             links.append(f"<a href='{html.escape(r['links']['log'])}' target='_blank'>log</a>")
         if r.get("mlflow_run_id"):
             links.append(f"<a href='{html.escape(r['mlflow_url'])}' target='_blank'>MLflow run</a>")
@@ -98,7 +123,8 @@ def history_html(runs: list[dict]) -> str:
     return (
         "<table class='hubml-run-history' style='border-collapse:collapse'>"
         "<tr><th>started (UTC)</th><th>status</th><th>attempt</th><th>duration</th><th>cost</th><th></th></tr>"
-        + "".join(rows) + "</table>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
@@ -109,7 +135,9 @@ def _input_for(name: str, spec: dict):
     if kind == "bool":
         return w.Checkbox(value=bool(default), description=label, style=style)
     if kind == "int":
-        return w.IntText(value=default if isinstance(default, int) else 0, description=label, style=style)
+        return w.IntText(
+            value=default if isinstance(default, int) else 0, description=label, style=style
+        )
     if kind == "float":
         return w.FloatText(value=float(default or 0), description=label, style=style)
     if kind == "str":
@@ -133,8 +161,13 @@ class SchedulePanel(w.VBox):
     ``read=`` (path -> the file's saved text) for tests.
     """
 
-    def __init__(self, notebook: str | None = None, client: JobsClient | None = None, refresh_s: float = 1.0,
-                 read=None):
+    def __init__(
+        self,
+        notebook: str | None = None,
+        client: JobsClient | None = None,
+        refresh_s: float = 1.0,
+        read=None,
+    ):
         self.client = client or JobsClient()
         self.read = read
         self.refresh_s = refresh_s
@@ -142,13 +175,24 @@ class SchedulePanel(w.VBox):
         self.declared: dict[str, dict] = {}
         self.param_inputs: dict[str, w.Widget] = {}
         self.status = w.HTML("")
-        self.path = w.Text(value=notebook or "", description="Notebook", layout=w.Layout(width="460px"))
+        self.path = w.Text(
+            value=notebook or "", description="Notebook", layout=w.Layout(width="460px")
+        )
         self.params_box = w.VBox([])
         self.profile = w.Dropdown(options=[], description="Profile", layout=w.Layout(width="460px"))
-        self.minutes = w.BoundedFloatText(value=10, min=0.1, max=7 * 24 * 60, description="Run length (min)",
-                                          style={"description_width": "120px"})
-        self.schedule = w.Dropdown(options=SCHEDULES, value=None, description="Schedule", layout=w.Layout(width="460px"))
-        self.cron = w.Text(value="0 2 * * *", description="Cron", layout=w.Layout(width="300px", display="none"))
+        self.minutes = w.BoundedFloatText(
+            value=10,
+            min=0.1,
+            max=7 * 24 * 60,
+            description="Run length (min)",
+            style={"description_width": "120px"},
+        )
+        self.schedule = w.Dropdown(
+            options=SCHEDULES, value=None, description="Schedule", layout=w.Layout(width="460px")
+        )
+        self.cron = w.Text(
+            value="0 2 * * *", description="Cron", layout=w.Layout(width="300px", display="none")
+        )
         self.timezone = w.Text(value="UTC", description="Timezone", layout=w.Layout(width="300px"))
         self.preview = w.HTML("")
         self.cost = w.HTML("")
@@ -165,13 +209,27 @@ class SchedulePanel(w.VBox):
         for widget in (self.profile, self.minutes):
             widget.observe(lambda _: self._show_cost(), "value")
         self.path.observe(lambda change: self._load_parameters(), "value")
-        super().__init__([
-            w.HTML("<b>Schedule this notebook</b> <small>(runs the notebook as last saved, as a job of the hub: "
-                   "it keeps running when your server stops)</small>"),
-            self.path, w.HTML("<b>Parameters</b>"), self.params_box,
-            self.profile, self.minutes, self.schedule, self.cron, self.timezone, self.preview, self.cost,
-            w.HBox([self.run_button, self.schedule_button]), self.status, self.history,
-        ])
+        super().__init__(
+            [
+                w.HTML(
+                    "<b>Schedule this notebook</b> <small>(runs the notebook as last saved, as a job of the hub: "
+                    "it keeps running when your server stops)</small>"
+                ),
+                self.path,
+                w.HTML("<b>Parameters</b>"),
+                self.params_box,
+                self.profile,
+                self.minutes,
+                self.schedule,
+                self.cron,
+                self.timezone,
+                self.preview,
+                self.cost,
+                w.HBox([self.run_button, self.schedule_button]),
+                self.status,
+                self.history,
+            ]
+        )
         self.add_class("hubml-schedule-panel")
         threading.Thread(target=self._load, daemon=True).start()
 
@@ -192,8 +250,14 @@ class SchedulePanel(w.VBox):
                     self._say(f"Type the notebook's path: {e}")
             profiles = self.client.request("GET", "profiles")["profiles"]
             self.prices = {p["slug"]: p["price_per_hour"] for p in profiles}
-            self.profile.options = [(f"{p['display_name']} · {_usd(p['price_per_hour'])}/h", p["slug"]) for p in profiles]
-            default = next((p["slug"] for p in profiles if p.get("default")), profiles[0]["slug"] if profiles else None)
+            self.profile.options = [
+                (f"{p['display_name']} · {_usd(p['price_per_hour'])}/h", p["slug"])
+                for p in profiles
+            ]
+            default = next(
+                (p["slug"] for p in profiles if p.get("default")),
+                profiles[0]["slug"] if profiles else None,
+            )
             self.profile.value = default
             self._load_parameters()
             self._refresh_history()
@@ -206,7 +270,9 @@ class SchedulePanel(w.VBox):
         try:
             info = self.client.request("POST", "notebook", body=self._notebook())
         except (JobsAPIError, ValueError) as e:
-            self.params_box.children = [w.HTML(f"<span style='color:#82071e'>{html.escape(str(e))}</span>")]
+            self.params_box.children = [
+                w.HTML(f"<span style='color:#82071e'>{html.escape(str(e))}</span>")
+            ]
             return
         self.declared = info["parameters"]
         self.param_inputs = {name: _input_for(name, spec) for name, spec in self.declared.items()}
@@ -224,13 +290,17 @@ class SchedulePanel(w.VBox):
             self._show_cost()
             return
         try:
-            p = self.client.request("GET", "cron", params={"schedule": expr, "timezone": self.timezone.value})
+            p = self.client.request(
+                "GET", "cron", params={"schedule": expr, "timezone": self.timezone.value}
+            )
         except JobsAPIError as e:
             self.preview.value = f"<span style='color:#82071e'>{html.escape(str(e))}</span>"
             return
         nxt = ", ".join(t[:16].replace("T", " ") for t in p["next_runs"])
         self.runs_per_month = p.get("runs_per_month", 0)
-        self.preview.value = f"<small><b>{html.escape(p['description'])}</b>; next (UTC): {nxt}</small>"
+        self.preview.value = (
+            f"<small><b>{html.escape(p['description'])}</b>; next (UTC): {nxt}</small>"
+        )
         self._show_cost()
 
     def _show_cost(self) -> None:
@@ -239,7 +309,11 @@ class SchedulePanel(w.VBox):
             self.cost.value = ""
             return
         per_run = price * self.minutes.value / 60
-        month = f"; ≈ {_usd(per_run * self.runs_per_month)} per month ({self.runs_per_month} runs)" if self.runs_per_month else ""
+        month = (
+            f"; ≈ {_usd(per_run * self.runs_per_month)} per month ({self.runs_per_month} runs)"
+            if self.runs_per_month
+            else ""
+        )
         self.cost.value = f"<small>≈ {_usd(per_run)} per run at {_usd(price)}/h{month}</small>"
 
     # -- actions -------------------------------------------------------------------------------
@@ -250,14 +324,25 @@ class SchedulePanel(w.VBox):
         from hubml.kernels.context import ContextUnavailable, saved_text
 
         try:
-            return {"notebook": self.path.value, "content": (self.read or saved_text)(self.path.value)}
+            return {
+                "notebook": self.path.value,
+                "content": (self.read or saved_text)(self.path.value),
+            }
         except ContextUnavailable as e:
             raise ValueError(str(e)) from None
 
     def _body(self, schedule) -> dict:
-        params = {name: _value_of(self.declared[name], widget) for name, widget in self.param_inputs.items()}
-        return {**self._notebook(), "parameters": params, "profile": self.profile.value,
-                "schedule": schedule, "timezone": self.timezone.value or "UTC"}
+        params = {
+            name: _value_of(self.declared[name], widget)
+            for name, widget in self.param_inputs.items()
+        }
+        return {
+            **self._notebook(),
+            "parameters": params,
+            "profile": self.profile.value,
+            "schedule": schedule,
+            "timezone": self.timezone.value or "UTC",
+        }
 
     def run_now(self) -> dict | None:
         """Create a one-off job (it runs at once); returns it."""
@@ -281,7 +366,10 @@ class SchedulePanel(w.VBox):
             self.run_button.disabled = self.schedule_button.disabled = False
         self.job_ids.append(job["id"])
         if schedule:
-            self._say(f"Scheduled: {job.get('schedule_description', schedule)}; next run {job['next_run_at']}", "ok")
+            self._say(
+                f"Scheduled: {job.get('schedule_description', schedule)}; next run {job['next_run_at']}",
+                "ok",
+            )
         else:
             self._say("Run started; it continues if you close this notebook.", "ok")
         self._refresh_history(follow=True)

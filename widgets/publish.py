@@ -25,10 +25,14 @@ class RegistryClient:
     """Small client of the registry API, authenticated like the kernel's MLflow calls."""
 
     def __init__(self, tracking_uri: str | None = None, token: str | None = None):
-        self.base = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")).rstrip("/") + "/hubml/api/models/"
+        self.base = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")).rstrip(
+            "/"
+        ) + "/hubml/api/models/"
         self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN", "")
 
-    def request(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> dict:
+    def request(
+        self, method: str, path: str, body: dict | None = None, params: dict | None = None
+    ) -> dict:
         from urllib.parse import quote
 
         import requests
@@ -37,11 +41,17 @@ class RegistryClient:
         url = self.base + quote(name, safe="") + (f"/{rest}" if rest else "")
         try:
             resp = requests.request(
-                method, url, json=body, params=params, timeout=300,
+                method,
+                url,
+                json=body,
+                params=params,
+                timeout=300,
                 headers={"Authorization": f"token {self.token}"},
             )
         except requests.RequestException as e:
-            raise RegistryAPIError(0, f"the tracking service did not answer ({type(e).__name__})") from None
+            raise RegistryAPIError(
+                0, f"the tracking service did not answer ({type(e).__name__})"
+            ) from None
         try:
             data = resp.json()
         except ValueError:
@@ -53,12 +63,17 @@ class RegistryClient:
 
 def comparison_html(data: dict) -> str:
     champ = data.get("champion_version")
-    head = f"candidate (run {html.escape(data['run_id'][:8])})", f"@champion (v{champ})" if champ else "@champion (none yet)"
+    head = (
+        f"candidate (run {html.escape(data['run_id'][:8])})",
+        f"@champion (v{champ})" if champ else "@champion (none yet)",
+    )
     rows = "".join(
         "<tr{style}><td>{m}</td><td>{a}</td><td>{b}</td><td>{d}</td></tr>".format(
             style=" style='font-weight:600'" if r["gated"] else "",
             m=html.escape(r["metric"]) + (" (gate)" if r["gated"] else ""),
-            a=_num(r["candidate"]), b=_num(r["champion"]), d=_num(r["delta"], signed=True),
+            a=_num(r["candidate"]),
+            b=_num(r["champion"]),
+            d=_num(r["delta"], signed=True),
         )
         for r in data["rows"]
     )
@@ -87,7 +102,9 @@ def history_html(entries: list[dict]) -> str:
             actor=html.escape(e["actor"]),
             action=html.escape(e["action"]),
             move=html.escape(
-                f"@{e['alias']}: {e.get('from_version') or '—'} → {e.get('to_version') or '—'}" if e.get("alias") else ""
+                f"@{e['alias']}: {e.get('from_version') or '—'} → {e.get('to_version') or '—'}"
+                if e.get("alias")
+                else ""
             ),
             reason=html.escape(e.get("reason") or ""),
         )
@@ -108,17 +125,30 @@ def _num(value, signed: bool = False) -> str:
 class PublishPanel(w.VBox):
     """``PublishPanel(model_name="churn", run_id=panel.run_id)``"""
 
-    def __init__(self, model_name: str = "", run_id: str = "", artifact_path: str = "model", client=None):
+    def __init__(
+        self, model_name: str = "", run_id: str = "", artifact_path: str = "model", client=None
+    ):
         self.client = client or RegistryClient()
-        self.name = w.Text(value=model_name, description="Model name", placeholder="e.g. churn-classifier")
-        self.run_id = w.Text(value=run_id, description="Run id", placeholder="run with a logged model")
+        self.name = w.Text(
+            value=model_name, description="Model name", placeholder="e.g. churn-classifier"
+        )
+        self.run_id = w.Text(
+            value=run_id, description="Run id", placeholder="run with a logged model"
+        )
         self.artifact_path = w.Text(value=artifact_path, description="Artifact")
-        self.version = w.Text(value="", description="Version", placeholder="for promotion / approval")
-        self.reason = w.Text(value="", description="Reason", placeholder="why (kept in the audit log)")
+        self.version = w.Text(
+            value="", description="Version", placeholder="for promotion / approval"
+        )
+        self.reason = w.Text(
+            value="", description="Reason", placeholder="why (kept in the audit log)"
+        )
         buttons = [
-            ("Compare", self.compare), ("Run gates & publish", self.publish),
-            ("Request promotion", self.request_promotion), ("Approve", self.approve),
-            ("Roll back", self.rollback), ("History", self.history),
+            ("Compare", self.compare),
+            ("Run gates & publish", self.publish),
+            ("Request promotion", self.request_promotion),
+            ("Approve", self.approve),
+            ("Roll back", self.rollback),
+            ("History", self.history),
         ]
         self.buttons = {}
         for label, action in buttons:
@@ -128,13 +158,25 @@ class PublishPanel(w.VBox):
         self.buttons["Run gates & publish"].button_style = "primary"
         self.output = w.HTML("")
         self.status = w.HTML("")
-        super().__init__([
-            w.HTML("<b>Publish a model</b>"), self.name, self.run_id, self.artifact_path,
-            w.HBox([self.buttons["Compare"], self.buttons["Run gates & publish"]]),
-            self.version, self.reason,
-            w.HBox([self.buttons[k] for k in ("Request promotion", "Approve", "Roll back", "History")]),
-            self.status, self.output,
-        ])
+        super().__init__(
+            [
+                w.HTML("<b>Publish a model</b>"),
+                self.name,
+                self.run_id,
+                self.artifact_path,
+                w.HBox([self.buttons["Compare"], self.buttons["Run gates & publish"]]),
+                self.version,
+                self.reason,
+                w.HBox(
+                    [
+                        self.buttons[k]
+                        for k in ("Request promotion", "Approve", "Roll back", "History")
+                    ]
+                ),
+                self.status,
+                self.output,
+            ]
+        )
         self.add_class("hubml-publish-panel")
 
     def _say(self, message: str, kind: str = "info") -> None:
@@ -161,16 +203,22 @@ class PublishPanel(w.VBox):
         return name
 
     def compare(self) -> dict:
-        data = self.client.request("GET", f"{self._model()}/compare", params={"run_id": self.run_id.value.strip()})
+        data = self.client.request(
+            "GET", f"{self._model()}/compare", params={"run_id": self.run_id.value.strip()}
+        )
         self.output.value = comparison_html(data)
         self._say("Candidate next to the current champion.")
         return data
 
     def publish(self) -> dict:
         data = self.client.request(
-            "POST", f"{self._model()}/publish",
-            {"run_id": self.run_id.value.strip(), "artifact_path": self.artifact_path.value.strip() or "model",
-             "reason": self.reason.value},
+            "POST",
+            f"{self._model()}/publish",
+            {
+                "run_id": self.run_id.value.strip(),
+                "artifact_path": self.artifact_path.value.strip() or "model",
+                "reason": self.reason.value,
+            },
         )
         self.output.value = gates_html(data["gates"])
         if data["ok"]:
@@ -189,21 +237,35 @@ class PublishPanel(w.VBox):
 
     def request_promotion(self) -> dict:
         data = self.client.request(
-            "POST", f"{self._model()}/versions/{self._version()}/request-promotion", {"reason": self.reason.value}
+            "POST",
+            f"{self._model()}/versions/{self._version()}/request-promotion",
+            {"reason": self.reason.value},
         )
-        self._say(f"Promotion of version {data['to_version']} requested; an approver can now promote it.", "ok")
+        self._say(
+            f"Promotion of version {data['to_version']} requested; an approver can now promote it.",
+            "ok",
+        )
         return data
 
     def approve(self) -> dict:
         data = self.client.request(
-            "POST", f"{self._model()}/versions/{self._version()}/approve", {"reason": self.reason.value}
+            "POST",
+            f"{self._model()}/versions/{self._version()}/approve",
+            {"reason": self.reason.value},
         )
-        self._say(f"Version {data['to_version']} is now @champion (was {data.get('from_version') or 'none'}).", "ok")
+        self._say(
+            f"Version {data['to_version']} is now @champion (was {data.get('from_version') or 'none'}).",
+            "ok",
+        )
         return data
 
     def rollback(self) -> dict:
-        data = self.client.request("POST", f"{self._model()}/rollback", {"reason": self.reason.value})
-        self._say(f"@champion rolled back from {data.get('from_version')} to {data['to_version']}.", "ok")
+        data = self.client.request(
+            "POST", f"{self._model()}/rollback", {"reason": self.reason.value}
+        )
+        self._say(
+            f"@champion rolled back from {data.get('from_version')} to {data['to_version']}.", "ok"
+        )
         return data
 
     def history(self) -> list:
@@ -211,4 +273,3 @@ class PublishPanel(w.VBox):
         self.output.value = history_html(entries)
         self._say(f"{len(entries)} recorded action(s).")
         return entries
-

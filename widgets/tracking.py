@@ -62,7 +62,9 @@ def _check_key(kind: str, key) -> None:
     if not isinstance(key, str) or not key.strip():
         raise PanelInputError(f"{kind} names must be non-empty strings, got {key!r}")
     if len(key) > MAX_ENTITY_KEY_LENGTH:
-        raise PanelInputError(f"{kind} name {key[:30]!r}... is longer than {MAX_ENTITY_KEY_LENGTH} characters")
+        raise PanelInputError(
+            f"{kind} name {key[:30]!r}... is longer than {MAX_ENTITY_KEY_LENGTH} characters"
+        )
 
 
 def check_experiment_name(name: str | None) -> str:
@@ -70,7 +72,9 @@ def check_experiment_name(name: str | None) -> str:
     if not name:
         raise PanelInputError("choose an experiment, or type a name to create one")
     if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
-        raise PanelInputError(f"experiment names are at most {MAX_EXPERIMENT_NAME_LENGTH} characters")
+        raise PanelInputError(
+            f"experiment names are at most {MAX_EXPERIMENT_NAME_LENGTH} characters"
+        )
     return name
 
 
@@ -85,7 +89,10 @@ def ui_url(experiment_id: str, run_id: str | None = None) -> str:
 def environment_listing() -> str:
     from importlib.metadata import distributions
 
-    names = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}, key=str.lower)
+    names = sorted(
+        {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]},
+        key=str.lower,
+    )
     return "\n".join(names) + "\n"
 
 
@@ -116,7 +123,9 @@ def _model_logger(model):
             # to trust; the author's own estimator's types are the ones to trust
             from skops.io import dumps, get_untrusted_types
 
-            return mlflow.sklearn.log_model(model, skops_trusted_types=get_untrusted_types(data=dumps(model)), **kw)
+            return mlflow.sklearn.log_model(
+                model, skops_trusted_types=get_untrusted_types(data=dumps(model)), **kw
+            )
 
         return log_sklearn
     if kind == "torch":
@@ -161,14 +170,22 @@ class ExperimentPanel(w.VBox):
             layout=w.Layout(width="420px"),
         )
         self.run_name = w.Text(value=run_name or "", placeholder="optional", description="Run name")
-        self.include_notebook = w.Checkbox(value=include_notebook, description="Notebook snapshot + HTML")
-        self.include_environment = w.Checkbox(value=include_environment, description="Environment (packages)")
+        self.include_notebook = w.Checkbox(
+            value=include_notebook, description="Notebook snapshot + HTML"
+        )
+        self.include_environment = w.Checkbox(
+            value=include_environment, description="Environment (packages)"
+        )
         self.include_model = w.Checkbox(
-            value=model is not None, disabled=model is None, description="Model" if model is not None else "Model (none given)"
+            value=model is not None,
+            disabled=model is None,
+            description="Model" if model is not None else "Model (none given)",
         )
         self.summary = w.HTML(self._summary_html())
         self.button = w.Button(description="Log run", button_style="primary", icon="upload")
-        self.progress = w.IntProgress(value=0, min=0, max=6, layout=w.Layout(width="300px", visibility="hidden"))
+        self.progress = w.IntProgress(
+            value=0, min=0, max=6, layout=w.Layout(width="300px", visibility="hidden")
+        )
         self.status = w.HTML("")
         self.button.on_click(lambda _: self.log_run())
         super().__init__(
@@ -249,8 +266,12 @@ class ExperimentPanel(w.VBox):
                     self._step(5, "Recording the environment…")
                     mlflow.log_text(environment_listing(), "environment/requirements.txt")
                     mlflow.log_dict(
-                        {"python": sys.version, "platform": platform.platform(),
-                         "profile": os.environ.get("HUBML_PROFILE"), "gpu": os.environ.get("HUBML_GPU")},
+                        {
+                            "python": sys.version,
+                            "platform": platform.platform(),
+                            "profile": os.environ.get("HUBML_PROFILE"),
+                            "gpu": os.environ.get("HUBML_GPU"),
+                        },
                         "environment/platform.json",
                     )
             self.run_id = run.info.run_id

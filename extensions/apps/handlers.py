@@ -56,7 +56,9 @@ class AppsBase(ServiceHandler):
 
     def own_app(self, name: str):
         with self.ctx.engine.connect() as conn:
-            row = conn.execute(select(apps).where(apps.c.owner == self.me, apps.c.name == name)).first()
+            row = conn.execute(
+                select(apps).where(apps.c.owner == self.me, apps.c.name == name)
+            ).first()
         if row is None:
             raise APIError(404, f"no app {name!r} of yours")
         return row
@@ -64,15 +66,20 @@ class AppsBase(ServiceHandler):
 
 def check_name(name) -> str:
     if not isinstance(name, str) or not NAME.match(name) or "--" in name:
-        raise APIError(400, "name: 1–26 lowercase letters, digits and single '-', starting and ending with a "
-                            f"letter or digit, e.g. 'churn-demo' (got {name!r})")
+        raise APIError(
+            400,
+            "name: 1–26 lowercase letters, digits and single '-', starting and ending with a "
+            f"letter or digit, e.g. 'churn-demo' (got {name!r})",
+        )
     return name
 
 
 def check_files(files) -> dict[str, str]:
     """The bundle a request brings: ``{"app.py": text, "requirements.txt": text}``."""
     if not isinstance(files, dict) or not set(files) <= set(BUNDLE_FILES) or "app.py" not in files:
-        raise APIError(400, "files: an object with app.py (and optionally requirements.txt) as text")
+        raise APIError(
+            400, "files: an object with app.py (and optionally requirements.txt) as text"
+        )
     for fname, limit in (("app.py", MAX_APP_PY), ("requirements.txt", MAX_REQUIREMENTS)):
         text = files.get(fname)
         if text is None:
@@ -88,24 +95,33 @@ class AppsHandler(AppsBase):
     async def get(self):
         me = self.me
         with self.ctx.engine.connect() as conn:
-            mine = conn.execute(select(apps).where(apps.c.owner == me).order_by(apps.c.created_at)).all()
+            mine = conn.execute(
+                select(apps).where(apps.c.owner == me).order_by(apps.c.created_at)
+            ).all()
         shared = await shared_with(self.ctx, me)
-        self.send({
-            "apps": [await app_model(self.ctx, r) for r in mine],
-            "shared_with_me": [await app_model(self.ctx, r, with_access=False) for r in shared],
-        })
+        self.send(
+            {
+                "apps": [await app_model(self.ctx, r) for r in mine],
+                "shared_with_me": [await app_model(self.ctx, r, with_access=False) for r in shared],
+            }
+        )
 
     async def post(self):
         body = self.body()
         unknown = sorted(set(body) - FIELDS)
         if unknown:
-            raise APIError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}")
+            raise APIError(
+                400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}"
+            )
         me = self.me
         name = check_name(body.get("name"))
         source, model = body.get("source"), body.get("model")
         if (source is None) == (model is None):
-            raise APIError(400, "give exactly one of source (path of an app.py in your home) or model "
-                                "('models:/<name>@<alias>')")
+            raise APIError(
+                400,
+                "give exactly one of source (path of an app.py in your home) or model "
+                "('models:/<name>@<alias>')",
+            )
         if model is not None and body.get("files") is not None:
             raise APIError(400, "files: only with source (a model's app is generated)")
         profile = await resolve_profile(self.ctx, body.get("profile"), me)
@@ -116,11 +132,20 @@ class AppsHandler(AppsBase):
         if not isinstance(description, str) or len(description) > 2000:
             raise APIError(400, "description: text of at most 2000 characters")
         with self.ctx.engine.connect() as conn:
-            if conn.execute(select(apps.c.name).where(apps.c.owner == me, apps.c.name == name)).first():
-                raise APIError(409, f"you already have an app named {name!r}; delete it first or choose another name")
+            if conn.execute(
+                select(apps.c.name).where(apps.c.owner == me, apps.c.name == name)
+            ).first():
+                raise APIError(
+                    409,
+                    f"you already have an app named {name!r}; delete it first or choose another name",
+                )
         if source is not None:
             source = clean_path(source, "source", ".py")
-            files = check_files(body["files"]) if body.get("files") is not None else await self.read_source(source)
+            files = (
+                check_files(body["files"])
+                if body.get("files") is not None
+                else await self.read_source(source)
+            )
         else:
             await self.check_model(model)
             files = {"app.py": model_app(model), "requirements.txt": "mlflow\ngradio\npandas\n"}
@@ -132,11 +157,20 @@ class AppsHandler(AppsBase):
             for fname, text in files.items():
                 (bundle / fname).write_text(text, encoding="utf-8")
             with self.ctx.engine.begin() as conn:
-                conn.execute(insert(apps).values(
-                    owner=me, name=name, kind="source" if source is not None else "model",
-                    source=source, model=model, profile=profile.slug, description=description,
-                    idle_timeout_s=idle, status="starting", created_at=utcnow(),
-                ))
+                conn.execute(
+                    insert(apps).values(
+                        owner=me,
+                        name=name,
+                        kind="source" if source is not None else "model",
+                        source=source,
+                        model=model,
+                        profile=profile.slug,
+                        description=description,
+                        idle_timeout_s=idle,
+                        status="starting",
+                        created_at=utcnow(),
+                    )
+                )
             await start_app(self.ctx, me, name, profile.slug)
         except APIError:
             await remove_app(self.ctx, me, name)
@@ -152,11 +186,16 @@ class AppsHandler(AppsBase):
 
     async def read_source(self, source: str) -> dict[str, str]:
         """app.py and the requirements.txt beside it, from the owner's running server."""
-        files = {"app.py": (await fetch_from_server(self.ctx, self.me, source, "source", MAX_APP_PY)).decode()}
+        files = {
+            "app.py": (
+                await fetch_from_server(self.ctx, self.me, source, "source", MAX_APP_PY)
+            ).decode()
+        }
         folder = source.rsplit("/", 1)[0] + "/" if "/" in source else ""
         try:
-            req = await fetch_from_server(self.ctx, self.me, folder + "requirements.txt", "requirements.txt",
-                                          MAX_REQUIREMENTS)
+            req = await fetch_from_server(
+                self.ctx, self.me, folder + "requirements.txt", "requirements.txt", MAX_REQUIREMENTS
+            )
             files["requirements.txt"] = req.decode()
         except APIError as e:
             if e.status_code != 404:
@@ -166,7 +205,9 @@ class AppsHandler(AppsBase):
     async def check_model(self, model) -> None:
         m = MODEL_URI.match(model) if isinstance(model, str) else None
         if not m:
-            raise APIError(400, f"model: {model!r} is not a model reference; use 'models:/<name>@<alias>'")
+            raise APIError(
+                400, f"model: {model!r} is not a model reference; use 'models:/<name>@<alias>'"
+            )
         name, alias = m.groups()
         if not self.ctx.mlflow_url:
             raise APIError(400, "model: the tracking service (MLflow) is not enabled on this hub")
@@ -175,15 +216,26 @@ class AppsHandler(AppsBase):
         base = f"{self.ctx.mlflow_url}api/2.0/mlflow/registered-models"
         http = httpclient.AsyncHTTPClient()
         headers = {"Authorization": f"token {self.ctx.hub.token}"}
-        resp = await http.fetch(f"{base}/alias?name={quote(name)}&alias={quote(alias)}", headers=headers,
-                                raise_error=False, request_timeout=30)
+        resp = await http.fetch(
+            f"{base}/alias?name={quote(name)}&alias={quote(alias)}",
+            headers=headers,
+            raise_error=False,
+            request_timeout=30,
+        )
         if resp.code == 200:
             return
-        known = await http.fetch(f"{base}/get?name={quote(name)}", headers=headers, raise_error=False, request_timeout=30)
+        known = await http.fetch(
+            f"{base}/get?name={quote(name)}", headers=headers, raise_error=False, request_timeout=30
+        )
         if known.code != 200:
             raise APIError(400, f"model: no registered model {name!r}")
-        aliases = [a["alias"] for a in json.loads(known.body)["registered_model"].get("aliases", [])]
-        raise APIError(400, f"model: {name!r} has no alias {alias!r}; its aliases: {', '.join(aliases) or '(none)'}")
+        aliases = [
+            a["alias"] for a in json.loads(known.body)["registered_model"].get("aliases", [])
+        ]
+        raise APIError(
+            400,
+            f"model: {name!r} has no alias {alias!r}; its aliases: {', '.join(aliases) or '(none)'}",
+        )
 
 
 class AppHandler(AppsBase):
@@ -228,7 +280,11 @@ class RuntimeHandler(AppsBase):
             raise APIError(405, "GET runtime/bundle only")
         row = self.own_app(name)
         bundle = self.ctx.bundle(row.owner, row.name)
-        files = {f: (bundle / f).read_text(encoding="utf-8") for f in BUNDLE_FILES if (bundle / f).is_file()}
+        files = {
+            f: (bundle / f).read_text(encoding="utf-8")
+            for f in BUNDLE_FILES
+            if (bundle / f).is_file()
+        }
         if "app.py" not in files:
             raise APIError(404, f"app {name!r} has no bundle; publish it again")
         self.send({"files": files})
@@ -241,12 +297,17 @@ class RuntimeHandler(AppsBase):
         usage, tail = body.get("usage") or {}, body.get("log") or ""
         if not isinstance(usage, dict) or not isinstance(tail, str):
             raise APIError(400, "report: usage must be an object and log a string")
-        keep = {"last_used_at": (int, float, type(None)), "last_user": (str, type(None)), "requests": (int,), "users": (list,)}
+        keep = {
+            "last_used_at": (int, float, type(None)),
+            "last_user": (str, type(None)),
+            "requests": (int,),
+            "users": (list,),
+        }
         usage = {k: v for k, v in usage.items() if k in keep and isinstance(v, keep[k])}
         bundle = self.ctx.bundle(row.owner, row.name)
         if not bundle.is_dir():
             raise APIError(404, f"app {name!r} has no bundle any more")
-        for fname, text in (("usage.json", json.dumps(usage)), ("app.log", tail[-64 * 1024:])):
+        for fname, text in (("usage.json", json.dumps(usage)), ("app.log", tail[-64 * 1024 :])):
             tmp = bundle / f".{fname}.tmp"
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, bundle / fname)
@@ -264,7 +325,9 @@ class SharesHandler(AppsBase):
         body = self.body()
         unknown = sorted(set(body) - {"users", "groups", "expires_in_s"})
         if unknown:
-            raise APIError(400, f"unknown field(s) {', '.join(unknown)}; allowed: users, groups, expires_in_s")
+            raise APIError(
+                400, f"unknown field(s) {', '.join(unknown)}; allowed: users, groups, expires_in_s"
+            )
         users, groups = body.get("users") or [], body.get("groups") or []
         for key, value in (("users", users), ("groups", groups)):
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -272,8 +335,15 @@ class SharesHandler(AppsBase):
         if self.me in users:
             raise APIError(400, "users: you own this app already; share it with others")
         expires = body.get("expires_in_s")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int) or not 60 <= expires <= 365 * 86400):
-            raise APIError(400, f"expires_in_s: seconds from 60 to 31536000, or null for no expiry (got {expires!r})")
+        if expires is not None and (
+            isinstance(expires, bool)
+            or not isinstance(expires, int)
+            or not 60 <= expires <= 365 * 86400
+        ):
+            raise APIError(
+                400,
+                f"expires_in_s: seconds from 60 to 31536000, or null for no expiry (got {expires!r})",
+            )
         expires_at = utcnow() + dt.timedelta(seconds=expires) if expires else None
         owner, server = self.me, server_name(name)
         created = []
@@ -288,13 +358,19 @@ class SharesHandler(AppsBase):
                 raise APIError(400, f"groups: no hub group {g!r}")
         for kind, targets in (("user", users), ("group", groups)):
             for target in targets:
-                code, data = await hub.request("POST", f"shares/{quote(owner)}/{server}", {kind: target})
+                code, data = await hub.request(
+                    "POST", f"shares/{quote(owner)}/{server}", {kind: target}
+                )
                 if code != 200:
-                    raise APIError(502, f"the hub refused to share with {kind} {target}: {data.get('message')}")
+                    raise APIError(
+                        502, f"the hub refused to share with {kind} {target}: {data.get('message')}"
+                    )
                 created.append(dict(kind=kind, target=target, accept_url=None))
         if not users and not groups:
             # a link: a share code anyone logged in may accept until it expires
-            code, data = await hub.request("POST", f"share-codes/{quote(owner)}/{server}", {"expires_in": expires or 86400})
+            code, data = await hub.request(
+                "POST", f"share-codes/{quote(owner)}/{server}", {"expires_in": expires or 86400}
+            )
             if code != 200:
                 raise APIError(502, f"the hub refused to make a share link: {data.get('message')}")
             expires_at = utcnow() + dt.timedelta(seconds=expires or 86400)
@@ -302,20 +378,38 @@ class SharesHandler(AppsBase):
         ids = []
         with self.ctx.engine.begin() as conn:
             for c in created:
-                result = conn.execute(insert(shares).values(owner=owner, app=name, expires_at=expires_at,
-                                                            created_at=utcnow(), accepted_by=[], **c))
+                result = conn.execute(
+                    insert(shares).values(
+                        owner=owner,
+                        app=name,
+                        expires_at=expires_at,
+                        created_at=utcnow(),
+                        accepted_by=[],
+                        **c,
+                    )
+                )
                 ids.append(result.inserted_primary_key[0])
             records = conn.execute(select(shares).where(shares.c.id.in_(ids))).all()
         log.info("%s shared app %s: %s", owner, name, [(c["kind"], c["target"]) for c in created])
-        self.send({"app": name, "url": app_url(owner, row.name), "shares": [share_model(r) for r in records]}, 201)
+        self.send(
+            {
+                "app": name,
+                "url": app_url(owner, row.name),
+                "shares": [share_model(r) for r in records],
+            },
+            201,
+        )
 
 
 class ShareHandler(AppsBase):
     async def delete(self, name, share_id):
         self.own_app(name)
         with self.ctx.engine.connect() as conn:
-            record = conn.execute(select(shares).where(shares.c.id == int(share_id), shares.c.owner == self.me,
-                                                       shares.c.app == name)).first()
+            record = conn.execute(
+                select(shares).where(
+                    shares.c.id == int(share_id), shares.c.owner == self.me, shares.c.app == name
+                )
+            ).first()
         if record is None:
             raise APIError(404, f"no share {share_id} on your app {name!r}")
         await revoke(self.ctx, record)
@@ -334,7 +428,11 @@ class GalleryHandler(AppsBase):
 
         def card(row) -> str:
             usage = self.ctx.usage(row.owner, row.name)
-            last = f"last used by {html.escape(usage['last_user'])}" if usage.get("last_user") else "not used yet"
+            last = (
+                f"last used by {html.escape(usage['last_user'])}"
+                if usage.get("last_user")
+                else "not used yet"
+            )
             return (
                 f"<li class='app' data-app='{html.escape(row.name)}'><a href='{html.escape(app_url(row.owner, row.name))}'>"
                 f"{html.escape(row.name)}</a> <small>by {html.escape(row.owner)} · {html.escape(row.status)} · "
@@ -347,7 +445,10 @@ class GalleryHandler(AppsBase):
             "<h2>Shared with you</h2><ul id='shared'>"
             + ("".join(card(r) for r in shared) or "<li><i>Nothing shared with you yet.</i></li>")
             + "</ul><h2>Yours</h2><ul id='mine'>"
-            + ("".join(card(r) for r in mine) or "<li><i>Publish one from a notebook with the apps panel.</i></li>")
+            + (
+                "".join(card(r) for r in mine)
+                or "<li><i>Publish one from a notebook with the apps panel.</i></li>"
+            )
             + "</ul>"
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")

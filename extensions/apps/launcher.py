@@ -48,7 +48,9 @@ def load_demo(app_py: Path):
             )
         demo = candidates[0]
     if not isinstance(demo, gr.Blocks):
-        raise SystemExit(f"`demo` in {app_py.name} is a {type(demo).__name__}, not a Gradio Interface or Blocks")
+        raise SystemExit(
+            f"`demo` in {app_py.name} is a {type(demo).__name__}, not a Gradio Interface or Blocks"
+        )
     return demo
 
 
@@ -131,9 +133,14 @@ def make_app(prefix: str, socket_path: str, owner: str, app_name: str, usage: Us
             self.hub_auth = hub_auth
 
     return web.Application(
-        [(prefix + "oauth_callback", CallbackHandler), (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
-         (prefix + "(.*)", AppHandler)],
-        cookie_secret=os.urandom(32), hub_auth=hub_auth, max_body_size=1024**3,
+        [
+            (prefix + "oauth_callback", CallbackHandler),
+            (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
+            (prefix + "(.*)", AppHandler),
+        ],
+        cookie_secret=os.urandom(32),
+        hub_auth=hub_auth,
+        max_body_size=1024**3,
     )
 
 
@@ -149,12 +156,16 @@ class Runtime:
 
         self.url, self.bundle = url, bundle
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"
+        self.session.headers["Authorization"] = (
+            f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"
+        )
 
     def fetch(self) -> None:
         r = self.session.get(self.url + "bundle", timeout=60)
         if r.status_code != 200:
-            raise RuntimeError(f"the apps service did not give this app's bundle: {r.status_code} {r.text[:300]}")
+            raise RuntimeError(
+                f"the apps service did not give this app's bundle: {r.status_code} {r.text[:300]}"
+            )
         self.bundle.mkdir(parents=True, exist_ok=True)
         for name, text in r.json()["files"].items():
             if name in ("app.py", "requirements.txt"):
@@ -192,13 +203,17 @@ def main() -> int:
     os.dup2(log_fd, 2)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+    )
     # Gradio's uploads and caches in this app's own folder, not in a /tmp folder others share
     os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
     owner = os.environ.get("JUPYTERHUB_USER", "")
     app_name = os.environ.get("HUBML_APP_NAME", "app")
-    host, port = os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    host, port = (
+        os.environ["JUPYTERHUB_SERVICE_URL"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    )
     host = "" if host in ("0.0.0.0", "") else host  # a pod listens on all its interfaces
     print(f"[hubml-apps] starting {app_name} of {owner} at {prefix}", flush=True)
     os.chdir(bundle)
@@ -221,11 +236,15 @@ def main() -> int:
     usage.flush()
     app = make_app(prefix, gradio.path, owner, app_name, usage)
     app.listen(int(port), address=host, xheaders=True)
-    print(f"[hubml-apps] {app_name} is up: Gradio on {gradio.path}, front door on :{port}", flush=True)
+    print(
+        f"[hubml-apps] {app_name} is up: Gradio on {gradio.path}, front door on :{port}", flush=True
+    )
     loop = ioloop.IOLoop.current()
     runtime.report()
     usage.on_flush = lambda: loop.run_in_executor(None, runtime.report)
-    ioloop.PeriodicCallback(lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000).start()
+    ioloop.PeriodicCallback(
+        lambda: loop.run_in_executor(None, runtime.report), USAGE_EVERY_S * 1000
+    ).start()
     # the spawner stops us with SIGTERM: end the loop so the last visitors are written
     signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
     try:

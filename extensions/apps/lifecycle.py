@@ -24,6 +24,7 @@ from .store import app_url, apps, server_name, shares
 
 log = logging.getLogger("hubml.apps")
 
+
 async def hub_shares(ctx, owner: str, name: str) -> list[dict]:
     code, data = await ctx.hub.request("GET", f"shares/{quote(owner)}/{server_name(name)}")
     return data.get("items", []) if code == 200 else []
@@ -33,18 +34,31 @@ async def app_model(ctx, row, with_access: bool = True) -> dict:
     profile = ctx.settings.profile(row.profile)
     usage = ctx.usage(row.owner, row.name)
     model = {
-        "name": row.name, "owner": row.owner, "url": app_url(row.owner, row.name), "status": row.status,
-        "stopped_reason": row.stopped_reason, "source": row.source, "model": row.model,
-        "profile": row.profile, "price_per_hour": profile.price_per_hour if profile else None,
-        "description": row.description, "idle_timeout_s": row.idle_timeout_s,
-        "created_at": iso(row.created_at), "started_at": iso(row.started_at),
-        "last_used_at": iso(dt.datetime.fromtimestamp(usage["last_used_at"], dt.UTC).replace(tzinfo=None))
-        if usage.get("last_used_at") else None,
+        "name": row.name,
+        "owner": row.owner,
+        "url": app_url(row.owner, row.name),
+        "status": row.status,
+        "stopped_reason": row.stopped_reason,
+        "source": row.source,
+        "model": row.model,
+        "profile": row.profile,
+        "price_per_hour": profile.price_per_hour if profile else None,
+        "description": row.description,
+        "idle_timeout_s": row.idle_timeout_s,
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "last_used_at": iso(
+            dt.datetime.fromtimestamp(usage["last_used_at"], dt.UTC).replace(tzinfo=None)
+        )
+        if usage.get("last_used_at")
+        else None,
         "last_used_by": usage.get("last_user"),
     }
     if with_access:
         with ctx.engine.connect() as conn:
-            records = conn.execute(select(shares).where(shares.c.owner == row.owner, shares.c.app == row.name)).all()
+            records = conn.execute(
+                select(shares).where(shares.c.owner == row.owner, shares.c.app == row.name)
+            ).all()
         model["shares"] = [share_model(r) for r in records]
         granted = await hub_shares(ctx, row.owner, row.name)
         model["access"] = {
@@ -59,10 +73,15 @@ def share_model(r) -> dict:
     link = r.accept_url or ""
     if link.startswith("/"):  # the hub answers with a path on its own origin
         link = urls.hub_public_url() + link
-    return {"id": r.id, "kind": r.kind, "target": r.target if r.kind != "link" else None,
-            "url": link if r.kind == "link" else app_url(r.owner, r.app),
-            "expires_at": iso(r.expires_at), "created_at": iso(r.created_at),
-            "accepted_by": r.accepted_by or []}
+    return {
+        "id": r.id,
+        "kind": r.kind,
+        "target": r.target if r.kind != "link" else None,
+        "url": link if r.kind == "link" else app_url(r.owner, r.app),
+        "expires_at": iso(r.expires_at),
+        "created_at": iso(r.created_at),
+        "accepted_by": r.accepted_by or [],
+    }
 
 
 def log_tail(bundle: Path, lines: int = 40) -> str:
@@ -75,12 +94,17 @@ def log_tail(bundle: Path, lines: int = 40) -> str:
 async def start_app(ctx, owner: str, name: str, profile: str, timeout: float = 120) -> None:
     """Start the app's named server and wait until it answers; APIError(422) with the log if not."""
     path = f"users/{quote(owner)}/servers/{server_name(name)}"
-    code, data = await ctx.hub.request("POST", path, {"profile": profile, "app": name}, timeout=timeout)
+    code, data = await ctx.hub.request(
+        "POST", path, {"profile": profile, "app": name}, timeout=timeout
+    )
     if code not in (201, 202):
         tail = log_tail(ctx.bundle(owner, name))
         if code >= 500 or tail:  # the spawn failed: the app's own log says why
-            raise APIError(422, f"the app {name!r} crashed while starting; the end of its log says why",
-                           log_tail=tail)
+            raise APIError(
+                422,
+                f"the app {name!r} crashed while starting; the end of its log says why",
+                log_tail=tail,
+            )
         raise APIError(code, f"the hub refused to start the app: {data.get('message')}")
     deadline = time.monotonic() + timeout
     while True:
@@ -90,20 +114,31 @@ async def start_app(ctx, owner: str, name: str, profile: str, timeout: float = 1
             break
         if not server or not server.get("pending"):
             tail = log_tail(ctx.bundle(owner, name))
-            raise APIError(422, f"the app {name!r} crashed while starting; the end of its log says why",
-                           log_tail=tail)
+            raise APIError(
+                422,
+                f"the app {name!r} crashed while starting; the end of its log says why",
+                log_tail=tail,
+            )
         if time.monotonic() > deadline:
-            raise APIError(504, f"the app {name!r} did not answer within {timeout:.0f} s",
-                           log_tail=log_tail(ctx.bundle(owner, name)))
+            raise APIError(
+                504,
+                f"the app {name!r} did not answer within {timeout:.0f} s",
+                log_tail=log_tail(ctx.bundle(owner, name)),
+            )
         await asyncio.sleep(0.25)
     with ctx.engine.begin() as conn:
-        conn.execute(update(apps).where(apps.c.owner == owner, apps.c.name == name)
-                     .values(status="running", started_at=utcnow(), stopped_reason=None))
+        conn.execute(
+            update(apps)
+            .where(apps.c.owner == owner, apps.c.name == name)
+            .values(status="running", started_at=utcnow(), stopped_reason=None)
+        )
     log.info("app %s/%s is running", owner, name)
 
 
 async def stop_app(ctx, owner: str, name: str, reason: str, remove: bool = False) -> None:
-    await ctx.hub.request("DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": remove})
+    await ctx.hub.request(
+        "DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": remove}
+    )
     if remove:
         return
     deadline = time.monotonic() + 30
@@ -114,19 +149,29 @@ async def stop_app(ctx, owner: str, name: str, reason: str, remove: bool = False
             break
         await asyncio.sleep(0.25)
     with ctx.engine.begin() as conn:
-        conn.execute(update(apps).where(apps.c.owner == owner, apps.c.name == name)
-                     .values(status="stopped", stopped_reason=reason))
+        conn.execute(
+            update(apps)
+            .where(apps.c.owner == owner, apps.c.name == name)
+            .values(status="stopped", stopped_reason=reason)
+        )
 
 
 async def remove_app(ctx, owner: str, name: str) -> None:
     """Everything of an app goes: server and its route, shares, codes, bundle, records."""
     with ctx.engine.connect() as conn:
-        links = conn.execute(select(shares).where(shares.c.owner == owner, shares.c.app == name,
-                                                  shares.c.kind == "link")).all()
+        links = conn.execute(
+            select(shares).where(
+                shares.c.owner == owner, shares.c.app == name, shares.c.kind == "link"
+            )
+        ).all()
     for link in links:
-        await ctx.hub.request("DELETE", f"share-codes/{quote(owner)}/{server_name(name)}?id={link.target}")
+        await ctx.hub.request(
+            "DELETE", f"share-codes/{quote(owner)}/{server_name(name)}?id={link.target}"
+        )
     await ctx.hub.request("DELETE", f"shares/{quote(owner)}/{server_name(name)}")
-    await ctx.hub.request("DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": True})
+    await ctx.hub.request(
+        "DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": True}
+    )
     # the hub answers 202 while stopping: wait until the server (and its route) is gone
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -134,7 +179,9 @@ async def remove_app(ctx, owner: str, name: str) -> None:
         if server_name(name) not in (user.get("servers") or {}):
             break
         await asyncio.sleep(0.25)
-        await ctx.hub.request("DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": True})
+        await ctx.hub.request(
+            "DELETE", f"users/{quote(owner)}/servers/{server_name(name)}", {"remove": True}
+        )
     await drop_server_tokens(ctx, owner, name)
     with ctx.engine.begin() as conn:
         conn.execute(delete(shares).where(shares.c.owner == owner, shares.c.app == name))
@@ -155,27 +202,38 @@ async def drop_server_tokens(ctx, owner: str, name: str) -> None:
 
 async def shared_with(ctx, user: str) -> list:
     code, data = await ctx.hub.request("GET", f"users/{quote(user)}/shared")
-    servers = {(s["server"]["user"]["name"], s["server"]["name"]) for s in data.get("items", [])} if code == 200 else set()
+    servers = (
+        {(s["server"]["user"]["name"], s["server"]["name"]) for s in data.get("items", [])}
+        if code == 200
+        else set()
+    )
     groups = await ctx.hub.groups_of(user)
     for g in groups:
         code, data = await ctx.hub.request("GET", f"groups/{quote(g)}/shared")
         if code == 200:
-            servers |= {(s["server"]["user"]["name"], s["server"]["name"]) for s in data.get("items", [])}
-    wanted = [(o, n[len("app-"):]) for o, n in servers if n.startswith("app-") and o != user]
+            servers |= {
+                (s["server"]["user"]["name"], s["server"]["name"]) for s in data.get("items", [])
+            }
+    wanted = [(o, n[len("app-") :]) for o, n in servers if n.startswith("app-") and o != user]
     rows = []
     with ctx.engine.connect() as conn:
         for owner, name in sorted(wanted):
-            row = conn.execute(select(apps).where(apps.c.owner == owner, apps.c.name == name)).first()
+            row = conn.execute(
+                select(apps).where(apps.c.owner == owner, apps.c.name == name)
+            ).first()
             if row is not None:
                 rows.append(row)
     return rows
+
 
 async def revoke(ctx, record) -> None:
     """Take a share away at the hub now, and forget it."""
     path = f"shares/{quote(record.owner)}/{server_name(record.app)}"
     with ctx.engine.begin() as conn:
         conn.execute(delete(shares).where(shares.c.id == record.id))
-        remaining = conn.execute(select(shares).where(shares.c.owner == record.owner, shares.c.app == record.app)).all()
+        remaining = conn.execute(
+            select(shares).where(shares.c.owner == record.owner, shares.c.app == record.app)
+        ).all()
     explicit_users = {r.target for r in remaining if r.kind == "user"}
     explicit_groups = {r.target for r in remaining if r.kind == "group"}
     if record.kind == "user" and record.target not in explicit_users:
@@ -183,7 +241,10 @@ async def revoke(ctx, record) -> None:
     elif record.kind == "group" and record.target not in explicit_groups:
         await ctx.hub.request("PATCH", path, {"group": record.target})
     elif record.kind == "link":
-        await ctx.hub.request("DELETE", f"share-codes/{quote(record.owner)}/{server_name(record.app)}?id={record.target}")
+        await ctx.hub.request(
+            "DELETE",
+            f"share-codes/{quote(record.owner)}/{server_name(record.app)}?id={record.target}",
+        )
         # whoever came in through this link loses access, unless shared with them by name
         still_linked = {u for r in remaining if r.kind == "link" for u in (r.accepted_by or [])}
         for user in set(record.accepted_by or []) - explicit_users - still_linked:
@@ -203,14 +264,19 @@ async def sweep(ctx) -> None:
     for (owner, app), recs in by_app.items():
         links = [r for r in recs if r.kind == "link"]
         if links:
-            granted = {s["user"]["name"] for s in await hub_shares(ctx, owner, app) if s.get("user")}
+            granted = {
+                s["user"]["name"] for s in await hub_shares(ctx, owner, app) if s.get("user")
+            }
             explicit = {r.target for r in recs if r.kind == "user"}
             newcomers = granted - explicit - {u for r in links for u in (r.accepted_by or [])}
             if newcomers:
                 newest = max(links, key=lambda r: r.created_at)
                 with ctx.engine.begin() as conn:
-                    conn.execute(update(shares).where(shares.c.id == newest.id)
-                                 .values(accepted_by=sorted({*(newest.accepted_by or []), *newcomers})))
+                    conn.execute(
+                        update(shares)
+                        .where(shares.c.id == newest.id)
+                        .values(accepted_by=sorted({*(newest.accepted_by or []), *newcomers}))
+                    )
         for r in recs:
             if r.expires_at and r.expires_at <= now:
                 with ctx.engine.connect() as conn:
@@ -219,9 +285,22 @@ async def sweep(ctx) -> None:
                     await revoke(ctx, fresh)
     for row in rows:
         usage = ctx.usage(row.owner, row.name)
-        last = max(filter(None, [usage.get("last_used_at"), row.started_at.replace(tzinfo=dt.UTC).timestamp()
-                                 if row.started_at else None]), default=None)
+        last = max(
+            filter(
+                None,
+                [
+                    usage.get("last_used_at"),
+                    row.started_at.replace(tzinfo=dt.UTC).timestamp() if row.started_at else None,
+                ],
+            ),
+            default=None,
+        )
         if last is not None and time.time() - last > row.idle_timeout_s:
-            log.info("stopping idle app %s/%s (idle %.0f s > %s s)", row.owner, row.name, time.time() - last,
-                     row.idle_timeout_s)
+            log.info(
+                "stopping idle app %s/%s (idle %.0f s > %s s)",
+                row.owner,
+                row.name,
+                time.time() - last,
+                row.idle_timeout_s,
+            )
             await stop_app(ctx, row.owner, row.name, f"idle for more than {row.idle_timeout_s} s")

@@ -12,8 +12,20 @@ import socket
 from tornado import httpclient, netutil, web
 
 HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "host", "authorization", "cookie", "date", "server",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "authorization",
+    "cookie",
+    "date",
+    "server",
 }
 _clients: dict[str, httpclient.AsyncHTTPClient] = {}
 
@@ -33,7 +45,10 @@ def unix_client(path: str) -> httpclient.AsyncHTTPClient:
     if path not in _clients:
         # Gradio holds one SSE stream open per browser tab: allow many at once
         _clients[path] = httpclient.AsyncHTTPClient(
-            force_instance=True, resolver=UnixResolver(path=path), max_clients=256, max_body_size=1024**3
+            force_instance=True,
+            resolver=UnixResolver(path=path),
+            max_clients=256,
+            max_body_size=1024**3,
         )
     return _clients[path]
 
@@ -64,12 +79,23 @@ async def forward(handler: web.RequestHandler, socket_path: str, path: str) -> N
     headers = {k: v for k, v in handler.request.headers.get_all() if k.lower() not in HOP}
     headers["Host"] = handler.request.host
     headers["X-Forwarded-Proto"] = handler.request.protocol
-    body = handler.request.body if handler.request.method in ("POST", "PUT", "PATCH", "DELETE") else None
+    body = (
+        handler.request.body
+        if handler.request.method in ("POST", "PUT", "PATCH", "DELETE")
+        else None
+    )
     request = httpclient.HTTPRequest(
-        url, method=handler.request.method, headers=headers, body=body,
-        allow_nonstandard_methods=True, follow_redirects=False, decompress_response=False,
-        header_callback=on_header, streaming_callback=on_chunk,
-        connect_timeout=10, request_timeout=24 * 3600,
+        url,
+        method=handler.request.method,
+        headers=headers,
+        body=body,
+        allow_nonstandard_methods=True,
+        follow_redirects=False,
+        decompress_response=False,
+        header_callback=on_header,
+        streaming_callback=on_chunk,
+        connect_timeout=10,
+        request_timeout=24 * 3600,
     )
     try:
         await unix_client(socket_path).fetch(request, raise_error=False)

@@ -28,9 +28,17 @@ class SocketServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         self.path = str(self.folder / "app.sock")
-        app = gr.mount_gradio_app(fastapi.FastAPI(), demo, path="", root_path=root_path.rstrip("/"),
-                                  ssr_mode=False, show_error=True)
-        self.server = uvicorn.Server(uvicorn.Config(app, uds=self.path, log_level="warning", lifespan="on"))
+        app = gr.mount_gradio_app(
+            fastapi.FastAPI(),
+            demo,
+            path="",
+            root_path=root_path.rstrip("/"),
+            ssr_mode=False,
+            show_error=True,
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, uds=self.path, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="gradio-uds")
 
     def start(self, timeout: float = 60) -> SocketServer:

@@ -14,7 +14,8 @@ MODEL_URI = re.compile(r"^models:/([^@/]+)@([A-Za-z0-9_-]+)$")
 
 metadata = MetaData()
 apps = Table(
-    "apps", metadata,
+    "apps",
+    metadata,
     Column("owner", String(255), primary_key=True),
     Column("name", String(40), primary_key=True),
     Column("kind", String(8), nullable=False),  # source | model
@@ -29,7 +30,8 @@ apps = Table(
     Column("started_at", DateTime),
 )
 shares = Table(
-    "shares", metadata,
+    "shares",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("owner", String(255), nullable=False, index=True),
     Column("app", String(40), nullable=False),

@@ -40,7 +40,11 @@ class KernelContextHandler(APIHandler):
                 404, f"kernel {kernel_id} has no notebook session on this server (is it a console?)"
             )
         path = session["path"]
-        model = {"kernel_id": kernel_id, "path": path, "name": session.get("name") or path.rsplit("/", 1)[-1]}
+        model = {
+            "kernel_id": kernel_id,
+            "path": path,
+            "name": session.get("name") or path.rsplit("/", 1)[-1],
+        }
         if self.get_argument("content", "1") != "0":
             try:
                 saved = await self.contents_manager.get(path, content=True, type="notebook")
@@ -90,7 +94,9 @@ class InlineAppHandler(JupyterHandler):
                 sock = f.read().strip()
             st = os.lstat(sock)
         except OSError:
-            raise web.HTTPError(404, "no such inline app (it was closed); start one with hubml.widgets.apps.try_app") from None
+            raise web.HTTPError(
+                404, "no such inline app (it was closed); start one with hubml.widgets.apps.try_app"
+            ) from None
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
             raise web.HTTPError(404, "no such inline app")
         query = f"?{self.request.query}" if self.request.query else ""
@@ -112,4 +118,6 @@ def _load_jupyter_server_extension(serverapp):
             (url_path_join(base, rf"hubml/apps/({INLINE_ID})/(.*)"), InlineAppHandler),
         ],
     )
-    serverapp.log.info("hubml bridge: kernel context at %s", url_path_join(base, "hubml/api/kernel-context"))
+    serverapp.log.info(
+        "hubml bridge: kernel context at %s", url_path_join(base, "hubml/api/kernel-context")
+    )

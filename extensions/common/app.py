@@ -26,7 +26,9 @@ log = logging.getLogger("hubml.service")
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+    )
 
 
 def load_service_settings():
@@ -44,7 +46,15 @@ TOKEN_CACHE_S = 5
 class ServiceContext:
     """What a service's handlers share: its name, settings, the hub (API and OAuth), its prefix."""
 
-    def __init__(self, name: str, settings=None, *, hub_auth=None, hub: HubAPI | None = None, prefix: str = ""):
+    def __init__(
+        self,
+        name: str,
+        settings=None,
+        *,
+        hub_auth=None,
+        hub: HubAPI | None = None,
+        prefix: str = "",
+    ):
         from jupyterhub.services.auth import HubOAuth
 
         self.name = name
@@ -70,7 +80,10 @@ def make_app(ctx: ServiceContext, routes: list, **settings) -> web.Application:
         def initialize(self):
             self.hub_auth = ctx.hub_auth
 
-    table = [(ctx.prefix + "oauth_callback", CallbackHandler), (ctx.prefix + "hubml/health", HealthHandler, {"ctx": ctx})]
+    table = [
+        (ctx.prefix + "oauth_callback", CallbackHandler),
+        (ctx.prefix + "hubml/health", HealthHandler, {"ctx": ctx}),
+    ]
     for route in routes:
         pattern, handler, *rest = route
         table.append((ctx.prefix + pattern, handler, rest[0] if rest else {"ctx": ctx}))

@@ -63,10 +63,13 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
                 model = self.check_hub_user(model)
             except UserNotAllowed:
                 raise APIError(
-                    403, f"{model.get('kind', 'user')} {model.get('name')} may not use the {self.ctx.name} service"
+                    403,
+                    f"{model.get('kind', 'user')} {model.get('name')} may not use the {self.ctx.name} service",
                 ) from None
         if not model:
-            browser = self.request.method in ("GET", "HEAD") and not self.request.headers.get("Authorization")
+            browser = self.request.method in ("GET", "HEAD") and not self.request.headers.get(
+                "Authorization"
+            )
             if self.page and browser:
                 self.redirect(self.get_login_url())
                 return
@@ -89,7 +92,11 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         """The request's JSON object; 413 past ``max_bytes``, 400 when it is not an object."""
         size = len(self.request.body or b"")
         if size > max_bytes:
-            raise APIError(413, f"request body is {size} bytes; at most {max_bytes}" + (f" ({hint})" if hint else ""))
+            raise APIError(
+                413,
+                f"request body is {size} bytes; at most {max_bytes}"
+                + (f" ({hint})" if hint else ""),
+            )
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError as e:
@@ -108,10 +115,14 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         message = error_message(exc, self._reason)
         if self.page and not self.request.path.startswith(self.ctx.prefix + "api/"):
             self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.finish(page_html(f"{status_code}: {self._reason}", f"<p>{html.escape(message)}</p>"))
+            self.finish(
+                page_html(f"{status_code}: {self._reason}", f"<p>{html.escape(message)}</p>")
+            )
             return
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message, **getattr(exc, "extra", {})}))
+        self.finish(
+            json.dumps({"status": status_code, "message": message, **getattr(exc, "extra", {})})
+        )
 
 
 class HealthHandler(ServiceHandler):

@@ -33,7 +33,10 @@ class HubAPI:
                 raise_error=False,
                 allow_nonstandard_methods=True,
                 request_timeout=timeout or self.timeout,
-                headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+                headers={
+                    "Authorization": f"token {self.token}",
+                    "Content-Type": "application/json",
+                },
                 body=json.dumps(body) if body is not None else None,
             )
         except OSError as e:
@@ -56,10 +59,14 @@ class HubAPI:
         model = await self.user(name)
         return set(model.get("groups", [])) if model else set()
 
-    async def mint_token(self, user: str, scopes: list[str], expires_in: int, note: str) -> dict | None:
+    async def mint_token(
+        self, user: str, scopes: list[str], expires_in: int, note: str
+    ) -> dict | None:
         """A new token of ``user`` with ``scopes`` (``{"id", "token"}``), or None if refused."""
         code, model = await self.request(
-            "POST", f"users/{quote(user)}/tokens", {"expires_in": int(expires_in), "note": note, "scopes": scopes}
+            "POST",
+            f"users/{quote(user)}/tokens",
+            {"expires_in": int(expires_in), "note": note, "scopes": scopes},
         )
         if code not in (200, 201):
             log.warning("the hub refused a token for %s (%s): %s", user, code, model.get("message"))
@@ -69,5 +76,11 @@ class HubAPI:
     async def revoke_token(self, user: str, token_id: str) -> bool:
         code, model = await self.request("DELETE", f"users/{quote(user)}/tokens/{quote(token_id)}")
         if code not in (204, 404):
-            log.warning("could not revoke token %s of %s (%s): %s", token_id, user, code, model.get("message"))
+            log.warning(
+                "could not revoke token %s of %s (%s): %s",
+                token_id,
+                user,
+                code,
+                model.get("message"),
+            )
         return code in (204, 404)

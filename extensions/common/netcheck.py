@@ -36,8 +36,12 @@ def address_problem(address: str) -> str | None:
     if getattr(ip, "ipv4_mapped", None):
         ip = ip.ipv4_mapped
     for test, what in (
-        ("is_unspecified", "an unspecified"), ("is_loopback", "a loopback"), ("is_link_local", "a link-local"),
-        ("is_private", "a private"), ("is_multicast", "a multicast"), ("is_reserved", "a reserved"),
+        ("is_unspecified", "an unspecified"),
+        ("is_loopback", "a loopback"),
+        ("is_link_local", "a link-local"),
+        ("is_private", "a private"),
+        ("is_multicast", "a multicast"),
+        ("is_reserved", "a reserved"),
     ):
         if getattr(ip, test):
             return f"{address} is {what} address"
@@ -54,12 +58,16 @@ def host_allowed(host: str, allowed_hosts) -> bool:
 def check_url_syntax(url) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) URL, or URLNotAllowed."""
     if not isinstance(url, str) or len(url) > 2000 or any(c.isspace() for c in url):
-        raise URLNotAllowed("must be an http:// or https:// URL of at most 2000 characters, or null")
+        raise URLNotAllowed(
+            "must be an http:// or https:// URL of at most 2000 characters, or null"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise URLNotAllowed(f"{url[:80]!r} is not an http:// or https:// URL; {WHAT_IS_ALLOWED}")
     if parts.username or parts.password:
-        raise URLNotAllowed("must not carry a user name or password; put secrets in the receiving end's URL path")
+        raise URLNotAllowed(
+            "must not carry a user name or password; put secrets in the receiving end's URL path"
+        )
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
@@ -102,4 +110,6 @@ class CheckedResolver(netutil.Resolver):
         infos = await asyncio.get_running_loop().run_in_executor(
             None, resolve_checked, host, port, self.allowed_hosts
         )
-        return [(af, sockaddr) for af, _t, _p, _c, sockaddr in infos if family in (socket.AF_UNSPEC, af)]
+        return [
+            (af, sockaddr) for af, _t, _p, _c, sockaddr in infos if family in (socket.AF_UNSPEC, af)
+        ]

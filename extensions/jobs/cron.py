@@ -21,7 +21,9 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise CronError(f"timezone: unknown timezone {name!r}; use an IANA name such as UTC or Europe/Berlin") from None
+        raise CronError(
+            f"timezone: unknown timezone {name!r}; use an IANA name such as UTC or Europe/Berlin"
+        ) from None
 
 
 def validate(expr: str, timezone: str = "UTC") -> str:
@@ -29,7 +31,9 @@ def validate(expr: str, timezone: str = "UTC") -> str:
     from croniter import croniter
 
     if not isinstance(expr, str) or not expr.strip():
-        raise CronError("schedule: give a cron expression such as '0 2 * * *' (02:00 every day), or null to run once")
+        raise CronError(
+            "schedule: give a cron expression such as '0 2 * * *' (02:00 every day), or null to run once"
+        )
     expr = " ".join(PRESETS.get(expr.strip(), expr).split())
     if len(expr.split()) != 5:
         raise CronError(
@@ -37,17 +41,25 @@ def validate(expr: str, timezone: str = "UTC") -> str:
             "day-of-week), e.g. '*/15 * * * *' or '0 2 * * 1-5'"
         )
     if not croniter.is_valid(expr):
-        raise CronError(f"schedule: {expr!r} is not a valid cron expression; fields are minute hour day-of-month month day-of-week")
+        raise CronError(
+            f"schedule: {expr!r} is not a valid cron expression; fields are minute hour day-of-month month day-of-week"
+        )
     zone(timezone)
     return expr
 
 
-def next_times(expr: str, timezone: str = "UTC", after: dt.datetime | None = None, count: int = 1) -> list[dt.datetime]:
+def next_times(
+    expr: str, timezone: str = "UTC", after: dt.datetime | None = None, count: int = 1
+) -> list[dt.datetime]:
     """The next ``count`` times (naive UTC) strictly after ``after`` (naive UTC, default now)."""
     from croniter import croniter
 
     tz = zone(timezone)
-    start = (after or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(tzinfo=dt.UTC).astimezone(tz)
+    start = (
+        (after or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        .replace(tzinfo=dt.UTC)
+        .astimezone(tz)
+    )
     it = croniter(expr, start)
     return [it.get_next(dt.datetime).astimezone(dt.UTC).replace(tzinfo=None) for _ in range(count)]
 

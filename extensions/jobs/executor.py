@@ -24,7 +24,16 @@ from .runnerd import RunnersClient
 log = logging.getLogger("hubml.jobs.executor")
 
 # what a run inherits from the service's own environment; never the service's hub token
-_INHERIT = {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}
+_INHERIT = {
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+}
 # how often a local runner sends the output so far
 PROGRESS_S = 2
 
@@ -84,7 +93,9 @@ class LocalExecutor:
             if self.notify is not None:
                 self.notify()
 
-        threading.Thread(target=wait, daemon=True, name=f"runner-watch-{Path(run_dir).name}").start()
+        threading.Thread(
+            target=wait, daemon=True, name=f"runner-watch-{Path(run_dir).name}"
+        ).start()
 
     def maintain(self) -> None:
         """Nothing to keep: the runner service is warm, and runners are nobody's children here."""

@@ -74,7 +74,9 @@ class JobsBase(ServiceHandler):
             if body.get("content") is not None:
                 raw = notebook_bytes(body["content"], path)
             else:
-                raw = await fetch_from_server(self.ctx, self.user_name, path, "notebook", MAX_NOTEBOOK_BYTES)
+                raw = await fetch_from_server(
+                    self.ctx, self.user_name, path, "notebook", MAX_NOTEBOOK_BYTES
+                )
             return path, parse_notebook(raw, path), raw
         except NotebookError as e:
             raise APIError(400, str(e)) from None
@@ -83,15 +85,27 @@ class JobsBase(ServiceHandler):
 def job_model(ctx, job, last_run=None) -> dict:
     profile = ctx.settings.profile(job.profile)
     model = {
-        "id": job.id, "owner": job.owner, "name": job.name, "notebook": job.notebook,
-        "content_hash": job.content_hash, "track_latest": job.track_latest,
-        "parameters": job.parameters, "profile": job.profile,
+        "id": job.id,
+        "owner": job.owner,
+        "name": job.name,
+        "notebook": job.notebook,
+        "content_hash": job.content_hash,
+        "track_latest": job.track_latest,
+        "parameters": job.parameters,
+        "profile": job.profile,
         "price_per_hour": profile.price_per_hour if profile else None,
-        "schedule": job.schedule, "timezone": job.timezone,
-        "timeout_s": job.timeout_s, "max_retries": job.max_retries, "retry_delay_s": job.retry_delay_s,
-        "concurrency": job.concurrency, "webhook_url": job.webhook_url, "notify_on": job.notify_on,
-        "paused": job.paused, "next_run_at": iso(job.next_run_at) if not job.paused else None,
-        "created_at": iso(job.created_at), "updated_at": iso(job.updated_at),
+        "schedule": job.schedule,
+        "timezone": job.timezone,
+        "timeout_s": job.timeout_s,
+        "max_retries": job.max_retries,
+        "retry_delay_s": job.retry_delay_s,
+        "concurrency": job.concurrency,
+        "webhook_url": job.webhook_url,
+        "notify_on": job.notify_on,
+        "paused": job.paused,
+        "next_run_at": iso(job.next_run_at) if not job.paused else None,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
         "url": f"{ctx.public}api/jobs/{job.id}",
     }
     if job.schedule:
@@ -129,18 +143,35 @@ class JobsHandler(JobsBase):
             raise APIError(400, str(e)) from None
         profile = await resolve_profile(self.ctx, body.get("profile"), user)
         schedule, tz = rules.schedule(body)
-        fields = {"timeout_s": 3600, "max_retries": 0, "retry_delay_s": 30.0, "concurrency": "skip",
-                  "webhook_url": None, "notify_on": ["failure"], "track_latest": False}
+        fields = {
+            "timeout_s": 3600,
+            "max_retries": 0,
+            "retry_delay_s": 30.0,
+            "concurrency": "skip",
+            "webhook_url": None,
+            "notify_on": ["failure"],
+            "track_latest": False,
+        }
         await rules.common(body, fields)
         job_id = new_id()
         snapshot = self.ctx.data_dir / "jobs" / "snapshots" / user / f"{job_id}.ipynb"
         now = utcnow()
         values = dict(
-            id=job_id, owner=user, name=fields.pop("name", None) or Path(notebook).stem, notebook=notebook,
-            snapshot=str(snapshot), content_hash=content_hash(raw), parameters=params, profile=profile.slug,
-            schedule=schedule, timezone=tz, paused=False,
+            id=job_id,
+            owner=user,
+            name=fields.pop("name", None) or Path(notebook).stem,
+            notebook=notebook,
+            snapshot=str(snapshot),
+            content_hash=content_hash(raw),
+            parameters=params,
+            profile=profile.slug,
+            schedule=schedule,
+            timezone=tz,
+            paused=False,
             next_run_at=cron.next_times(schedule, tz)[0] if schedule else None,
-            created_at=now, updated_at=now, **fields,
+            created_at=now,
+            updated_at=now,
+            **fields,
         )
         write_snapshot(raw, snapshot)
         try:
@@ -156,7 +187,14 @@ class JobsHandler(JobsBase):
             with self.ctx.engine.connect() as conn:
                 last = conn.execute(select(runs).where(runs.c.id == run_id)).first()
         self.ctx.scheduler.wake.set()
-        log.info("%s created job %s (%s, %s, %s)", user, job_id, notebook, profile.slug, schedule or "once")
+        log.info(
+            "%s created job %s (%s, %s, %s)",
+            user,
+            job_id,
+            notebook,
+            profile.slug,
+            schedule or "once",
+        )
         self.send(job_model(self.ctx, job, last), 201)
 
 
@@ -167,7 +205,9 @@ class JobHandler(JobsBase):
             last = _last_run(conn, job.id)
         model = job_model(self.ctx, job, last)
         if job.schedule and not job.paused:
-            model["next_runs"] = [iso(t) for t in cron.next_times(job.schedule, job.timezone, count=3)]
+            model["next_runs"] = [
+                iso(t) for t in cron.next_times(job.schedule, job.timezone, count=3)
+            ]
         self.send(model)
 
     async def patch(self, job_id):
@@ -186,14 +226,21 @@ class JobHandler(JobsBase):
             except NotebookError as e:
                 raise APIError(400, str(e)) from None
         if "schedule" in body or "timezone" in body:
-            merged = {"schedule": job.schedule, "timezone": job.timezone,
-                      **{k: body[k] for k in ("schedule", "timezone") if k in body}}
+            merged = {
+                "schedule": job.schedule,
+                "timezone": job.timezone,
+                **{k: body[k] for k in ("schedule", "timezone") if k in body},
+            }
             values["schedule"], values["timezone"] = rules.schedule(merged)
         schedule = values.get("schedule", job.schedule)
         paused = values.get("paused", job.paused)
-        if schedule and ("schedule" in values or "timezone" in values or (job.paused and not paused)):
+        if schedule and (
+            "schedule" in values or "timezone" in values or (job.paused and not paused)
+        ):
             # resuming does not catch up on the paused time: the next slot is in the future
-            values["next_run_at"] = cron.next_times(schedule, values.get("timezone", job.timezone))[0]
+            values["next_run_at"] = cron.next_times(schedule, values.get("timezone", job.timezone))[
+                0
+            ]
         elif not schedule:
             values["next_run_at"] = None
         values["updated_at"] = utcnow()
@@ -206,7 +253,9 @@ class JobHandler(JobsBase):
     async def delete(self, job_id):
         job = self.owned_job(job_id)
         with self.ctx.engine.connect() as conn:
-            active = conn.execute(select(runs).where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))).all()
+            active = conn.execute(
+                select(runs).where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
+            ).all()
         for run in active:
             self.ctx.scheduler.cancel(run)
         with self.ctx.engine.begin() as conn:
@@ -214,7 +263,9 @@ class JobHandler(JobsBase):
             conn.execute(delete(jobs).where(jobs.c.id == job.id))
         Path(job.snapshot).unlink(missing_ok=True)
         if not active:  # running ones are cancelled and keep their files until they end
-            shutil.rmtree(self.ctx.data_dir / "jobs" / "runs" / job.owner / job.id, ignore_errors=True)
+            shutil.rmtree(
+                self.ctx.data_dir / "jobs" / "runs" / job.owner / job.id, ignore_errors=True
+            )
         self.set_status(204)
         self.finish()
 
@@ -225,7 +276,10 @@ class RunsHandler(JobsBase):
         limit = whole_limit(self.get_argument("limit", "100"))
         with self.ctx.engine.connect() as conn:
             rows = conn.execute(
-                select(runs).where(runs.c.job_id == job.id).order_by(runs.c.created_at.desc()).limit(limit)
+                select(runs)
+                .where(runs.c.job_id == job.id)
+                .order_by(runs.c.created_at.desc())
+                .limit(limit)
             ).all()
         self.send({"runs": [run_model(r, self.ctx.public, self.ctx.mlflow_public) for r in rows]})
 
@@ -253,8 +307,11 @@ class RunFileHandler(JobsBase):
     browser without a session is sent to log in."""
 
     page = True
-    TYPES = {"output.ipynb": "application/x-ipynb+json", "output.html": "text/html; charset=utf-8",
-             "log": "text/plain; charset=utf-8"}
+    TYPES = {
+        "output.ipynb": "application/x-ipynb+json",
+        "output.html": "text/html; charset=utf-8",
+        "log": "text/plain; charset=utf-8",
+    }
 
     async def get(self, run_id, name):
         run = self.owned_run(run_id)
@@ -295,8 +352,15 @@ class RunnerHandler(ServiceHandler):
             run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
         path = self.ctx.scheduler.run_dir(run) / TOKEN_FILE if run is not None else None
         expected = path.read_text() if path is not None and path.exists() else ""
-        if scheme != "hubml-run" or not expected or not hmac.compare_digest(token_hash(secret), expected):
-            raise APIError(403, "this endpoint is for a run's own runner: Authorization: hubml-run <the run's secret>")
+        if (
+            scheme != "hubml-run"
+            or not expected
+            or not hmac.compare_digest(token_hash(secret), expected)
+        ):
+            raise APIError(
+                403,
+                "this endpoint is for a run's own runner: Authorization: hubml-run <the run's secret>",
+            )
         if run.status != "running":
             raise APIError(409, f"run {run_id} is {run.status}, no longer running")
         return run
@@ -319,7 +383,9 @@ class RunnerHandler(ServiceHandler):
                 data = json.loads(body)
             except ValueError as e:
                 raise APIError(400, f"{name} is not JSON: {e}") from None
-            if name == "output.ipynb" and not (isinstance(data, dict) and isinstance(data.get("cells"), list)):
+            if name == "output.ipynb" and not (
+                isinstance(data, dict) and isinstance(data.get("cells"), list)
+            ):
                 raise APIError(400, "output.ipynb is not a notebook (no cells)")
             if name == "result.json":
                 body = self._result(data)
@@ -334,16 +400,32 @@ class RunnerHandler(ServiceHandler):
 
     def _result(self, data) -> bytes:
         if not isinstance(data, dict) or data.get("status") not in self.STATUSES:
-            raise APIError(400, f"result.json needs status one of {', '.join(sorted(self.STATUSES))}")
+            raise APIError(
+                400, f"result.json needs status one of {', '.join(sorted(self.STATUSES))}"
+            )
         error, mlflow_id = data.get("error"), data.get("mlflow_run_id")
         if not (error is None or isinstance(error, str)) or not (
-                mlflow_id is None or isinstance(mlflow_id, str) and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", mlflow_id)):
-            raise APIError(400, "result.json: error must be a string or null, mlflow_run_id an MLflow run id or null")
+            mlflow_id is None
+            or isinstance(mlflow_id, str)
+            and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", mlflow_id)
+        ):
+            raise APIError(
+                400,
+                "result.json: error must be a string or null, mlflow_run_id an MLflow run id or null",
+            )
         seconds = data.get("runner_seconds")
-        if not (seconds is None or isinstance(seconds, int | float) and not isinstance(seconds, bool)):
+        if not (
+            seconds is None or isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        ):
             raise APIError(400, "result.json: runner_seconds must be a number or null")
-        return json.dumps({"status": data["status"], "error": error and error[:4000],
-                           "mlflow_run_id": mlflow_id, "runner_seconds": seconds}).encode()
+        return json.dumps(
+            {
+                "status": data["status"],
+                "error": error and error[:4000],
+                "mlflow_run_id": mlflow_id,
+                "runner_seconds": seconds,
+            }
+        ).encode()
 
 
 class CancelHandler(JobsBase):
@@ -352,13 +434,19 @@ class CancelHandler(JobsBase):
         if run.status not in ACTIVE:
             raise APIError(409, f"run {run_id} already ended ({run.status})")
         self.ctx.scheduler.cancel(run)
-        self.send({"id": run_id, "status": "cancelled" if run.status == "queued" else "cancelling"}, 202)
+        self.send(
+            {"id": run_id, "status": "cancelled" if run.status == "queued" else "cancelling"}, 202
+        )
 
 
 class CronHandler(JobsBase):
     async def get(self):
         try:
-            self.send(cron.preview(self.get_argument("schedule", ""), self.get_argument("timezone", "UTC")))
+            self.send(
+                cron.preview(
+                    self.get_argument("schedule", ""), self.get_argument("timezone", "UTC")
+                )
+            )
         except cron.CronError as e:
             raise APIError(400, str(e)) from None
 
@@ -366,11 +454,20 @@ class CronHandler(JobsBase):
 class ProfilesHandler(JobsBase):
     async def get(self):
         default = self.ctx.settings.default_profile.slug
-        self.send({"profiles": [
-            {"slug": p.slug, "display_name": p.display_name, "price_per_hour": p.price_per_hour,
-             "gpu": f"{p.gpu_count} x {p.gpu_model}" if p.gpu_model else None, "default": p.slug == default}
-            for p in await profiles_for(self.ctx, self.user_name)
-        ]})
+        self.send(
+            {
+                "profiles": [
+                    {
+                        "slug": p.slug,
+                        "display_name": p.display_name,
+                        "price_per_hour": p.price_per_hour,
+                        "gpu": f"{p.gpu_count} x {p.gpu_model}" if p.gpu_model else None,
+                        "default": p.slug == default,
+                    }
+                    for p in await profiles_for(self.ctx, self.user_name)
+                ]
+            }
+        )
 
 
 class NotebookHandler(JobsBase):
@@ -389,7 +486,13 @@ class NotebookHandler(JobsBase):
 
     async def _answer(self, body: dict):
         path, nb, raw = await self.notebook(body)
-        self.send({"notebook": path, "content_hash": content_hash(raw), "parameters": declared_parameters(nb)})
+        self.send(
+            {
+                "notebook": path,
+                "content_hash": content_hash(raw),
+                "parameters": declared_parameters(nb),
+            }
+        )
 
 
 class IndexHandler(JobsBase):
@@ -401,11 +504,16 @@ class IndexHandler(JobsBase):
         from hubml.extensions.common.handlers import page_html
 
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(page_html("Notebook jobs", (
-            "<p>Notebooks that run on a schedule or on demand, without your server. Schedule one "
-            "from a notebook with <code>from hubml.widgets import SchedulePanel; SchedulePanel()</code>.</p>"
-            f"<p>Your jobs as JSON: <a href='{self.ctx.public}api/jobs'>api/jobs</a>.</p>"
-        )))
+        self.finish(
+            page_html(
+                "Notebook jobs",
+                (
+                    "<p>Notebooks that run on a schedule or on demand, without your server. Schedule one "
+                    "from a notebook with <code>from hubml.widgets import SchedulePanel; SchedulePanel()</code>.</p>"
+                    f"<p>Your jobs as JSON: <a href='{self.ctx.public}api/jobs'>api/jobs</a>.</p>"
+                ),
+            )
+        )
 
 
 ROUTES = [

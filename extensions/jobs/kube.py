@@ -39,9 +39,18 @@ def job_name(run_id: str) -> str:
     return f"hubml-run-{run_id}"[:63]
 
 
-def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, parameters: dict | None = None,
-                     job_id: str = "preview", run_id: str = "preview", timeout_s: int = 3600,
-                     jobs_url: str | None = None, run_token: str = "<minted for each run>") -> dict:
+def k8s_job_manifest(
+    settings,
+    profile_slug: str,
+    username: str,
+    notebook: str,
+    parameters: dict | None = None,
+    job_id: str = "preview",
+    run_id: str = "preview",
+    timeout_s: int = 3600,
+    jobs_url: str | None = None,
+    run_token: str = "<minted for each run>",
+) -> dict:
     """The ``batch/v1`` Job for one run: the user's pod from KubeSpawner, running the job runner.
 
     The pod template is KubeSpawner's own pod for this user and profile, with the notebook
@@ -70,9 +79,12 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
     container.pop("lifecycle", None)
     # the server's hub credentials and URLs mean nothing to a batch pod
     # (MLFLOW_TRACKING_TOKEN is the server's token too: the run's own comes with its spec)
-    env = [e for e in container.get("env", [])
-           if e["name"] == "JUPYTERHUB_USER"
-           or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN"))]
+    env = [
+        e
+        for e in container.get("env", [])
+        if e["name"] == "JUPYTERHUB_USER"
+        or not e["name"].startswith(("JUPYTERHUB_", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN"))
+    ]
     env += [
         {"name": "HUBML_JOBS_URL", "value": jobs_url or cluster_jobs_url(settings)},
         {"name": "HUBML_JOB_ID", "value": job_id},
@@ -81,8 +93,12 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
         {"name": "JPY_SESSION_NAME", "value": notebook},
     ]
     container["env"] = env
-    labels = {**pod["metadata"].get("labels", {}), "app.kubernetes.io/component": COMPONENT,
-              "hubml.io/job-id": job_id, "hubml.io/run-id": run_id}
+    labels = {
+        **pod["metadata"].get("labels", {}),
+        "app.kubernetes.io/component": COMPONENT,
+        "hubml.io/job-id": job_id,
+        "hubml.io/run-id": run_id,
+    }
     labels.pop("component", None)
     job = V1Job(
         api_version="batch/v1",
@@ -91,15 +107,21 @@ def k8s_job_manifest(settings, profile_slug: str, username: str, notebook: str, 
             name=job_name(run_id),
             namespace=settings.kubernetes.namespace,
             labels=labels,
-            annotations={"hubml.io/user": username, "hubml.io/notebook": notebook, "hubml.io/profile": profile_slug,
-                         "hubml.io/parameters": json.dumps(parameters or {}, sort_keys=True)},
+            annotations={
+                "hubml.io/user": username,
+                "hubml.io/notebook": notebook,
+                "hubml.io/profile": profile_slug,
+                "hubml.io/parameters": json.dumps(parameters or {}, sort_keys=True),
+            },
         ),
         spec=V1JobSpec(
             backoff_limit=0,
             active_deadline_seconds=job_deadline(timeout_s),
             ttl_seconds_after_finished=7 * 24 * 3600,
             template=V1PodTemplateSpec(
-                metadata=V1ObjectMeta(labels=labels, annotations=pod["metadata"].get("annotations")),
+                metadata=V1ObjectMeta(
+                    labels=labels, annotations=pod["metadata"].get("annotations")
+                ),
                 spec=spec,
             ),
         ),
@@ -150,11 +172,18 @@ class KubernetesExecutor:
                 config.load_incluster_config(client_configuration=conf)
                 where = "in-cluster service account"
             except config.ConfigException:
-                await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=conf)
+                await config.load_kube_config(
+                    config_file=os.environ.get("KUBECONFIG"), client_configuration=conf
+                )
                 where = os.environ.get("KUBECONFIG") or "~/.kube/config"
             self._api = client.ApiClient(conf)
-            log.info("kubernetes executor: %s at %s, namespace %s; pods reach the service at %s",
-                     where, conf.host, self.namespace, self.jobs_url)
+            log.info(
+                "kubernetes executor: %s at %s, namespace %s; pods reach the service at %s",
+                where,
+                conf.host,
+                self.namespace,
+                self.jobs_url,
+            )
         return self._api
 
     async def _batch(self):
@@ -177,8 +206,16 @@ class KubernetesExecutor:
         env = {k: v for k, v in spec["env"].items() if k not in _LOCAL_ONLY}
         token = remote.prepare(run_dir, spec, env)
         manifest = await asyncio.to_thread(
-            k8s_job_manifest, self.settings, spec["profile"], spec["user"], spec["notebook"], spec["parameters"],
-            job_id=spec["job_id"], run_id=spec["run_id"], timeout_s=spec["timeout_s"], jobs_url=self.jobs_url,
+            k8s_job_manifest,
+            self.settings,
+            spec["profile"],
+            spec["user"],
+            spec["notebook"],
+            spec["parameters"],
+            job_id=spec["job_id"],
+            run_id=spec["run_id"],
+            timeout_s=spec["timeout_s"],
+            jobs_url=self.jobs_url,
             run_token=token,
         )
         from kubernetes_asyncio.client.exceptions import ApiException
@@ -186,18 +223,25 @@ class KubernetesExecutor:
         try:
             await (await self._batch()).create_namespaced_job(self.namespace, manifest)
         except ApiException as e:
-            raise RuntimeError(f"Kubernetes refused the Job ({e.status} {e.reason}): {_api_message(e)}") from None
+            raise RuntimeError(
+                f"Kubernetes refused the Job ({e.status} {e.reason}): {_api_message(e)}"
+            ) from None
         self._listing = None
         with open(run_dir / "log", "a") as f:
-            f.write(f"[hubml-jobs] submitted Job {job_name(spec['run_id'])} to namespace {self.namespace} "
-                    f"(profile {spec['profile']}); the pod's log follows when it ends\n")
+            f.write(
+                f"[hubml-jobs] submitted Job {job_name(spec['run_id'])} to namespace {self.namespace} "
+                f"(profile {spec['profile']}); the pod's log follows when it ends\n"
+            )
         return None
 
     async def _jobs(self) -> dict:
         if self._listing is None:
             found = await (await self._batch()).list_namespaced_job(
-                self.namespace, label_selector=f"app.kubernetes.io/component={COMPONENT}")
-            self._listing = {(j.metadata.labels or {}).get("hubml.io/run-id"): j for j in found.items}
+                self.namespace, label_selector=f"app.kubernetes.io/component={COMPONENT}"
+            )
+            self._listing = {
+                (j.metadata.labels or {}).get("hubml.io/run-id"): j for j in found.items
+            }
         return self._listing
 
     async def alive(self, run_dir: Path) -> bool:
@@ -219,8 +263,11 @@ class KubernetesExecutor:
 
         try:
             await (await self._batch()).delete_namespaced_job(
-                job_name(Path(run_dir).name), self.namespace, propagation_policy="Foreground",
-                **({"grace_period_seconds": 0} if force else {}))
+                job_name(Path(run_dir).name),
+                self.namespace,
+                propagation_policy="Foreground",
+                **({"grace_period_seconds": 0} if force else {}),
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -244,14 +291,22 @@ class KubernetesExecutor:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _pod(self, run_id: str):
-        pods = await (await self._core()).list_namespaced_pod(self.namespace, label_selector=f"job-name={job_name(run_id)}")
-        return max(pods.items, key=lambda p: p.metadata.creation_timestamp or 0, default=None) if pods.items else None
+        pods = await (await self._core()).list_namespaced_pod(
+            self.namespace, label_selector=f"job-name={job_name(run_id)}"
+        )
+        return (
+            max(pods.items, key=lambda p: p.metadata.creation_timestamp or 0, default=None)
+            if pods.items
+            else None
+        )
 
     async def _pod_log(self, pod) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
-            return await (await self._core()).read_namespaced_pod_log(pod.metadata.name, self.namespace, container=CONTAINER)
+            return await (await self._core()).read_namespaced_pod_log(
+                pod.metadata.name, self.namespace, container=CONTAINER
+            )
         except ApiException as e:
             return f"[hubml-jobs] the pod's log could not be read: {e.status} {e.reason}\n"
 
@@ -261,15 +316,23 @@ class KubernetesExecutor:
 
         pod = await self._pod(run_dir.name)
         with open(run_dir / "log", "a") as f:
-            f.write(await self._pod_log(pod) if pod is not None else "[hubml-jobs] the Job has no pod left\n")
+            f.write(
+                await self._pod_log(pod)
+                if pod is not None
+                else "[hubml-jobs] the Job has no pod left\n"
+            )
         if not (run_dir / "result.json").exists():
             status, error = _failure(job, pod)
             with open(run_dir / "log", "a") as f:
                 f.write(f"[hubml-jobs] {error}\n")
-            remote.write_private(run_dir / "result.json", json.dumps({"status": status, "error": error, "mlflow_run_id": None}))
+            remote.write_private(
+                run_dir / "result.json",
+                json.dumps({"status": status, "error": error, "mlflow_run_id": None}),
+            )
         try:
-            await (await self._batch()).delete_namespaced_job(job.metadata.name, self.namespace,
-                                                              propagation_policy="Background")
+            await (await self._batch()).delete_namespaced_job(
+                job.metadata.name, self.namespace, propagation_policy="Background"
+            )
         except ApiException as e:
             if e.status != 404:
                 log.warning("could not delete finished Job %s: %s", job.metadata.name, e.reason)
@@ -281,27 +344,44 @@ def _ended(job) -> bool:
         return False
     if (status.succeeded or 0) > 0 or (status.failed or 0) > 0:
         return True
-    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or [])
+    return any(
+        c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or []
+    )
 
 
 def _failure(job, pod) -> tuple[str, str]:
     """(status, error) for a Job that ended without its runner's result, in Kubernetes' words."""
-    conditions = [c for c in (job.status.conditions or []) if c.type == "Failed" and c.status == "True"]
+    conditions = [
+        c for c in (job.status.conditions or []) if c.type == "Failed" and c.status == "True"
+    ]
     if conditions and conditions[0].reason == "DeadlineExceeded":
         deadline = job.spec.active_deadline_seconds
         waiting = _pending(pod)
         if waiting is not None:
-            return "timed_out", f"timed out after {deadline} s before the pod could start: {waiting}"
-        return "timed_out", f"timed out: the Job passed its deadline ({deadline} s) and Kubernetes stopped its pod"
+            return (
+                "timed_out",
+                f"timed out after {deadline} s before the pod could start: {waiting}",
+            )
+        return (
+            "timed_out",
+            f"timed out: the Job passed its deadline ({deadline} s) and Kubernetes stopped its pod",
+        )
     for cs in (pod.status.container_statuses or []) if pod is not None and pod.status else []:
         term = cs.state.terminated if cs.state else None
         if term is not None:
-            what = {"OOMKilled": "ran out of memory (OOMKilled): choose a profile with more memory"}.get(
-                term.reason or "", f"ended with {term.reason or 'an error'}")
-            return "failed", f"the pod's container {what}, exit code {term.exit_code}, without a result from the runner"
+            what = {
+                "OOMKilled": "ran out of memory (OOMKilled): choose a profile with more memory"
+            }.get(term.reason or "", f"ended with {term.reason or 'an error'}")
+            return (
+                "failed",
+                f"the pod's container {what}, exit code {term.exit_code}, without a result from the runner",
+            )
     if conditions:
         c = conditions[0]
-        return "failed", f"the Job failed: {c.reason or 'unknown reason'}{': ' + c.message if c.message else ''}"
+        return (
+            "failed",
+            f"the Job failed: {c.reason or 'unknown reason'}{': ' + c.message if c.message else ''}",
+        )
     return "failed", "the Job ended without a result from its runner"
 
 
@@ -318,7 +398,14 @@ def _pending(pod) -> str | None:
     status = pod.status if pod is not None else None
     if status is None or status.phase != "Pending":
         return None
-    why = [f"{c.reason}: {c.message}" for c in status.conditions or [] if c.type == "PodScheduled" and c.status == "False"]
-    why += [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
-            for cs in status.container_statuses or [] if cs.state and cs.state.waiting]
+    why = [
+        f"{c.reason}: {c.message}"
+        for c in status.conditions or []
+        if c.type == "PodScheduled" and c.status == "False"
+    ]
+    why += [
+        f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
+        for cs in status.container_statuses or []
+        if cs.state and cs.state.waiting
+    ]
     return "; ".join(why) or "Pending"

@@ -24,12 +24,18 @@ class NotebookError(ValueError):
 def parse_notebook(raw: bytes, shown: str) -> dict:
     """The notebook ``raw`` holds, checked; ``shown`` is the name used in errors."""
     if len(raw) > MAX_NOTEBOOK_BYTES:
-        raise NotebookError(f"notebook: {shown!r} is {len(raw) // 1024**2} MiB; at most {MAX_NOTEBOOK_BYTES // 1024**2} MiB")
+        raise NotebookError(
+            f"notebook: {shown!r} is {len(raw) // 1024**2} MiB; at most {MAX_NOTEBOOK_BYTES // 1024**2} MiB"
+        )
     try:
         nb = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NotebookError(f"notebook: {shown!r} is not valid notebook JSON ({e})") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat", 0) < 4:
+    if (
+        not isinstance(nb, dict)
+        or not isinstance(nb.get("cells"), list)
+        or nb.get("nbformat", 0) < 4
+    ):
         raise NotebookError(f"notebook: {shown!r} is not an nbformat 4 notebook")
     return nb
 
@@ -41,7 +47,9 @@ def notebook_bytes(content, shown: str) -> bytes:
         return content.encode()
     if isinstance(content, dict):
         return (json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode()
-    raise NotebookError(f"content: the notebook {shown!r} as saved (its JSON text, or the notebook object)")
+    raise NotebookError(
+        f"content: the notebook {shown!r} as saved (its JSON text, or the notebook object)"
+    )
 
 
 def read_notebook(path: Path, shown: str) -> tuple[dict, bytes]:
@@ -62,7 +70,9 @@ def _source(cell: dict) -> str:
 def _type_name(value) -> str:
     if value is None:
         return "any"
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}.get(type(value), "any")
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}.get(
+        type(value), "any"
+    )
 
 
 _ANNOTATIONS = {"int", "float", "str", "bool", "list", "dict"}
@@ -75,7 +85,11 @@ def declared_parameters(nb: dict) -> dict[str, dict]:
     injects values after this cell, so anything else there is ordinary code.
     """
     cell = next(
-        (c for c in nb.get("cells", []) if "parameters" in (c.get("metadata", {}).get("tags") or [])),
+        (
+            c
+            for c in nb.get("cells", [])
+            if "parameters" in (c.get("metadata", {}).get("tags") or [])
+        ),
         None,
     )
     if cell is None:
@@ -86,9 +100,17 @@ def declared_parameters(nb: dict) -> dict[str, dict]:
         return {}
     params: dict[str, dict] = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             name, value_node, annotation = node.targets[0].id, node.value, None
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+        ):
             name, value_node = node.target.id, node.value
             annotation = node.annotation.id if isinstance(node.annotation, ast.Name) else None
         else:
@@ -128,7 +150,9 @@ def check_parameters(given, declared: dict[str, dict]) -> dict:
     allowed = ", ".join(f"{n} ({d['type']})" for n, d in declared.items())
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        raise NotebookError(f"parameters: unknown parameter(s) {', '.join(unknown)}; the notebook declares {allowed}")
+        raise NotebookError(
+            f"parameters: unknown parameter(s) {', '.join(unknown)}; the notebook declares {allowed}"
+        )
     for name, value in given.items():
         kind = declared[name]["type"]
         if not _matches(kind, value):

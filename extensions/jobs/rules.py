@@ -14,8 +14,20 @@ from . import cron
 MAX_PARAMETERS_BYTES = 64 * 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600
 FIELDS = {
-    "notebook", "content", "parameters", "profile", "schedule", "timezone", "timeout_s", "max_retries",
-    "name", "retry_delay_s", "concurrency", "webhook_url", "notify_on", "track_latest",
+    "notebook",
+    "content",
+    "parameters",
+    "profile",
+    "schedule",
+    "timezone",
+    "timeout_s",
+    "max_retries",
+    "name",
+    "retry_delay_s",
+    "concurrency",
+    "webhook_url",
+    "notify_on",
+    "track_latest",
 }
 PATCHABLE = FIELDS - {"notebook", "content"} | {"paused"}
 
@@ -38,8 +50,11 @@ def check_fields(body: dict, allowed: set[str], verb: str = "unknown field(s)") 
 def check_parameters_size(body: dict) -> None:
     size = len(json.dumps(body.get("parameters") or {}))
     if size > MAX_PARAMETERS_BYTES:
-        raise APIError(413, f"parameters are {size} bytes; at most {MAX_PARAMETERS_BYTES} (keep data out of "
-                            "parameters: pass a path)")
+        raise APIError(
+            413,
+            f"parameters are {size} bytes; at most {MAX_PARAMETERS_BYTES} (keep data out of "
+            "parameters: pass a path)",
+        )
 
 
 class JobRules:
@@ -75,8 +90,14 @@ class JobRules:
             out["max_retries"] = whole_number(body, "max_retries", 0, 0, 10)
         if "retry_delay_s" in body:
             value = body["retry_delay_s"]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
-                raise APIError(400, f"retry_delay_s: must be seconds from 0 to 86400 (got {value!r})")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= 86400
+            ):
+                raise APIError(
+                    400, f"retry_delay_s: must be seconds from 0 to 86400 (got {value!r})"
+                )
             out["retry_delay_s"] = float(value)
         if "concurrency" in body:
             if body["concurrency"] not in ("skip", "queue"):
@@ -100,7 +121,10 @@ class JobRules:
             out["notify_on"] = sorted(set(value))
         if "track_latest" in body:
             if not isinstance(body["track_latest"], bool):
-                raise APIError(400, "track_latest: true (run the latest saved notebook) or false (run the snapshot)")
+                raise APIError(
+                    400,
+                    "track_latest: true (run the latest saved notebook) or false (run the snapshot)",
+                )
             out["track_latest"] = body["track_latest"]
         if "paused" in body:
             if not isinstance(body["paused"], bool):

@@ -89,13 +89,19 @@ def _find_mlflow_run(run_id: str) -> str | None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = uri.rstrip("/") + "/api/2.0/mlflow"
     try:
-        exps = requests.post(f"{base}/experiments/search", json={"max_results": 1000}, headers=headers, timeout=10)
+        exps = requests.post(
+            f"{base}/experiments/search", json={"max_results": 1000}, headers=headers, timeout=10
+        )
         ids = [e["experiment_id"] for e in exps.json().get("experiments", [])]
         if not ids:
             return None
         found = requests.post(
             f"{base}/runs/search",
-            json={"experiment_ids": ids, "filter": f"tags.`hubml.job_run_id` = '{run_id}'", "max_results": 1},
+            json={
+                "experiment_ids": ids,
+                "filter": f"tags.`hubml.job_run_id` = '{run_id}'",
+                "max_results": 1,
+            },
             headers=headers,
             timeout=10,
         ).json()
@@ -126,7 +132,11 @@ def execute(spec: dict) -> dict:
     with open(spec["input"], encoding="utf-8") as f:
         meta = json.load(f).get("metadata", {})
     kernel = spec.get("kernel_name") or (meta.get("kernelspec") or {}).get("name") or "python3"
-    language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name") or "python"
+    language = (
+        (meta.get("kernelspec") or {}).get("language")
+        or (meta.get("language_info") or {}).get("name")
+        or "python"
+    )
     try:
         papermill.execute_notebook(
             spec["input"],
@@ -161,7 +171,9 @@ def execute(spec: dict) -> dict:
         "mlflow_run_id": mlflow_run_id,
         "runner_seconds": round(time.time() - started, 3),
     }
-    print(f"[hubml-jobs] run {spec['run_id']} {status}" + (f": {error}" if error else ""), flush=True)
+    print(
+        f"[hubml-jobs] run {spec['run_id']} {status}" + (f": {error}" if error else ""), flush=True
+    )
     return result
 
 
@@ -187,7 +199,10 @@ class _Service:
     def __init__(self):
         import requests
 
-        self.base = os.environ["HUBML_JOBS_URL"].rstrip("/") + f"/api/runs/{os.environ['HUBML_JOB_RUN_ID']}/runner/"
+        self.base = (
+            os.environ["HUBML_JOBS_URL"].rstrip("/")
+            + f"/api/runs/{os.environ['HUBML_JOB_RUN_ID']}/runner/"
+        )
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"hubml-run {os.environ.pop('HUBML_RUN_TOKEN', '')}"
 
@@ -214,7 +229,10 @@ class _Service:
         if path.exists():
             r = self.call("PUT", path.name, path.read_bytes())
             if r.status_code != 204:
-                print(f"[hubml-jobs] the service refused {path.name}: {r.status_code} {r.text}", flush=True)
+                print(
+                    f"[hubml-jobs] the service refused {path.name}: {r.status_code} {r.text}",
+                    flush=True,
+                )
 
 
 def remote() -> int:
@@ -227,20 +245,32 @@ def remote() -> int:
     service = _Service()
     r = service.call("GET", "spec")
     if r.status_code != 200:
-        print(f"[hubml-jobs] the jobs service refused this run: {r.status_code} {r.text}", flush=True)
+        print(
+            f"[hubml-jobs] the jobs service refused this run: {r.status_code} {r.text}", flush=True
+        )
         return 1
     spec = r.json()
     work = Path(tempfile.mkdtemp(prefix="hubml-run-"))  # 0700, this account's
     (work / "input.ipynb").write_text(json.dumps(spec.pop("input")), encoding="utf-8")
     home = Path(os.environ.get("HOME") or Path.home())
     cwd = home / Path(spec["notebook"]).parent
-    spec.update(run_dir=str(work), input=str(work / "input.ipynb"), cwd=str(cwd if cwd.is_dir() else home))
+    spec.update(
+        run_dir=str(work), input=str(work / "input.ipynb"), cwd=str(cwd if cwd.is_dir() else home)
+    )
     os.environ.update(spec["env"])
     os.chdir(spec["cwd"])
     # SIGTERM: cancelled, stopped by the service past the timeout, or the pod was deleted or evicted
-    signal.signal(signal.SIGTERM, lambda *_: _stop("failed", "stopped from outside (cancelled, past its timeout, or its machine went away)"))
-    print(f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} as {os.environ.get('USER', '?')} "
-          f"on {os.environ.get('HOSTNAME') or os.uname().nodename} (pid {os.getpid()})", flush=True)
+    signal.signal(
+        signal.SIGTERM,
+        lambda *_: _stop(
+            "failed", "stopped from outside (cancelled, past its timeout, or its machine went away)"
+        ),
+    )
+    print(
+        f"[hubml-jobs] run {spec['run_id']} of job {spec['job_id']} as {os.environ.get('USER', '?')} "
+        f"on {os.environ.get('HOSTNAME') or os.uname().nodename} (pid {os.getpid()})",
+        flush=True,
+    )
 
     done = threading.Event()
 
@@ -257,11 +287,19 @@ def remote() -> int:
     try:
         result = execute(spec)
     except BaseException as e:
-        result = {"status": "failed", "error": f"runner error: {type(e).__name__}: {e}", "mlflow_run_id": None}
+        result = {
+            "status": "failed",
+            "error": f"runner error: {type(e).__name__}: {e}",
+            "mlflow_run_id": None,
+        }
     done.set()
     _write_json(work / "result.json", result)
     try:
-        for name in ("output.ipynb", "output.html", "result.json"):  # the result last: it ends the run
+        for name in (
+            "output.ipynb",
+            "output.html",
+            "result.json",
+        ):  # the result last: it ends the run
             service.send(work / name)
     except RuntimeError as e:
         print(f"[hubml-jobs] {e}", flush=True)
@@ -273,8 +311,11 @@ def remote() -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubml.extensions.jobs.runner")
-    parser.add_argument("--remote", action="store_true",
-                        help="run the run the environment names (HUBML_JOBS_URL, HUBML_JOB_RUN_ID, HUBML_RUN_TOKEN)")
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="run the run the environment names (HUBML_JOBS_URL, HUBML_JOB_RUN_ID, HUBML_RUN_TOKEN)",
+    )
     args = parser.parse_args(argv)
     if not args.remote:
         parser.error("--remote is the only mode: the run comes from the jobs service")

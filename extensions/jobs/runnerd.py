@@ -81,11 +81,15 @@ class RunnersClient:
             except (OSError, ValueError) as e:
                 self.close()
                 if attempt == 2:
-                    raise RunnersUnavailable(f"the runner service ({self.path}) did not answer: {e}") from None
+                    raise RunnersUnavailable(
+                        f"the runner service ({self.path}) did not answer: {e}"
+                    ) from None
         raise AssertionError("unreachable")
 
     def start(self, user: str, home: str, env: dict, lock_fd: int, log_fd: int) -> int:
-        answer = self._call({"op": "start", "user": user, "home": home, "env": env}, [lock_fd, log_fd])
+        answer = self._call(
+            {"op": "start", "user": user, "home": home, "env": env}, [lock_fd, log_fd]
+        )
         if "pid" not in answer:
             raise RuntimeError(answer.get("error") or f"the runner service refused: {answer}")
         return int(answer["pid"])
@@ -163,17 +167,25 @@ class Runners:
         if not self.isolated:
             expected.mkdir(parents=True, exist_ok=True)
             return None
-        pw = self.accounts.user_account(user, expected, self.data_dir / self.accounts.RUN_DIR,
-                                        self.settings.hub.unix_user_prefix)
+        pw = self.accounts.user_account(
+            user,
+            expected,
+            self.data_dir / self.accounts.RUN_DIR,
+            self.settings.hub.unix_user_prefix,
+        )
         if pw.pw_uid < UID_MIN or not pw.pw_name.startswith(self.settings.hub.unix_user_prefix):
-            raise ValueError(f"refusing to run as {pw.pw_name} (uid {pw.pw_uid}): not a hubml user account")
+            raise ValueError(
+                f"refusing to run as {pw.pw_name} (uid {pw.pw_uid}): not a hubml user account"
+            )
         return pw
 
     def start(self, request: dict, fds: list[int]) -> dict:
         if len(fds) != 2:
             raise ValueError("start needs two descriptors: the run's lock and its log")
         env = request.get("env")
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
             raise ValueError("env must be an object of strings")
         pw = self.account(request.get("user"), request.get("home", ""))
         lock_fd, log_fd = fds
@@ -213,7 +225,9 @@ class Runners:
         os.environ.update(env)
         os.chdir(home if home.is_dir() else "/")
         if not self.warm:
-            os.execv(sys.executable, [sys.executable, "-m", "hubml.extensions.jobs.runner", "--remote"])
+            os.execv(
+                sys.executable, [sys.executable, "-m", "hubml.extensions.jobs.runner", "--remote"]
+            )
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         from .runner import remote
@@ -292,7 +306,11 @@ def serve(runners: Runners, path: Path, warm_up=None) -> None:
     signal.signal(signal.SIGCHLD, _reap)
     sel = selectors.DefaultSelector()
     sel.register(server, selectors.EVENT_READ)
-    log.info("runner service on %s (%s)", path, "a Unix account per user" if runners.isolated else "one shared account")
+    log.info(
+        "runner service on %s (%s)",
+        path,
+        "a Unix account per user" if runners.isolated else "one shared account",
+    )
     while True:
         try:
             events = sel.select()

@@ -70,7 +70,9 @@ class Scheduler:
         if self._ledger is None:
             from hubml.hub_config.gpus import GPULedger, inventory_from_settings, ledger_path
 
-            self._ledger = GPULedger(ledger_path(self.data_dir), inventory_from_settings(self.settings.gpus.inventory))
+            self._ledger = GPULedger(
+                ledger_path(self.data_dir), inventory_from_settings(self.settings.gpus.inventory)
+            )
         return self._ledger
 
     # -- the loop ------------------------------------------------------------------------------
@@ -92,7 +94,9 @@ class Scheduler:
     def seconds_to_next_slot(self) -> float:
         with self.engine.connect() as conn:
             nxt = conn.execute(
-                select(func.min(jobs.c.next_run_at)).where(jobs.c.paused.is_(False), jobs.c.next_run_at.is_not(None))
+                select(func.min(jobs.c.next_run_at)).where(
+                    jobs.c.paused.is_(False), jobs.c.next_run_at.is_not(None)
+                )
             ).scalar()
         if nxt is None:
             return TICK
@@ -125,8 +129,15 @@ class Scheduler:
         else:
             chosen = on_time
         if missed:
-            log.info("job %s missed %d slot(s) (%s to %s); catch-up policy %r runs %d",
-                     job.id, len(missed), missed[0], missed[-1], policy, len(chosen))
+            log.info(
+                "job %s missed %d slot(s) (%s to %s); catch-up policy %r runs %d",
+                job.id,
+                len(missed),
+                missed[0],
+                missed[-1],
+                policy,
+                len(chosen),
+            )
         return chosen, t
 
     def fire_due(self) -> int:
@@ -135,7 +146,9 @@ class Scheduler:
         with self.engine.connect() as conn:
             due_jobs = conn.execute(
                 select(jobs).where(
-                    jobs.c.schedule.is_not(None), jobs.c.paused.is_(False), jobs.c.next_run_at <= now
+                    jobs.c.schedule.is_not(None),
+                    jobs.c.paused.is_(False),
+                    jobs.c.next_run_at <= now,
                 )
             ).all()
         for job in due_jobs:
@@ -159,23 +172,44 @@ class Scheduler:
             log.info("fired %d scheduled run(s)", fired)
         return fired
 
-    def _insert_run(self, conn, job, slot: dt.datetime, trigger: str, attempt: int = 1,
-                    not_before: dt.datetime | None = None) -> str:
+    def _insert_run(
+        self,
+        conn,
+        job,
+        slot: dt.datetime,
+        trigger: str,
+        attempt: int = 1,
+        not_before: dt.datetime | None = None,
+    ) -> str:
         active = conn.execute(
-            select(func.count()).select_from(runs).where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
+            select(func.count())
+            .select_from(runs)
+            .where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
         ).scalar()
         status, error = "queued", None
         if active and job.concurrency == "skip" and trigger != "retry":
-            status, error = "skipped", "skipped: the previous run of this job was still going (concurrency: skip)"
+            status, error = (
+                "skipped",
+                "skipped: the previous run of this job was still going (concurrency: skip)",
+            )
         profile = self.settings.profile(job.profile)
         run_id = new_id()
         now = utcnow()
         conn.execute(
             insert(runs).values(
-                id=run_id, job_id=job.id, owner=job.owner, attempt=attempt, trigger=trigger,
-                status=status, scheduled_for=slot, not_before=not_before or now, created_at=now,
-                finished_at=now if status == "skipped" else None, error=error,
-                price_per_hour=profile.price_per_hour if profile else 0.0, profile=job.profile,
+                id=run_id,
+                job_id=job.id,
+                owner=job.owner,
+                attempt=attempt,
+                trigger=trigger,
+                status=status,
+                scheduled_for=slot,
+                not_before=not_before or now,
+                created_at=now,
+                finished_at=now if status == "skipped" else None,
+                error=error,
+                price_per_hour=profile.price_per_hour if profile else 0.0,
+                profile=job.profile,
                 parameters=job.parameters,
             )
         )
@@ -194,11 +228,15 @@ class Scheduler:
         now = utcnow()
         with self.engine.connect() as conn:
             queued = conn.execute(
-                select(runs).where(runs.c.status == "queued", runs.c.not_before <= now).order_by(runs.c.created_at)
+                select(runs)
+                .where(runs.c.status == "queued", runs.c.not_before <= now)
+                .order_by(runs.c.created_at)
             ).all()
             if not queued:
                 return
-            running = conn.execute(select(runs.c.owner).where(runs.c.status == "running")).scalars().all()
+            running = (
+                conn.execute(select(runs.c.owner).where(runs.c.status == "running")).scalars().all()
+            )
         per_user: dict[str, int] = {}
         for owner in running:
             per_user[owner] = per_user.get(owner, 0) + 1
@@ -238,7 +276,11 @@ class Scheduler:
             claimed = conn.execute(
                 update(runs)
                 .where(runs.c.id == run.id, runs.c.status == "queued")
-                .values(status="running", started_at=utcnow(), gpu_devices=",".join(map(str, devices)) or None)
+                .values(
+                    status="running",
+                    started_at=utcnow(),
+                    gpu_devices=",".join(map(str, devices)) or None,
+                )
             ).rowcount
         if claimed != 1:
             if devices:
@@ -253,8 +295,11 @@ class Scheduler:
             if devices:
                 self.ledger().release(owner)
             with self.engine.begin() as conn:
-                conn.execute(update(runs).where(runs.c.id == run.id, runs.c.status == "running")
-                             .values(status="queued", started_at=None, gpu_devices=None))
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run.id, runs.c.status == "running")
+                    .values(status="queued", started_at=None, gpu_devices=None)
+                )
             await self._revoke_token(run)
             return False
         except Exception as e:
@@ -268,8 +313,14 @@ class Scheduler:
             self.ledger().attach(owner, pid)
         with self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run.id).values(pid=pid))
-        log.info("run %s of job %s started (pid %s, profile %s%s)", run.id, run.job_id, pid, run.profile,
-                 f", GPU {devices}" if devices else "")
+        log.info(
+            "run %s of job %s started (pid %s, profile %s%s)",
+            run.id,
+            run.job_id,
+            pid,
+            run.profile,
+            f", GPU {devices}" if devices else "",
+        )
         return True
 
     async def spec(self, run, job, profile, devices: list[int]) -> dict:
@@ -300,13 +351,17 @@ class Scheduler:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_url
             if self.hub is not None:
                 minted = await self.hub.mint_token(
-                    job.owner, ["access:services!service=mlflow"], job.timeout_s + 900,
+                    job.owner,
+                    ["access:services!service=mlflow"],
+                    job.timeout_s + 900,
                     f"hubml job {job.id} run {run.id}",
                 )
                 if minted:
                     env["MLFLOW_TRACKING_TOKEN"] = minted["token"]
                     # kept to revoke it when the run ends (the platform's file, never the user's)
-                    write_private(run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]}))
+                    write_private(
+                        run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]})
+                    )
         return {
             "run_id": run.id,
             "job_id": job.id,
@@ -331,8 +386,10 @@ class Scheduler:
             raw = await fetch_from_server(self.ctx, job.owner, job.notebook, "track_latest")
             parse_notebook(raw, job.notebook)
         except APIError as e:
-            raise RunRefused(f"{e.message}. Turn track_latest off to run the snapshot taken when the "
-                             f"job was made ({job.content_hash[:12]}).") from None
+            raise RunRefused(
+                f"{e.message}. Turn track_latest off to run the snapshot taken when the "
+                f"job was made ({job.content_hash[:12]})."
+            ) from None
         except NotebookError as e:
             raise RunRefused(f"track_latest: the saved {job.notebook} cannot run: {e}") from None
         path = run_dir / "input.ipynb"
@@ -359,20 +416,37 @@ class Scheduler:
             run_dir = self.run_dir(run)
             if await _call(self.executor.alive(run_dir)):
                 with self.engine.connect() as conn:
-                    timeout = conn.execute(select(jobs.c.timeout_s).where(jobs.c.id == run.job_id)).scalar() or 0
+                    timeout = (
+                        conn.execute(
+                            select(jobs.c.timeout_s).where(jobs.c.id == run.job_id)
+                        ).scalar()
+                        or 0
+                    )
                 elapsed = (now - run.started_at).total_seconds() if run.started_at else 0
                 if run.cancel_requested:
                     await _call(self.executor.terminate(run_dir, run.pid))
-                    if elapsed and (run_dir / "cancel").exists() and (now.timestamp() - (run_dir / "cancel").stat().st_mtime) > KILL_GRACE_S:
+                    if (
+                        elapsed
+                        and (run_dir / "cancel").exists()
+                        and (now.timestamp() - (run_dir / "cancel").stat().st_mtime) > KILL_GRACE_S
+                    ):
                         await _call(self.executor.terminate(run_dir, run.pid, force=True))
                 elif timeout and elapsed > timeout + KILL_GRACE_S:
                     # the runner enforces its timeout itself; this is the backstop
-                    await _call(self.executor.terminate(run_dir, run.pid, force=elapsed > timeout + 2 * KILL_GRACE_S))
+                    await _call(
+                        self.executor.terminate(
+                            run_dir, run.pid, force=elapsed > timeout + 2 * KILL_GRACE_S
+                        )
+                    )
                 continue
             result_file = run_dir / "result.json"
             if result_file.exists():
                 result = json.loads(result_file.read_text())
-                status, error, mlflow_id = result["status"], result.get("error"), result.get("mlflow_run_id")
+                status, error, mlflow_id = (
+                    result["status"],
+                    result.get("error"),
+                    result.get("mlflow_run_id"),
+                )
                 if run.cancel_requested and status != "succeeded":
                     status, error = "cancelled", "cancelled by request"
             elif run.cancel_requested:
@@ -382,20 +456,27 @@ class Scheduler:
                 # cell, so it goes back to the queue as the same run (not a retry)
                 with self.engine.begin() as conn:
                     conn.execute(
-                        update(runs).where(runs.c.id == run.id, runs.c.status == "running")
+                        update(runs)
+                        .where(runs.c.id == run.id, runs.c.status == "running")
                         .values(status="queued", started_at=None, pid=None, gpu_devices=None)
                     )
                 self.ledger().release(f"job:{run.id}")
                 log.info("run %s was claimed but never started; queued again", run.id)
                 continue
             else:
-                status, error, mlflow_id = "failed", (
-                    "the run's process ended without a result (killed, or lost while the jobs "
-                    "service was down)"
-                ), None
+                status, error, mlflow_id = (
+                    "failed",
+                    (
+                        "the run's process ended without a result (killed, or lost while the jobs "
+                        "service was down)"
+                    ),
+                    None,
+                )
             self._finish(run.id, status, error, mlflow_id)
 
-    def _finish(self, run_id: str, status: str, error: str | None, mlflow_run_id: str | None = None) -> None:
+    def _finish(
+        self, run_id: str, status: str, error: str | None, mlflow_run_id: str | None = None
+    ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
@@ -406,24 +487,41 @@ class Scheduler:
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
                 .values(
-                    status=status, error=error, finished_at=now, duration_s=round(duration, 3),
-                    cost_usd=round(duration / 3600 * run.price_per_hour, 6), mlflow_run_id=mlflow_run_id,
+                    status=status,
+                    error=error,
+                    finished_at=now,
+                    duration_s=round(duration, 3),
+                    cost_usd=round(duration / 3600 * run.price_per_hour, 6),
+                    mlflow_run_id=mlflow_run_id,
                 )
             ).rowcount
             if done != 1:
                 return
             job = conn.execute(select(jobs).where(jobs.c.id == run.job_id)).first()
             retry = (
-                job is not None and status in ("failed", "timed_out") and run.attempt <= job.max_retries
+                job is not None
+                and status in ("failed", "timed_out")
+                and run.attempt <= job.max_retries
             )
             if retry:
                 delay = job.retry_delay_s * (2 ** (run.attempt - 1))
-                self._insert_run(conn, job, run.scheduled_for, "retry", attempt=run.attempt + 1,
-                                 not_before=now + dt.timedelta(seconds=delay))
+                self._insert_run(
+                    conn,
+                    job,
+                    run.scheduled_for,
+                    "retry",
+                    attempt=run.attempt + 1,
+                    not_before=now + dt.timedelta(seconds=delay),
+                )
         self.ledger().release(f"job:{run_id}")
         asyncio.ensure_future(self._revoke_token(run))
-        log.info("run %s %s%s%s", run_id, status, f": {error}" if error else "",
-                 f"; retrying (attempt {run.attempt + 1})" if retry else "")
+        log.info(
+            "run %s %s%s%s",
+            run_id,
+            status,
+            f": {error}" if error else "",
+            f"; retrying (attempt {run.attempt + 1})" if retry else "",
+        )
         if job is not None and self.notify is not None:
             asyncio.ensure_future(self.notify(run_id))
         self.wake.set()
@@ -432,7 +530,8 @@ class Scheduler:
         with self.engine.begin() as conn:
             if run.status == "queued":
                 conn.execute(
-                    update(runs).where(runs.c.id == run.id, runs.c.status == "queued")
+                    update(runs)
+                    .where(runs.c.id == run.id, runs.c.status == "queued")
                     .values(status="cancelled", error="cancelled by request", finished_at=utcnow())
                 )
             else:
@@ -455,7 +554,11 @@ class Scheduler:
             log.info("%d run(s) were running; following their Jobs again", len(running))
             return
         for run in running:
-            state = "still running, re-attached" if self.executor.alive(self.run_dir(run)) else "ended while the service was down"
+            state = (
+                "still running, re-attached"
+                if self.executor.alive(self.run_dir(run))
+                else "ended while the service was down"
+            )
             log.info("run %s of job %s: %s", run.id, run.job_id, state)
 
 
@@ -479,7 +582,9 @@ def run_model(run, public_prefix: str, mlflow_public: str = "") -> dict:
         "cost_usd": run.cost_usd,
         "price_per_hour": run.price_per_hour,
         "mlflow_run_id": run.mlflow_run_id,
-        "mlflow_url": f"{mlflow_public}#/runs/{run.mlflow_run_id}" if run.mlflow_run_id and mlflow_public else None,
+        "mlflow_url": f"{mlflow_public}#/runs/{run.mlflow_run_id}"
+        if run.mlflow_run_id and mlflow_public
+        else None,
         "error": run.error,
         "gpu_devices": run.gpu_devices,
         "links": {

@@ -62,16 +62,25 @@ async def notifier(ctx: JobsContext, run_id: str) -> None:
     kind = "success" if run.status == "succeeded" else "failure"
     if kind not in (job.notify_on or []):
         return
-    payload = {"event": f"run.{run.status}", "job": job_model(ctx, job),
-               "run": run_model(run, ctx.public, ctx.mlflow_public)}
+    payload = {
+        "event": f"run.{run.status}",
+        "job": job_model(ctx, job),
+        "run": run_model(run, ctx.public, ctx.mlflow_public),
+    }
     client = httpclient.AsyncHTTPClient(
-        force_instance=True, resolver=CheckedResolver(allowed_hosts=ctx.settings.jobs.webhook_allowed_hosts)
+        force_instance=True,
+        resolver=CheckedResolver(allowed_hosts=ctx.settings.jobs.webhook_allowed_hosts),
     )
     try:
         check_url_syntax(job.webhook_url)
         resp = await client.fetch(
-            job.webhook_url, method="POST", body=json.dumps(payload), raise_error=False, request_timeout=10,
-            follow_redirects=False, headers={"Content-Type": "application/json", "User-Agent": "hubml-jobs"},
+            job.webhook_url,
+            method="POST",
+            body=json.dumps(payload),
+            raise_error=False,
+            request_timeout=10,
+            follow_redirects=False,
+            headers={"Content-Type": "application/json", "User-Agent": "hubml-jobs"},
         )
         log.info("webhook for run %s: HTTP %s", run_id, resp.code)
     except URLNotAllowed as e:
@@ -108,8 +117,14 @@ def main() -> int:
     init_db(engine)
     ctx = JobsContext(settings, engine)
     executor = make_executor(settings)
-    scheduler = Scheduler(engine, settings, executor, settings.data_dir, ctx=ctx,
-                          mlflow_url=urls.service_internal_url("mlflow"))
+    scheduler = Scheduler(
+        engine,
+        settings,
+        executor,
+        settings.data_dir,
+        ctx=ctx,
+        mlflow_url=urls.service_internal_url("mlflow"),
+    )
     ctx.scheduler = scheduler
 
     async def notify(run_id):

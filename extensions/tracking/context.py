@@ -27,17 +27,25 @@ def git_state(path: str | None) -> dict[str, str]:
         return {}
     try:
         commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         if commit.returncode != 0:
             return {}
         dirty = subprocess.run(
             ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"hubml.git_commit": commit.stdout.strip(), "hubml.git_dirty": str(bool(dirty.stdout.strip())).lower()}
+    return {
+        "hubml.git_commit": commit.stdout.strip(),
+        "hubml.git_dirty": str(bool(dirty.stdout.strip())).lower(),
+    }
 
 
 def platform_tags(environ=None) -> dict[str, str]:

@@ -62,19 +62,21 @@ LOG_BATCH_ENDPOINT = "/api/2.0/mlflow/runs/log-batch"
 # MLflow error codes worth retrying: the server or the way to it is unwell, not the data.
 # Auth failures are included because credentials can be refreshed (they are re-read for every
 # request) and dropping a training run's metrics over an expired token would lose them.
-RETRYABLE_ERROR_CODES = frozenset({
-    "INTERNAL_ERROR",
-    "TEMPORARILY_UNAVAILABLE",
-    "REQUEST_LIMIT_EXCEEDED",
-    "DEADLINE_EXCEEDED",
-    "IO_ERROR",
-    "ABORTED",
-    "SERVICE_UNDER_MAINTENANCE",
-    "WORKSPACE_TEMPORARILY_UNAVAILABLE",
-    "UNAUTHENTICATED",
-    "PERMISSION_DENIED",
-    "ENDPOINT_NOT_FOUND",  # a proxy without a route yet (hub restarting), not a bad payload
-})
+RETRYABLE_ERROR_CODES = frozenset(
+    {
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "IO_ERROR",
+        "ABORTED",
+        "SERVICE_UNDER_MAINTENANCE",
+        "WORKSPACE_TEMPORARILY_UNAVAILABLE",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "ENDPOINT_NOT_FOUND",  # a proxy without a route yet (hub restarting), not a bad payload
+    }
+)
 
 # MLflow's rule for metric/param/tag names (validate_param_and_metric_name, non-Windows).
 _NAME_RE = re.compile(r"^[/\w.\- :]*$")
@@ -112,15 +114,20 @@ def is_retryable(exc: BaseException) -> bool:
 
 # --- validation (runs in the caller, so mistakes surface where they are made) -----------------
 
+
 def check_key(kind: str, key: Any) -> str:
     if not isinstance(key, str):
         raise ValueError(f"{kind} key must be a non-empty str, got {type(key).__name__} {key!r}")
     if not key:
         raise ValueError(f"{kind} key must be a non-empty str, got ''")
     if len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {MAX_KEY_LENGTH}")
+        raise ValueError(
+            f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {MAX_KEY_LENGTH}"
+        )
     if not _NAME_RE.match(key):
-        raise ValueError(f"{kind} key {key!r} has characters MLflow refuses; allowed are {_ALLOWED_NAME}")
+        raise ValueError(
+            f"{kind} key {key!r} has characters MLflow refuses; allowed are {_ALLOWED_NAME}"
+        )
     normalized = posixpath.normpath(key)
     if normalized != key or normalized == "." or key.startswith(("..", "/")):
         raise ValueError(
@@ -158,7 +165,9 @@ def check_metric_value(key: str, value: Any) -> float:
 
 def check_int(what: str, key: str, value: Any, minimum: int = _INT64_MIN) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"metric {key!r}: {what} must be an int, got {type(value).__name__} {value!r}")
+        raise ValueError(
+            f"metric {key!r}: {what} must be an int, got {type(value).__name__} {value!r}"
+        )
     number = int(value)
     if not minimum <= number <= _INT64_MAX:
         raise ValueError(f"metric {key!r}: {what} {number} is outside {minimum}..{_INT64_MAX}")
@@ -168,12 +177,19 @@ def check_int(what: str, key: str, value: Any, minimum: int = _INT64_MIN) -> int
 def check_text(kind: str, key: str, value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
-        hint = " (log long text as an artifact, e.g. mlflow.log_text, or as a tag: up to 8000)" if kind == "param" else " (log long text as an artifact, e.g. mlflow.log_text)"
-        raise ValueError(f"{kind} {key!r}: value is {len(text)} characters; MLflow allows at most {limit}{hint}")
+        hint = (
+            " (log long text as an artifact, e.g. mlflow.log_text, or as a tag: up to 8000)"
+            if kind == "param"
+            else " (log long text as an artifact, e.g. mlflow.log_text)"
+        )
+        raise ValueError(
+            f"{kind} {key!r}: value is {len(text)} characters; MLflow allows at most {limit}{hint}"
+        )
     return text
 
 
 # --- senders: what the background thread calls -------------------------------------------------
+
 
 class HttpLogBatch:
     """``log_batch`` over MLflow's REST API for this logger only, with MLflow's own HTTP retries
@@ -188,7 +204,9 @@ class HttpLogBatch:
     (``verify_rest_response``) that MLflow's ``RestStore`` uses.
     """
 
-    def __init__(self, tracking_uri: str, timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT):
+    def __init__(
+        self, tracking_uri: str, timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT
+    ):
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request, verify_rest_response
 
@@ -198,16 +216,30 @@ class HttpLogBatch:
         self._http_request = http_request
         self._verify = verify_rest_response
 
-    def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (), tags: Iterable[Tag] = ()) -> None:
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Iterable[Metric] = (),
+        params: Iterable[Param] = (),
+        tags: Iterable[Tag] = (),
+    ) -> None:
         body = {
             "run_id": run_id,
-            "metrics": [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in metrics],
+            "metrics": [
+                {"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
+                for m in metrics
+            ],
             "params": [{"key": p.key, "value": p.value} for p in params],
             "tags": [{"key": t.key, "value": t.value} for t in tags],
         }
         response = self._http_request(
-            self._creds(self.tracking_uri), LOG_BATCH_ENDPOINT, "POST",
-            max_retries=0, timeout=self.timeout, raise_on_status=False, json=body,
+            self._creds(self.tracking_uri),
+            LOG_BATCH_ENDPOINT,
+            "POST",
+            max_retries=0,
+            timeout=self.timeout,
+            raise_on_status=False,
+            json=body,
         )
         self._verify(response, LOG_BATCH_ENDPOINT)
 
@@ -222,7 +254,13 @@ class ClientLogBatch:
     def __init__(self, client: Any):
         self.client = client
 
-    def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (), tags: Iterable[Tag] = ()) -> None:
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Iterable[Metric] = (),
+        params: Iterable[Param] = (),
+        tags: Iterable[Tag] = (),
+    ) -> None:
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import Param as MlflowParam
         from mlflow.entities import RunTag
@@ -235,7 +273,9 @@ class ClientLogBatch:
         )
 
 
-def sender_for(client: Any, request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT) -> Any:
+def sender_for(
+    client: Any, request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT
+) -> Any:
     """What the background thread calls ``log_batch`` on. An ``MlflowClient`` talking HTTP gets
     the retry-free ``HttpLogBatch``; any other object with ``log_batch(run_id, metrics=, params=,
     tags=)`` taking this module's ``Metric``/``Param``/``Tag`` tuples is used as it is."""
@@ -249,6 +289,7 @@ def sender_for(client: Any, request_timeout: float | tuple[float, float] = DEFAU
 
 
 # --- batching ------------------------------------------------------------------------------------
+
 
 class _Batch:
     """One log_batch request being filled; ``items`` counts queue items consumed (a tag set twice
@@ -308,7 +349,11 @@ class _Batch:
 
     def describe(self, limit: int = 20) -> str:
         out = []
-        for name, entries in (("metrics", self.metrics), ("params", self.params), ("tags", self.tags.values())):
+        for name, entries in (
+            ("metrics", self.metrics),
+            ("params", self.params),
+            ("tags", self.tags.values()),
+        ):
             keys = sorted({e.key for e in entries})
             if keys:
                 more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
@@ -334,7 +379,13 @@ class BatchLogger:
     with a compatible ``log_batch`` (see ``sender_for``).
     """
 
-    def __init__(self, run_id: str, client: Any = None, *, request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT):
+    def __init__(
+        self,
+        run_id: str,
+        client: Any = None,
+        *,
+        request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+    ):
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
         if client is None:
@@ -358,7 +409,9 @@ class BatchLogger:
         self._closed = False
         self._deadline: float | None = None  # monotonic; set by close()
         self._finished = False  # the thread has exited
-        self._thread = threading.Thread(target=self._work, name=f"hubml-track-{run_id[:8]}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name=f"hubml-track-{run_id[:8]}", daemon=True
+        )
         self._thread.start()
         _LIVE.add(self)
 
@@ -375,7 +428,15 @@ class BatchLogger:
     def _metric(self, key: Any, value: Any, step: Any, timestamp: int) -> Metric:
         key = self._key("metric", key)
         value = check_metric_value(key, value)
-        step = 0 if step is None else (step if type(step) is int and 0 <= step <= _INT64_MAX else check_int("step", key, step))
+        step = (
+            0
+            if step is None
+            else (
+                step
+                if type(step) is int and 0 <= step <= _INT64_MAX
+                else check_int("step", key, step)
+            )
+        )
         return Metric(key, value, timestamp, step)
 
     def _put(self, items: list) -> None:
@@ -386,9 +447,15 @@ class BatchLogger:
             for item in items:
                 self._queue.put(item)
 
-    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: int | None = None
+    ) -> None:
         """Queue one metric point; ``timestamp`` is milliseconds (default: now). Never blocks."""
-        ts = int(time.time() * 1000) if timestamp is None else check_int("timestamp", key, timestamp, minimum=0)
+        ts = (
+            int(time.time() * 1000)
+            if timestamp is None
+            else check_int("timestamp", key, timestamp, minimum=0)
+        )
         item = self._metric(key, value, step, ts)
         with self._cv:
             if self._closed:
@@ -396,11 +463,19 @@ class BatchLogger:
             self._enqueued += 1
             self._queue.put(item)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
+    ) -> None:
         """Queue several metrics with one step and timestamp. All are checked before any is queued."""
         if not isinstance(metrics, Mapping):
-            raise ValueError(f"log_metrics takes a mapping of key to number, got {type(metrics).__name__}")
-        ts = int(time.time() * 1000) if timestamp is None else check_int("timestamp", "*", timestamp, minimum=0)
+            raise ValueError(
+                f"log_metrics takes a mapping of key to number, got {type(metrics).__name__}"
+            )
+        ts = (
+            int(time.time() * 1000)
+            if timestamp is None
+            else check_int("timestamp", "*", timestamp, minimum=0)
+        )
         self._put([self._metric(k, v, step, ts) for k, v in metrics.items()])
 
     def log_param(self, key: str, value: Any) -> None:
@@ -410,7 +485,9 @@ class BatchLogger:
         """Queue params. MLflow params are immutable: the same value again is a no-op, a
         different value for a key this logger already logged raises ``ValueError``."""
         if not isinstance(params, Mapping):
-            raise ValueError(f"log_params takes a mapping of key to value, got {type(params).__name__}")
+            raise ValueError(
+                f"log_params takes a mapping of key to value, got {type(params).__name__}"
+            )
         items = []
         with self._cv:
             staged: dict[str, str] = {}
@@ -436,9 +513,12 @@ class BatchLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
             raise ValueError(f"set_tags takes a mapping of key to value, got {type(tags).__name__}")
-        self._put([
-            Tag(self._key("tag", k), check_text("tag", k, v, MAX_TAG_VALUE_LENGTH)) for k, v in tags.items()
-        ])
+        self._put(
+            [
+                Tag(self._key("tag", k), check_text("tag", k, v, MAX_TAG_VALUE_LENGTH))
+                for k, v in tags.items()
+            ]
+        )
 
     # -- state --
 
@@ -469,7 +549,9 @@ class BatchLogger:
         s = self.status()
         state = "closed" if s["closed"] else "ok"
         if s["outage_since"] is not None:
-            state = f"OUTAGE for {time.time() - s['outage_since']:.0f}s, last error: {s['last_error']}"
+            state = (
+                f"OUTAGE for {time.time() - s['outage_since']:.0f}s, last error: {s['last_error']}"
+            )
         dropped = f" dropped={s['dropped']}" if s["dropped"] else ""
         return (
             f"<BatchLogger run={self.run_id} pending={s['pending']} sent={s['sent']}{dropped} "
@@ -487,7 +569,9 @@ class BatchLogger:
                 return
         self._kick.set()  # retry now rather than after the current backoff
         with self._cv:
-            self._cv.wait_for(lambda: self._sent + self._dropped >= target or self._finished, timeout)
+            self._cv.wait_for(
+                lambda: self._sent + self._dropped >= target or self._finished, timeout
+            )
             if self._sent + self._dropped >= target:
                 return
             if self._finished:
@@ -569,12 +653,17 @@ class BatchLogger:
                 with self._cv:
                     self._requests += 1
                 self._sender.log_batch(
-                    self.run_id, metrics=batch.metrics, params=batch.params, tags=list(batch.tags.values())
+                    self.run_id,
+                    metrics=batch.metrics,
+                    params=batch.params,
+                    tags=list(batch.tags.values()),
                 )
             except Exception as exc:
                 if not is_retryable(exc):
                     parts = batch.split_by_kind()
-                    if len(parts) > 1:  # do not lose the metrics over a refused param, or vice versa
+                    if (
+                        len(parts) > 1
+                    ):  # do not lose the metrics over a refused param, or vice versa
                         return all(self._deliver(part) for part in parts)
                     self._drop(batch, exc)
                     return True
@@ -612,14 +701,18 @@ class BatchLogger:
             since, self._outage_since = self._outage_since, None
             backlog = self.backlog - batch.items
         if since is not None:
-            _warn(f"MLflow reachable again for run {self.run_id} after {time.time() - since:.0f}s; {backlog} item(s) still queued")
+            _warn(
+                f"MLflow reachable again for run {self.run_id} after {time.time() - since:.0f}s; {backlog} item(s) still queued"
+            )
         with self._cv:
             self._sent += batch.items
             self._cv.notify_all()
 
     def _drop(self, batch: _Batch, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:500]
-        _warn(f"MLflow refused {batch.items} item(s) for run {self.run_id}, dropped them ({error[:300]}): {batch.describe()}")
+        _warn(
+            f"MLflow refused {batch.items} item(s) for run {self.run_id}, dropped them ({error[:300]}): {batch.describe()}"
+        )
         with self._cv:
             self._dropped += batch.items
             self._last_error = error
@@ -627,6 +720,7 @@ class BatchLogger:
 
 
 # --- process exit -------------------------------------------------------------------------------
+
 
 def close_all(timeout: float) -> int:
     """Close every live logger, all sending in parallel within ``timeout`` seconds in total.

@@ -38,29 +38,47 @@ RUN_WRITE = re.compile(
     rf"^{_API}/runs/(delete|restore|update|log-metric|log-parameter|set-tag|delete-tag|"
     rf"log-batch|log-model|log-inputs|outputs)$"
 )
-EXPERIMENT_WRITE = re.compile(rf"^{_API}/experiments/(delete|restore|update|set-experiment-tag|delete-tag)$")
+EXPERIMENT_WRITE = re.compile(
+    rf"^{_API}/experiments/(delete|restore|update|set-experiment-tag|delete-tag)$"
+)
 ARTIFACT_WRITE = re.compile(r"^(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/(\d+)/([0-9a-f]{32})/")
-ARTIFACT_READ = re.compile(r"^(?:(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/|get-artifact|model-versions/get-artifact)")
+ARTIFACT_READ = re.compile(
+    r"^(?:(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/|get-artifact|model-versions/get-artifact)"
+)
 # @challenger moves only when gates pass, @champion only through approval
 ALIAS = re.compile(rf"^{_API}/registered-models/alias$")
 # the registry's gate policy and provenance live in hubml.* tags, its audit is keyed by
 # model name and version: only the gated flow (or an admin) may touch those
-REGISTRY_TAGS = re.compile(rf"^{_API}/(registered-models|model-versions)/(create|set-tag|delete-tag)$")
+REGISTRY_TAGS = re.compile(
+    rf"^{_API}/(registered-models|model-versions)/(create|set-tag|delete-tag)$"
+)
 REGISTRY_DESTROY = re.compile(rf"^{_API}/(registered-models|model-versions)/(delete|rename)$")
 PROTECTED_ALIASES = {"champion", "challenger"}
 PLATFORM_TAGS = {"mlflow.user", "hubml.user"}
 XSRF_COOKIE = "mlflow-request-header-X-XSRFToken"
 
 HOP_HEADERS = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "cookie",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "cookie",
 }
 
 
 def _code_name(status: int) -> str:
-    return {400: "INVALID_PARAMETER_VALUE", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST"}.get(
-        status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
-    )
+    return {
+        400: "INVALID_PARAMETER_VALUE",
+        403: "PERMISSION_DENIED",
+        404: "RESOURCE_DOES_NOT_EXIST",
+    }.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
 
 
 def _tags_without(tags, keys: set[str]) -> list:
@@ -74,7 +92,7 @@ class FrontDoorHandler(ServiceHandler):
 
     @property
     def path(self) -> str:
-        return self.request.path[len(self.ctx.prefix):]
+        return self.request.path[len(self.ctx.prefix) :]
 
     @property
     def page(self) -> bool:  # the UI: people with browsers are sent to log in first
@@ -101,14 +119,20 @@ class FrontDoorHandler(ServiceHandler):
         return body
 
     async def run_owner(self, run_id: str) -> str | None:
-        code, data = await self.ctx.mlflow_json("GET", "api/2.0/mlflow/runs/get", {"run_id": run_id})
+        code, data = await self.ctx.mlflow_json(
+            "GET", "api/2.0/mlflow/runs/get", {"run_id": run_id}
+        )
         if code == 404:
             raise APIError(404, f"run {run_id} not found")
-        tags = {t["key"]: t.get("value") for t in data.get("run", {}).get("data", {}).get("tags", [])}
+        tags = {
+            t["key"]: t.get("value") for t in data.get("run", {}).get("data", {}).get("tags", [])
+        }
         return tags.get("hubml.user") or tags.get("mlflow.user")
 
     async def experiment_owner(self, experiment_id: str) -> str | None:
-        code, data = await self.ctx.mlflow_json("GET", "api/2.0/mlflow/experiments/get", {"experiment_id": experiment_id})
+        code, data = await self.ctx.mlflow_json(
+            "GET", "api/2.0/mlflow/experiments/get", {"experiment_id": experiment_id}
+        )
         if code == 404:
             raise APIError(404, f"experiment {experiment_id} not found")
         tags = {t["key"]: t.get("value") for t in data.get("experiment", {}).get("tags", [])}
@@ -123,13 +147,16 @@ class FrontDoorHandler(ServiceHandler):
         if RUN_CREATE.match(path):
             body = self.json_object()
             body["tags"] = _tags_without(body.get("tags"), PLATFORM_TAGS) + [
-                {"key": "mlflow.user", "value": name}, {"key": "hubml.user", "value": name},
+                {"key": "mlflow.user", "value": name},
+                {"key": "hubml.user", "value": name},
             ]
             body["user_id"] = name
             return json.dumps(body).encode()
         if EXPERIMENT_CREATE.match(path):
             body = self.json_object()
-            body["tags"] = _tags_without(body.get("tags"), {"hubml.owner"}) + [{"key": "hubml.owner", "value": name}]
+            body["tags"] = _tags_without(body.get("tags"), {"hubml.owner"}) + [
+                {"key": "hubml.owner", "value": name}
+            ]
             return json.dumps(body).encode()
         if m := RUN_WRITE.match(path):
             body = self.json_object()
@@ -138,8 +165,15 @@ class FrontDoorHandler(ServiceHandler):
                 raise APIError(400, "run_id is required")
             owner = await self.run_owner(run_id)
             if owner != name and not admin:
-                raise APIError(403, f"run {run_id} belongs to {owner or 'nobody'}; {name} may not {m.group(1).replace('-', ' ')} it")
-            keys = {t.get("key") for t in body.get("tags") or [] if isinstance(t, dict)} if path.endswith("log-batch") else set()
+                raise APIError(
+                    403,
+                    f"run {run_id} belongs to {owner or 'nobody'}; {name} may not {m.group(1).replace('-', ' ')} it",
+                )
+            keys = (
+                {t.get("key") for t in body.get("tags") or [] if isinstance(t, dict)}
+                if path.endswith("log-batch")
+                else set()
+            )
             if path.endswith("set-tag"):
                 keys.add(body.get("key"))
             if keys & PLATFORM_TAGS:
@@ -149,14 +183,19 @@ class FrontDoorHandler(ServiceHandler):
             body = self.json_object()
             owner = await self.experiment_owner(str(body.get("experiment_id", "")))
             if owner != name and not admin:
-                raise APIError(403, f"experiment {body.get('experiment_id')} belongs to {owner or 'the platform'}; "
-                                    f"{name} may not change it")
+                raise APIError(
+                    403,
+                    f"experiment {body.get('experiment_id')} belongs to {owner or 'the platform'}; "
+                    f"{name} may not change it",
+                )
             return None
         m = ARTIFACT_WRITE.match(path)
         if m and method in ("PUT", "POST", "DELETE"):
             owner = await self.run_owner(m.group(2))
             if owner != name and not admin:
-                raise APIError(403, f"run {m.group(2)} belongs to {owner}; {name} may not write its artifacts")
+                raise APIError(
+                    403, f"run {m.group(2)} belongs to {owner}; {name} may not write its artifacts"
+                )
             return None
         if REGISTRY_TAGS.match(path) and not admin:
             body = self.json_object()
@@ -164,23 +203,41 @@ class FrontDoorHandler(ServiceHandler):
             if body.get("key"):
                 keys.append(body["key"])
             if any(str(k).startswith("hubml.") for k in keys):
-                raise APIError(403, "hubml.* tags of registered models are set by hubml's gated flow only")
+                raise APIError(
+                    403, "hubml.* tags of registered models are set by hubml's gated flow only"
+                )
             return None
         m = REGISTRY_DESTROY.match(path)
         if m and not admin:
-            raise APIError(403, f"only admins may {m.group(2)} {m.group(1).replace('-', ' ')}: the audit history refers to them")
+            raise APIError(
+                403,
+                f"only admins may {m.group(2)} {m.group(1).replace('-', ' ')}: the audit history refers to them",
+            )
         if ALIAS.match(path):
-            alias = self.json_object().get("alias") if method == "POST" else self.get_argument("alias", "")
+            alias = (
+                self.json_object().get("alias")
+                if method == "POST"
+                else self.get_argument("alias", "")
+            )
             if alias in PROTECTED_ALIASES:
-                raise APIError(403, f"@{alias} moves only through hubml's gated flow: publish (gates set "
-                                    "@challenger), request promotion, then an approver promotes to @champion")
+                raise APIError(
+                    403,
+                    f"@{alias} moves only through hubml's gated flow: publish (gates set "
+                    "@challenger), request promotion, then an approver promotes to @champion",
+                )
         return None
 
     def _ui_xsrf_cookie(self, path: str) -> None:
         """The MLflow UI sends every ``mlflow-request-header-<Name>`` cookie as a request header:
         give it JupyterHub's XSRF token, so its writes pass JupyterHub's own XSRF check."""
-        if self.request.method == "GET" and self.page and self.request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate":
-            self.set_cookie(XSRF_COOKIE, self.xsrf_token.decode(), path=self.ctx.prefix, samesite="Strict")
+        if (
+            self.request.method == "GET"
+            and self.page
+            and self.request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+        ):
+            self.set_cookie(
+                XSRF_COOKIE, self.xsrf_token.decode(), path=self.ctx.prefix, samesite="Strict"
+            )
 
     async def forward(self, path: str):
         body = await self.authorize(path)
@@ -217,7 +274,9 @@ class FrontDoorHandler(ServiceHandler):
                 return  # the front door decides: no other origin may read this service's answers
             value = value.strip()
             if key.lower() == "location" and value.startswith(self.ctx.mlflow.url):
-                value = value[len(self.ctx.mlflow.url):] or "/"  # never point a client at the private server
+                value = (
+                    value[len(self.ctx.mlflow.url) :] or "/"
+                )  # never point a client at the private server
             if key.lower() == "set-cookie":
                 self.add_header(key, value)
             else:
@@ -234,9 +293,16 @@ class FrontDoorHandler(ServiceHandler):
         if not self.ctx.mlflow.alive():
             raise APIError(503, "the tracking server is restarting; try again in a few seconds")
         req = httpclient.HTTPRequest(
-            url, method=method, headers=headers, body=body, allow_nonstandard_methods=True,
-            follow_redirects=False, decompress_response=False, header_callback=on_header,
-            streaming_callback=on_chunk, request_timeout=600,
+            url,
+            method=method,
+            headers=headers,
+            body=body,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            decompress_response=False,
+            header_callback=on_header,
+            streaming_callback=on_chunk,
+            request_timeout=600,
         )
         try:
             await self.ctx.http.fetch(req, raise_error=False)
@@ -251,8 +317,12 @@ async def mlflow_json(ctx, method: str, path: str, params: dict | None = None, b
     if params:
         url += "?" + urlencode(params)
     resp = await ctx.http.fetch(
-        url, method=method, body=json.dumps(body) if body is not None else None, raise_error=False,
-        headers={"Content-Type": "application/json", HEADER: ctx.mlflow.secret}, request_timeout=60,
+        url,
+        method=method,
+        body=json.dumps(body) if body is not None else None,
+        raise_error=False,
+        headers={"Content-Type": "application/json", HEADER: ctx.mlflow.secret},
+        request_timeout=60,
     )
     try:
         return resp.code, (json.loads(resp.body) if resp.body else {})

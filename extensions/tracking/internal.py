@@ -36,10 +36,19 @@ class FrontDoorOnly:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 4403})
                     return
-                body = json.dumps({"error_code": "PERMISSION_DENIED",
-                                   "message": "this MLflow server answers hubml's front door only: use /services/mlflow/"})
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})
+                body = json.dumps(
+                    {
+                        "error_code": "PERMISSION_DENIED",
+                        "message": "this MLflow server answers hubml's front door only: use /services/mlflow/",
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body.encode()})
                 return
         await self.app(scope, receive, send)
@@ -49,7 +58,9 @@ def create_app():
     """The MLflow server's application (an ``mlflow.app`` factory), behind :class:`FrontDoorOnly`."""
     secret = os.environ.pop(SECRET_ENV, "")
     if not secret:
-        raise SystemExit(f"{SECRET_ENV} is not set: hubml's MLflow server starts only from the mlflow service")
+        raise SystemExit(
+            f"{SECRET_ENV} is not set: hubml's MLflow server starts only from the mlflow service"
+        )
     from mlflow.server.fastapi_app import app
 
     return FrontDoorOnly(app, secret)

@@ -48,7 +48,9 @@ class MLflowServer:
     a PostgreSQL URL carries a password.
     """
 
-    def __init__(self, backend_store_uri: str, artifacts_destination: str, prefix: str, workers: int = 1):
+    def __init__(
+        self, backend_store_uri: str, artifacts_destination: str, prefix: str, workers: int = 1
+    ):
         self.backend_store_uri = backend_store_uri
         self.artifacts_destination = artifacts_destination
         self.prefix = prefix.rstrip("/")
@@ -63,26 +65,42 @@ class MLflowServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "mlflow", "server",
-            "--app-name", "hubml",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(self.workers),
-            "--static-prefix", self.prefix,
-            "--allowed-hosts", f"127.0.0.1:{self.port},localhost:{self.port}",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--app-name",
+            "hubml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--static-prefix",
+            self.prefix,
+            "--allowed-hosts",
+            f"127.0.0.1:{self.port},localhost:{self.port}",
         ]
 
     def environment(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "HUBML_"))}
-        env.update({
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
-            "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
-            SECRET_ENV: self.secret,
-        })
+        env.update(
+            {
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
+                "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
+                SECRET_ENV: self.secret,
+            }
+        )
         return env
 
     def start(self) -> None:
-        log.info("starting mlflow server on %s (backend %s)", self.url, self.backend_store_uri.split("@")[-1])
+        log.info(
+            "starting mlflow server on %s (backend %s)",
+            self.url,
+            self.backend_store_uri.split("@")[-1],
+        )
         self.proc = subprocess.Popen(self.command(), env=self.environment(), preexec_fn=_pdeathsig)
 
     def alive(self) -> bool:
@@ -117,7 +135,9 @@ class TrackingContext(ServiceContext):
 
             from .registry import AuditLog, RegistryService, default_audit_url
 
-            audit_url = self.settings.tracking.audit_db_url or default_audit_url(self.settings.data_dir / "mlflow")
+            audit_url = self.settings.tracking.audit_db_url or default_audit_url(
+                self.settings.data_dir / "mlflow"
+            )
             client = MlflowClient(tracking_uri=f"{self.mlflow.url}{self.prefix.rstrip('/')}")
             self._registry = RegistryService(client, AuditLog(audit_url))
         return self._registry
@@ -151,7 +171,10 @@ def main() -> int:
 
     def supervise():
         if not server.alive():
-            log.warning("mlflow server exited with %s; restarting", server.proc.returncode if server.proc else None)
+            log.warning(
+                "mlflow server exited with %s; restarting",
+                server.proc.returncode if server.proc else None,
+            )
             server.start()
 
     ioloop.PeriodicCallback(supervise, 2000).start()

@@ -119,7 +119,8 @@ def _finish(run_logger: BatchLogger, timeout: float) -> None:
             f"hubml.track: {run_logger.backlog} item(s) for run {run_logger.run_id} are not on the "
             f"MLflow server yet ({run_logger.status()['last_error']}); they stay in memory and are "
             "retried in the background until the kernel exits (see hubml track.status())",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
         return
     with _lock:
@@ -129,13 +130,17 @@ def _finish(run_logger: BatchLogger, timeout: float) -> None:
         run_logger.close(timeout=1.0)
 
 
-def log_metric(key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+def log_metric(
+    key: str, value: float, step: int | None = None, timestamp: int | None = None
+) -> None:
     """Queue one metric point (``timestamp`` in ms, default now); never waits for the server.
     Bad keys or values (non-numeric, NaN, inf) raise ``ValueError`` here."""
     logger().log_metric(key, value, step, timestamp)
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+def log_metrics(
+    metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
+) -> None:
     logger().log_metrics(metrics, step, timestamp)
 
 
@@ -173,6 +178,15 @@ def status(run_id: str | None = None) -> dict[str, Any]:
     with _lock:
         found = _loggers.get(run_id) if run_id is not None else _current
     if found is None:
-        return {"run_id": run_id, "pending": 0, "sent": 0, "dropped": 0, "requests": 0,
-                "retries": 0, "last_error": None, "outage_since": None, "closed": True}
+        return {
+            "run_id": run_id,
+            "pending": 0,
+            "sent": 0,
+            "dropped": 0,
+            "requests": 0,
+            "retries": 0,
+            "last_error": None,
+            "outage_since": None,
+            "closed": True,
+        }
     return found.status()

@@ -54,7 +54,9 @@ class ProfileSpawnerMixin(HasTraits):
         own token: the hub and the app's server never share files with the apps service.""",
     ).tag(config=True)
 
-    app_python = Unicode(help="The Python that runs an app's launcher (in the server's image).").tag(config=True)
+    app_python = Unicode(
+        help="The Python that runs an app's launcher (in the server's image)."
+    ).tag(config=True)
 
     @default("app_python")
     def _default_app_python(self):
@@ -115,11 +117,14 @@ class ProfileSpawnerMixin(HasTraits):
         user is not in. An empty request means the catalog's default (or the first allowed).
         """
         if not isinstance(user_options, dict):
-            raise http_error(400, 'Server options must be a JSON object such as {"profile": "cpu-small"}.')
+            raise http_error(
+                400, 'Server options must be a JSON object such as {"profile": "cpu-small"}.'
+            )
         unknown = sorted(k for k in user_options if k not in ("profile", "app"))
         if unknown:
             raise http_error(
-                400, f"Unknown server option(s): {', '.join(unknown)}. The options are 'profile' (and 'app' for published apps)."
+                400,
+                f"Unknown server option(s): {', '.join(unknown)}. The options are 'profile' (and 'app' for published apps).",
             )
         slug = user_options.get("profile")
         if isinstance(slug, list) and len(slug) == 1:  # raw form data
@@ -139,7 +144,9 @@ class ProfileSpawnerMixin(HasTraits):
         try:
             profile = self.resolve_profile(user_options)
             self.profile_slug = profile.slug
-            self.emit(f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5)
+            self.emit(
+                f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5
+            )
             await self.apply_profile(profile)
             if isinstance(user_options, dict) and user_options.get("app") is not None:
                 self.apply_app(user_options["app"])
@@ -158,13 +165,17 @@ class ProfileSpawnerMixin(HasTraits):
         if not isinstance(app, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", app):
             raise http_error(400, "'app' must be an app name (lowercase letters, digits and '-').")
         if self.name != f"app-{app}":
-            raise http_error(400, f"An app runs on its own named server 'app-{app}', not on {self.name or 'the default server'!r}.")
+            raise http_error(
+                400,
+                f"An app runs on its own named server 'app-{app}', not on {self.name or 'the default server'!r}.",
+            )
         if not self.apps_runtime_url:
             raise http_error(400, "Apps are not enabled on this hub (no apps service).")
         self.cmd = [self.app_python, "-m", "hubml.extensions.apps.launcher"]
         self.args = []
         self.environment = {
-            **self.environment, "HUBML_APP_NAME": app,
+            **self.environment,
+            "HUBML_APP_NAME": app,
             "HUBML_APP_RUNTIME_URL": f"{self.apps_runtime_url.rstrip('/')}/api/apps/{app}/runtime/",
         }
         self.emit(f"Starting app {app}", 20)
@@ -198,7 +209,11 @@ class ProfileSpawnerMixin(HasTraits):
 
     def make_cards(self) -> list[dict]:
         allowed = self.allowed_profiles()
-        previous = (self.user_options or {}).get("profile") if isinstance(self.user_options, dict) else None
+        previous = (
+            (self.user_options or {}).get("profile")
+            if isinstance(self.user_options, dict)
+            else None
+        )
         cards = []
         for p in allowed:
             availability = self.profile_availability(p)
@@ -236,9 +251,7 @@ class ProfileSpawnerMixin(HasTraits):
     def _render_options_form(self) -> str:
         import jinja2
 
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True
-        )
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
         hours = self.estimate_hours
         return env.get_template("options_form.html").render(
             cards=self.make_cards(),

@@ -66,7 +66,9 @@ class HubmlKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
 
     def profile_availability(self, profile: Profile) -> Availability:
         if profile.gpu_model:
-            return Availability(True, f"Scheduled on the cluster's {profile.gpu_model} nodes", "info")
+            return Availability(
+                True, f"Scheduled on the cluster's {profile.gpu_model} nodes", "info"
+            )
         return Availability(True, "Scheduled on the cluster", "info")
 
     async def apply_profile(self, profile: Profile) -> None:
@@ -129,7 +131,9 @@ def configure_kubespawner(c, settings: Settings, topo: Topology) -> None:
     c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
     if k8s.storage_class:
         c.KubeSpawner.storage_class = k8s.storage_class
-    c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "home-{user_server}"}}]
+    c.KubeSpawner.volumes = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "home-{user_server}"}}
+    ]
     c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": HOME}]
     c.KubeSpawner.working_dir = HOME
     # published apps: the app's pod fetches its bundle from the apps service

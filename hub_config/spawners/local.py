@@ -63,7 +63,8 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     ).tag(config=True)
 
     accounts_lock_dir = Unicode(
-        "", help="A platform-private folder where account creation is serialised (``<data_dir>/run``)."
+        "",
+        help="A platform-private folder where account creation is serialised (``<data_dir>/run``).",
     ).tag(config=True)
 
     _account = Any(None, help="The pwd entry the server runs as (isolated hubs).")
@@ -104,7 +105,11 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
         home = Path(self.home_dir)
         if self.isolated:
-            lock_dir = Path(self.accounts_lock_dir) if self.accounts_lock_dir else home.parent.parent / accounts.RUN_DIR
+            lock_dir = (
+                Path(self.accounts_lock_dir)
+                if self.accounts_lock_dir
+                else home.parent.parent / accounts.RUN_DIR
+            )
             self._account = await asyncio.to_thread(
                 accounts.user_account, self.user.name, home, lock_dir, self.unix_user_prefix
             )

@@ -25,7 +25,9 @@ def open_app(page, url, artifacts=None, who=""):
     consent = page.locator("button:has-text('Open the app')")
     if consent.count():
         text = page.locator("#hubml-consent-what").inner_text()
-        assert "cannot read your hub pages" in text and "cannot act as you anywhere else" in text, text
+        assert "cannot read your hub pages" in text and "cannot act as you anywhere else" in text, (
+            text
+        )
         if artifacts is not None:
             page.screenshot(path=str(artifacts / f"apps-consent-{who}.png"), full_page=True)
         consent.first.click()
@@ -35,8 +37,14 @@ def open_app(page, url, artifacts=None, who=""):
 def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
     hub = hub_factory({"apps": {"enabled": True}})
     deadline = time.monotonic() + 60
-    while requests.get(hub.at("/services/apps/api/apps"), headers={"Authorization": f"token {hub.token}"},
-                       timeout=10).status_code != 200:
+    while (
+        requests.get(
+            hub.at("/services/apps/api/apps"),
+            headers={"Authorization": f"token {hub.token}"},
+            timeout=10,
+        ).status_code
+        != 200
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.3)
     for user in ("alice", "bob", "carol"):
@@ -45,7 +53,10 @@ def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
     home.mkdir(parents=True, exist_ok=True)
     (home / "shouter.py").write_text(APP)
 
-    contexts = {u: browser.new_context(viewport={"width": 1280, "height": 860}) for u in ("alice", "bob", "carol")}
+    contexts = {
+        u: browser.new_context(viewport={"width": 1280, "height": 860})
+        for u in ("alice", "bob", "carol")
+    }
     pages = {u: c.new_page() for u, c in contexts.items()}
     for p in pages.values():
         p.set_default_timeout(90_000)
@@ -58,7 +69,9 @@ def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
         a.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
         a.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for()
         a.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
-        a.keyboard.insert_text("from hubml.widgets import AppsPanel\nAppsPanel(source='shouter.py', name='shouter')")
+        a.keyboard.insert_text(
+            "from hubml.widgets import AppsPanel\nAppsPanel(source='shouter.py', name='shouter')"
+        )
         a.keyboard.press("Shift+Enter")
         panel = a.locator(".hubml-apps-panel")
         panel.wait_for()
@@ -98,7 +111,9 @@ def test_publish_share_use_refuse_revoke(hub_factory, browser, artifacts):
         b.wait_for_load_state()
         b.screenshot(path=str(artifacts / "apps-bob-after-revoke.png"), full_page=True)
         assert "Shouter" not in b.content()
-        assert response.status == 403 or re.search(r"403|not been shared|permission", b.content(), re.I)
+        assert response.status == 403 or re.search(
+            r"403|not been shared|permission", b.content(), re.I
+        )
     finally:
         for ctx in contexts.values():
             ctx.close()

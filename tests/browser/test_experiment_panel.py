@@ -32,9 +32,12 @@ def test_log_run_from_the_panel_and_open_it_in_mlflow(hub_factory, page, artifac
     hub = hub_factory({"tracking": {"enabled": True}})
     wait_for_mlflow(hub, hub.token)
     open_notebook(page, hub, "alice")
-    run_cell(page, "from hubml.widgets import ExperimentPanel\n"
-                   "panel = ExperimentPanel(params={'alpha': 0.5}, metrics={'accuracy': 0.93}, "
-                   "experiment='<b>bold</b> experiment')\npanel")
+    run_cell(
+        page,
+        "from hubml.widgets import ExperimentPanel\n"
+        "panel = ExperimentPanel(params={'alpha': 0.5}, metrics={'accuracy': 0.93}, "
+        "experiment='<b>bold</b> experiment')\npanel",
+    )
     page.keyboard.press("Control+s")  # the snapshot is the notebook as saved
     dialog = page.locator(".jp-Dialog")
     try:  # JupyterLab asks to name an untitled notebook on its first save
@@ -53,17 +56,27 @@ def test_log_run_from_the_panel_and_open_it_in_mlflow(hub_factory, page, artifac
     run_id = href.rsplit("/runs/", 1)[1]
 
     token = hub.user_token("alice")
-    listing = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/artifacts/list"),
-                           params={"run_id": run_id, "path": "notebook"},
-                           headers={"Authorization": f"token {token}"}, timeout=30).json()
+    listing = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/artifacts/list"),
+        params={"run_id": run_id, "path": "notebook"},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    ).json()
     files = sorted(f["path"] for f in listing.get("files", []))
     assert files == ["notebook/Untitled.html", "notebook/Untitled.ipynb"], listing
-    run = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run_id},
-                       headers={"Authorization": f"token {token}"}, timeout=30).json()["run"]
+    run = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/runs/get"),
+        params={"run_id": run_id},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    ).json()["run"]
     assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"alpha": "0.5"}
-    exp = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/experiments/get"),
-                       params={"experiment_id": run["info"]["experiment_id"]},
-                       headers={"Authorization": f"token {token}"}, timeout=30).json()["experiment"]
+    exp = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/experiments/get"),
+        params={"experiment_id": run["info"]["experiment_id"]},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    ).json()["experiment"]
     assert exp["name"] == "<b>bold</b> experiment"  # kept as text, never rendered as markup
 
     with page.context.expect_page() as new_page_info:

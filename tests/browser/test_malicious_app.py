@@ -72,18 +72,31 @@ with gr.Blocks() as demo:
 
 
 def test_a_malicious_app_achieves_nothing_against_its_visitor(hub_factory, browser, artifacts):
-    hub = hub_factory({"apps": {"enabled": True}, "jobs": {"enabled": True}, "tracking": {"enabled": True}})
+    hub = hub_factory(
+        {"apps": {"enabled": True}, "jobs": {"enabled": True}, "tracking": {"enabled": True}}
+    )
     JobsAPI(hub, hub.token).wait_up()
     wait_for_mlflow(hub, hub.token)
     alice, carol_token = hub.user_token("alice"), hub.user_token("carol")
-    targets = {"hub": hub.public_url.rstrip("/"), "jobs": hub.service_url("jobs"), "mlflow": hub.service_url("mlflow"),
-               "apps": hub.service_url("apps"), "carol": hub.user_url("carol")}
+    targets = {
+        "hub": hub.public_url.rstrip("/"),
+        "jobs": hub.service_url("jobs"),
+        "mlflow": hub.service_url("mlflow"),
+        "apps": hub.service_url("apps"),
+        "carol": hub.user_url("carol"),
+    }
     app = APP.format(js=ATTACK % {"targets": json.dumps(targets)})
-    r = Apps(hub, alice)("POST", "apps", json={"name": "evil", "source": "evil.py", "files": {"app.py": app}})
+    r = Apps(hub, alice)(
+        "POST", "apps", json={"name": "evil", "source": "evil.py", "files": {"app.py": app}}
+    )
     assert r.status_code == 201, r.text
     evil_url = r.json()["url"]
-    assert Apps(hub, alice)("POST", "apps/evil/shares", json={"users": ["carol"]}).status_code == 201
-    victim = Apps(hub, carol_token)("POST", "apps", json={"name": "victim", "source": "v.py", "files": {"app.py": GREETER}})
+    assert (
+        Apps(hub, alice)("POST", "apps/evil/shares", json={"users": ["carol"]}).status_code == 201
+    )
+    victim = Apps(hub, carol_token)(
+        "POST", "apps", json={"name": "victim", "source": "v.py", "files": {"app.py": GREETER}}
+    )
     assert victim.status_code == 201, victim.text
 
     context = browser.new_context(viewport={"width": 1280, "height": 860})
@@ -116,26 +129,52 @@ def test_a_malicious_app_achieves_nothing_against_its_visitor(hub_factory, brows
     print(json.dumps(seen, indent=1)[:4000])
     assert len(seen) == 17, seen
     # reads of another origin: the browser does not hand the script the answer
-    for what in ("read the hub's home page", "read the hub's token page", "mint a token", "list carol's jobs",
-                 "create a job", "list carol's apps", "read carol's files"):
+    for what in (
+        "read the hub's home page",
+        "read the hub's token page",
+        "mint a token",
+        "list carol's jobs",
+        "create a job",
+        "list carol's apps",
+        "read carol's files",
+    ):
         assert seen[what][0] in ("blocked", "opaque"), (what, seen[what])
     # on the app's own origin the hub does not know carol: no page of hers, no token
     assert "carol" not in seen["read /hub/home on this origin"][1]
-    assert seen["mint a token on this origin"][0] == "status 403", seen["mint a token on this origin"]
+    assert seen["mint a token on this origin"][0] == "status 403", seen[
+        "mint a token on this origin"
+    ]
     # writes sent blind (no-cors) changed nothing
     # (the one new token is the app's own OAuth token: it identifies carol to that app, nothing more)
-    new = [t for t in hub.api("GET", "users/carol/tokens").json()["api_tokens"] if t["id"] not in tokens_before]
+    new = [
+        t
+        for t in hub.api("GET", "users/carol/tokens").json()["api_tokens"]
+        if t["id"] not in tokens_before
+    ]
     assert [t["oauth_client"] for t in new] == ["Server at /user/alice/app-evil/"], new
-    assert sorted(new[0]["scopes"]) == ["access:servers!server=alice/app-evil", "read:users:groups!user=carol",
-                                        "read:users:name!user=carol"], new
+    assert sorted(new[0]["scopes"]) == [
+        "access:servers!server=alice/app-evil",
+        "read:users:groups!user=carol",
+        "read:users:name!user=carol",
+    ], new
     assert JobsAPI(hub, carol_token)("GET", "jobs").json()["jobs"] == []
-    runs = requests.post(hub.at("/services/mlflow/api/2.0/mlflow/runs/search"), json={"experiment_ids": ["0"]},
-                         headers={"Authorization": f"Bearer {carol_token}"}, timeout=30).json()
+    runs = requests.post(
+        hub.at("/services/mlflow/api/2.0/mlflow/runs/search"),
+        json={"experiment_ids": ["0"]},
+        headers={"Authorization": f"Bearer {carol_token}"},
+        timeout=30,
+    ).json()
     assert not runs.get("runs"), runs
     assert Apps(hub, carol_token)("GET", "apps/victim").status_code == 200
-    contents = requests.get(hub.user_url("carol") + "api/contents", headers={"Authorization": f"token {carol_token}"},
-                            timeout=30).json()
+    contents = requests.get(
+        hub.user_url("carol") + "api/contents",
+        headers={"Authorization": f"token {carol_token}"},
+        timeout=30,
+    ).json()
     assert "pwned.txt" not in [c["name"] for c in contents["content"]]
-    kernels = requests.get(hub.user_url("carol") + "api/kernels", headers={"Authorization": f"token {carol_token}"},
-                           timeout=30).json()
+    kernels = requests.get(
+        hub.user_url("carol") + "api/kernels",
+        headers={"Authorization": f"token {carol_token}"},
+        timeout=30,
+    ).json()
     assert kernels == [], kernels

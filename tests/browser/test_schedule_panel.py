@@ -13,10 +13,13 @@ pytestmark = pytest.mark.browser
 def test_run_now_from_the_panel_and_open_the_output(hub_factory, page, artifacts):
     hub = hub_factory({"jobs": {"enabled": True}})
     JobsAPI(hub, hub.token).wait_up()
-    write_notebook(hub.data_dir / "homes" / "alice", "train.ipynb",
-                   "print(f'training for {epochs} epochs of {optimizer}')",
-                   params="epochs = 3\noptimizer = 'adam'")
-    login(page, hub, 'alice')
+    write_notebook(
+        hub.data_dir / "homes" / "alice",
+        "train.ipynb",
+        "print(f'training for {epochs} epochs of {optimizer}')",
+        params="epochs = 3\noptimizer = 'adam'",
+    )
+    login(page, hub, "alice")
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
@@ -35,7 +38,9 @@ def test_run_now_from_the_panel_and_open_the_output(hub_factory, page, artifacts
     panel.wait_for(timeout=60_000)
     epochs = panel.locator(".widget-inline-hbox", has_text="epochs (int)").locator("input")
     epochs.wait_for(timeout=30_000)
-    assert panel.locator("input").first.input_value() == "train.ipynb"  # path from the server extension
+    assert (
+        panel.locator("input").first.input_value() == "train.ipynb"
+    )  # path from the server extension
     assert epochs.input_value() == "3"  # the notebook's default, as a typed input
     epochs.fill("5")
     epochs.press("Tab")

@@ -10,12 +10,18 @@ pytestmark = pytest.mark.browser
 
 
 def test_login_select_cpu_small_and_run_a_cell(hub_factory, page, artifacts):
-    hub = hub_factory({
-        "auth": {"groups": {"gpu-users": ["alice"]}},
-        "gpus": {"inventory": [{"index": 0, "model": "NVIDIA A100-SXM4-40GB"},
-                               {"index": 1, "model": "NVIDIA A100-SXM4-40GB"}]},
-    })
-    login(page, hub, 'alice')
+    hub = hub_factory(
+        {
+            "auth": {"groups": {"gpu-users": ["alice"]}},
+            "gpus": {
+                "inventory": [
+                    {"index": 0, "model": "NVIDIA A100-SXM4-40GB"},
+                    {"index": 1, "model": "NVIDIA A100-SXM4-40GB"},
+                ]
+            },
+        }
+    )
+    login(page, hub, "alice")
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
 
     cards = page.locator(".hubml-card")

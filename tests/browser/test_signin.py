@@ -33,7 +33,9 @@ def test_sign_up_approval_and_nobody_else_under_that_name(hub_factory, browser, 
         # not approved yet: her own password does not let her in, and the page says why
         sign_in(alice, hub, "alice", "alices-own-passphrase")
         assert "/hub/login" in alice.url
-        alice.get_by_text("alice has signed up, but an admin has not approved the account yet").wait_for()
+        alice.get_by_text(
+            "alice has signed up, but an admin has not approved the account yet"
+        ).wait_for()
 
         # bob cannot take the name, nor sign in under it
         bob.goto(hub.at("/hub/signup"))

@@ -41,7 +41,9 @@ def hub(tmp_path_factory):
     from tests.hubprocess import start_hub
     from tests.integration.test_tracking_service import wait_for_mlflow
 
-    hub = start_hub(tmp_path_factory.mktemp("apps"), {"apps": {"enabled": True}, "tracking": {"enabled": True}})
+    hub = start_hub(
+        tmp_path_factory.mktemp("apps"), {"apps": {"enabled": True}, "tracking": {"enabled": True}}
+    )
     try:
         deadline = time.monotonic() + 60
         while Apps(hub, hub.token)("GET", "apps").status_code != 200:
@@ -86,7 +88,9 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     r = owner_api("POST", "apps/greeter/shares", json={"users": ["bob"]})
     assert r.status_code == 201, r.text
     share_id = r.json()["shares"][0]["id"]
-    bob = token(hub, "bob", ["access:servers!server=alice/app-greeter"])  # what bob's browser gets by OAuth
+    bob = token(
+        hub, "bob", ["access:servers!server=alice/app-greeter"]
+    )  # what bob's browser gets by OAuth
     assert app_get(hub, url, bob).status_code == 200
     client = Client(hub.at(url), headers={"Authorization": f"token {bob}"}, verbose=False)
     assert client.predict("Bob", api_name="/greet") == "Hello Bob!"
@@ -97,7 +101,13 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     assert [a["name"] for a in listing["shared_with_me"]] == ["greeter"]
 
     # no Jupyter API on an app server, for the viewer or the owner
-    for path in ("api/contents", "api/kernels", "api/terminals", "api/sessions", "terminals/websocket/1"):
+    for path in (
+        "api/contents",
+        "api/kernels",
+        "api/terminals",
+        "api/sessions",
+        "terminals/websocket/1",
+    ):
         for tok in (alice, bob):
             assert app_get(hub, url + path, tok).status_code == 404, path
 
@@ -114,7 +124,11 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     assert owner_api("DELETE", "apps/greeter").status_code == 204
     # gone: the hub answers for the app's URL (sending the browser to its own pages), not the app
     gone = app_get(hub, url, alice, allow_redirects=False)
-    assert gone.status_code != 200 and "greeter" not in gone.text.lower() or gone.status_code in (302, 303), gone.status_code
+    assert (
+        gone.status_code != 200
+        and "greeter" not in gone.text.lower()
+        or gone.status_code in (302, 303)
+    ), gone.status_code
 
 
 def test_an_app_that_crashes_at_start_leaves_nothing_behind(hub):
@@ -140,22 +154,54 @@ def test_bad_requests_are_refused_with_a_clear_message(hub):
     ok = {"app.py": GREETER}
     api = Apps(hub, alice)
     cases = [
-        ({"name": "Bad Name!", "source": "ok.py", "files": ok}, 400, "name: 1–26 lowercase letters"),
+        (
+            {"name": "Bad Name!", "source": "ok.py", "files": ok},
+            400,
+            "name: 1–26 lowercase letters",
+        ),
         ({"name": "a--b", "source": "ok.py", "files": ok}, 400, "single '-'"),
         ({"name": "x" * 27, "source": "ok.py", "files": ok}, 400, "name: 1–26"),
-        ({"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-giant"}, 400, "Unknown profile 'gpu-giant'"),
+        (
+            {"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-giant"},
+            400,
+            "Unknown profile 'gpu-giant'",
+        ),
         ({"name": "x", "source": "notes.txt", "files": ok}, 400, "is not a .py file"),
         ({"name": "x", "source": "../bob/app.py"}, 400, "must be a path inside your home"),
         ({"name": "x", "source": "ok.py"}, 409, "alice's server is not running"),
-        ({"name": "x", "source": "ok.py", "files": {"app.py": 3}}, 400, "files: app.py must be text"),
-        ({"name": "x", "source": "ok.py", "files": {"run.sh": "x"}}, 400, "files: an object with app.py"),
-        ({"name": "x", "source": "ok.py", "files": {"app.py": "x" * (1024**2 + 1)}}, 413, "app.py is over"),
+        (
+            {"name": "x", "source": "ok.py", "files": {"app.py": 3}},
+            400,
+            "files: app.py must be text",
+        ),
+        (
+            {"name": "x", "source": "ok.py", "files": {"run.sh": "x"}},
+            400,
+            "files: an object with app.py",
+        ),
+        (
+            {"name": "x", "source": "ok.py", "files": {"app.py": "x" * (1024**2 + 1)}},
+            413,
+            "app.py is over",
+        ),
         ({"name": "x"}, 400, "exactly one of source"),
         ({"name": "x", "source": "ok.py", "model": "models:/m@a"}, 400, "exactly one of source"),
         ({"name": "x", "model": "runs:/abc/model"}, 400, "not a model reference"),
-        ({"name": "x", "model": "models:/no-such-model@champion"}, 400, "no registered model 'no-such-model'"),
-        ({"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-a100"}, 403, "is limited to members of gpu-users"),
-        ({"name": "x", "source": "ok.py", "files": ok, "color": "red"}, 400, "unknown field(s) color"),
+        (
+            {"name": "x", "model": "models:/no-such-model@champion"},
+            400,
+            "no registered model 'no-such-model'",
+        ),
+        (
+            {"name": "x", "source": "ok.py", "files": ok, "profile": "gpu-a100"},
+            403,
+            "is limited to members of gpu-users",
+        ),
+        (
+            {"name": "x", "source": "ok.py", "files": ok, "color": "red"},
+            400,
+            "unknown field(s) color",
+        ),
     ]
     for body, status, message in cases:
         r = api("POST", "apps", json=body)
@@ -168,7 +214,9 @@ def test_bad_requests_are_refused_with_a_clear_message(hub):
     r = api("POST", "apps/twice/shares", json={"users": ["nobody-here"]})
     assert r.status_code == 400 and "no hub user 'nobody-here'" in r.json()["message"]
     r = api("POST", "apps/twice/shares", json={"expires_in_s": 600})
-    assert r.status_code == 201 and r.json()["shares"][0]["url"].startswith(hub.public_url + "hub/accept-share?code=")
+    assert r.status_code == 201 and r.json()["shares"][0]["url"].startswith(
+        hub.public_url + "hub/accept-share?code="
+    )
     assert Apps(hub, token(hub, "bob"))("DELETE", "apps/twice").status_code == 404  # not bob's
     assert api("DELETE", "apps/twice").status_code == 204
     assert [a for a in api("GET", "apps").json()["apps"] if a["name"] in ("x", "twice")] == []
@@ -181,7 +229,11 @@ def test_the_app_fetches_its_bundle_and_reports_back_and_its_runtime_answers_onl
 
     alice, bob = token(hub, "alice"), token(hub, "bob")
     api = Apps(hub, alice)
-    r = api("POST", "apps", json={"name": "greeter2", "source": "greeter.py", "files": {"app.py": GREETER}})
+    r = api(
+        "POST",
+        "apps",
+        json={"name": "greeter2", "source": "greeter.py", "files": {"app.py": GREETER}},
+    )
     assert r.status_code == 201, r.text
     client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"}, verbose=False)
     assert client.predict("Ada", api_name="/greet") == "Hello Ada!"
@@ -193,10 +245,16 @@ def test_the_app_fetches_its_bundle_and_reports_back_and_its_runtime_answers_onl
     assert "greeter2 is up" in logs  # the log came back too
     # Gradio listens on a socket in the app's own private folder, not on a port
     socket_path = logs.split("Gradio on ", 1)[1].split(",", 1)[0]
-    assert socket_path.endswith("/app.sock") and Path(socket_path).parent.parent.stat().st_mode & 0o077 == 0
+    assert (
+        socket_path.endswith("/app.sock")
+        and Path(socket_path).parent.parent.stat().st_mode & 0o077 == 0
+    )
     other = Apps(hub, bob)
     assert other("GET", "apps/greeter2/runtime/bundle").status_code == 404
-    assert other("PUT", "apps/greeter2/runtime/report", json={"usage": {}, "log": "x"}).status_code == 404
+    assert (
+        other("PUT", "apps/greeter2/runtime/report", json={"usage": {}, "log": "x"}).status_code
+        == 404
+    )
     # stopping the app ends its process cleanly: its copy of the bundle goes with it
     assert api("POST", "apps/greeter2/stop").status_code == 200
     deadline = time.monotonic() + 20
@@ -217,23 +275,29 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
     alice = token(hub, "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", hub.at("/services/mlflow"))
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", alice)
-    X = pd.DataFrame({"sepal": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "petal": [0.5, 0.4, 2.5, 3.0, 0.3, 3.3]})
+    X = pd.DataFrame(
+        {"sepal": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "petal": [0.5, 0.4, 2.5, 3.0, 0.3, 3.3]}
+    )
     y = np.array([0, 0, 1, 1, 0, 1])
     clf = LogisticRegression().fit(X, y)
     with mlflow.start_run():
-        mlflow.sklearn.log_model(clf, name="model", input_example=X.iloc[:2], registered_model_name="flowers")
+        mlflow.sklearn.log_model(
+            clf, name="model", input_example=X.iloc[:2], registered_model_name="flowers"
+        )
     MlflowClient().set_registered_model_alias("flowers", "demo", "1")
     api = Apps(hub, alice)
     r = api("POST", "apps", json={"name": "x", "model": "models:/flowers@nope"})
-    assert r.status_code == 400 and "'flowers' has no alias 'nope'; its aliases: demo" in r.json()["message"]
+    assert (
+        r.status_code == 400
+        and "'flowers' has no alias 'nope'; its aliases: demo" in r.json()["message"]
+    )
     r = api("POST", "apps", json={"name": "flowers", "model": "models:/flowers@demo"})
     assert r.status_code == 201, r.text
     # the generated UI has one input per column of the model's signature
     config = app_get(hub, r.json()["url"] + "config", alice).json()
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "number"]
     assert labels == ["sepal", "petal"], labels
-    client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"},
-                    verbose=False)
+    client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"}, verbose=False)
     for sepal, petal in [(1.0, 0.5), (6.0, 3.3)]:
         expected = int(clf.predict(pd.DataFrame({"sepal": [sepal], "petal": [petal]}))[0])
         assert client.predict(sepal, petal, api_name="/predict") == expected

@@ -12,8 +12,7 @@ def test_kernel_learns_its_notebook_from_the_server(hub_factory):
     token = hub.user_token("alice")
     hub.spawn("alice", {"profile": "cpu-small"}, token=token)
     hub.wait_ready("alice")
-    kernel = ServerKernel(hub, "alice", token, "report.ipynb",
-                          cells=["x = 1  # first cell"])
+    kernel = ServerKernel(hub, "alice", token, "report.ipynb", cells=["x = 1  # first cell"])
     try:
         out = kernel.execute(
             "from hubml.kernels.context import notebook, Platform\n"
@@ -32,9 +31,17 @@ def test_other_users_cannot_ask_my_server(hub_factory):
     alice, bob = hub.user_token("alice"), hub.user_token("bob")
     hub.spawn("alice", {"profile": "cpu-small"}, token=alice)
     hub.wait_ready("alice")
-    r = requests.get(hub.at("/user/alice/hubml/api/kernel-context"), params={"kernel_id": "x"},
-                     headers={"Authorization": f"token {bob}"}, timeout=30)
+    r = requests.get(
+        hub.at("/user/alice/hubml/api/kernel-context"),
+        params={"kernel_id": "x"},
+        headers={"Authorization": f"token {bob}"},
+        timeout=30,
+    )
     assert r.status_code == 403
-    r = requests.get(hub.at("/user/alice/hubml/api/kernel-context"), params={"kernel_id": "nope"},
-                     headers={"Authorization": f"token {alice}"}, timeout=30)
+    r = requests.get(
+        hub.at("/user/alice/hubml/api/kernel-context"),
+        params={"kernel_id": "nope"},
+        headers={"Authorization": f"token {alice}"},
+        timeout=30,
+    )
     assert r.status_code == 404 and "no notebook session" in r.json()["message"]

@@ -133,7 +133,9 @@ def test_track_api_end_to_end(tmp_path, monkeypatch):
         assert finished.data.tags["phase"] == "train"
         assert finished.data.tags["hubml.user"] == "alice"
         assert client.get_experiment(finished.info.experiment_id).name == "track-e2e"
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "acc")) == list(range(2500))
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "acc")) == list(
+            range(2500)
+        )
 
         # A run started with mlflow directly: track logs to it too, flush() sends it.
         with mlflow.start_run() as plain:

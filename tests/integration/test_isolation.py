@@ -41,11 +41,16 @@ def hub(tmp_path_factory):
     from tests.hubprocess import start_hub
     from tests.integration.test_tracking_service import wait_for_mlflow
 
-    hub = start_hub(tmp_path_factory.mktemp("isolation"), {
-        "tracking": {"enabled": True}, "jobs": {"enabled": True}, "apps": {"enabled": True},
-        "auth": {"groups": {"gpu-users": ["alice"]}},
-        "gpus": {"inventory": [{"index": 0, "model": A100}]},
-    })
+    hub = start_hub(
+        tmp_path_factory.mktemp("isolation"),
+        {
+            "tracking": {"enabled": True},
+            "jobs": {"enabled": True},
+            "apps": {"enabled": True},
+            "auth": {"groups": {"gpu-users": ["alice"]}},
+            "gpus": {"inventory": [{"index": 0, "model": A100}]},
+        },
+    )
     try:
         JobsAPI(hub, hub.token).wait_up()
         wait_for_mlflow(hub, hub.token)
@@ -59,7 +64,9 @@ def processes() -> dict[int, str]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                out[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out[int(entry)] = (
+                    Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
     return out
 
 
@@ -73,20 +80,27 @@ def platform_processes(hub) -> dict[str, int]:
     found = {"hub": hub.proc.pid, "proxy": int((hub.data_dir / "proxy.pid").read_text())}
     data = str(hub.data_dir)
     for pid, cmd in processes().items():
-        for name, marker in [("mlflow service", "hubml.extensions.tracking.service"), ("jobs service", "hubml.extensions.jobs.service"),
-                             ("apps service", "hubml.extensions.apps.service"), ("policy service", "hubml.hub_config.policy"),
-                             ("runner service", "hubml.extensions.jobs.runnerd"), ("mlflow server", "mlflow server --app-name hubml"),
-                             ("mlflow uvicorn", "uvicorn --log-config")]:
+        for name, marker in [
+            ("mlflow service", "hubml.extensions.tracking.service"),
+            ("jobs service", "hubml.extensions.jobs.service"),
+            ("apps service", "hubml.extensions.apps.service"),
+            ("policy service", "hubml.hub_config.policy"),
+            ("runner service", "hubml.extensions.jobs.runnerd"),
+            ("mlflow server", "mlflow server --app-name hubml"),
+            ("mlflow uvicorn", "uvicorn --log-config"),
+        ]:
             if marker in cmd:
                 try:
-                    if environ_of(pid).get("HUBML_DATA_DIR", data) == data or name.startswith("mlflow"):
+                    if environ_of(pid).get("HUBML_DATA_DIR", data) == data or name.startswith(
+                        "mlflow"
+                    ):
                         found.setdefault(name, pid)
                 except OSError:
                     pass
     return found
 
 
-PROBE = '''
+PROBE = """
 import json, os, socket, urllib.request
 data = json.loads(%r)
 out = {}
@@ -131,7 +145,7 @@ for name in ("app_socket", "inline_socket", "runner_socket"):
 attempt("write the GPU ledger", lambda: open(data["ledger"], "w").write("{}"))
 attempt("replace the GPU ledger", lambda: os.rename(data["ledger"], data["ledger"] + ".x"))
 print("PROBE" + json.dumps(out))
-'''
+"""
 
 
 def test_from_bobs_kernel_nothing_of_alice_or_of_the_platform_is_reachable(hub):
@@ -158,37 +172,62 @@ def test_from_bobs_kernel_nothing_of_alice_or_of_the_platform_is_reachable(hub):
         alice_run = re.search(r"RUN (\w+)", out).group(1)
         inline_socket, alice_kernel = re.search(r"INLINE (\S+) KERNEL (\d+)", out).groups()
         apps = Apps(hub, alice)
-        r = apps("POST", "apps", json={"name": "who", "source": "who.py", "files": {"app.py": UID_APP}})
+        r = apps(
+            "POST", "apps", json={"name": "who", "source": "who.py", "files": {"app.py": UID_APP}}
+        )
         assert r.status_code == 201, r.text
         app_socket = apps("GET", "apps/who/logs").text.split("Gradio on ", 1)[1].split(",", 1)[0]
 
         procs = platform_processes(hub)
-        assert {"hub", "proxy", "mlflow service", "jobs service", "apps service", "policy service", "runner service",
-                "mlflow server"} <= set(procs), procs
+        assert {
+            "hub",
+            "proxy",
+            "mlflow service",
+            "jobs service",
+            "apps service",
+            "policy service",
+            "runner service",
+            "mlflow server",
+        } <= set(procs), procs
         secrets = {
             "admin token": hub.token,
             "cookie secret": (hub.data_dir / "jupyterhub_cookie_secret").read_text().strip(),
             "admin password": (hub.data_dir / "admin-password").read_text().strip(),
             "proxy token": environ_of(procs["proxy"])["CONFIGPROXY_AUTH_TOKEN"],
-            "mlflow front door secret": environ_of(procs["mlflow server"])["HUBML_MLFLOW_FRONT_DOOR_SECRET"],
-            "alice's server token": environ_of(hub.server_state("alice")["pid"])["JUPYTERHUB_API_TOKEN"],
+            "mlflow front door secret": environ_of(procs["mlflow server"])[
+                "HUBML_MLFLOW_FRONT_DOOR_SECRET"
+            ],
+            "alice's server token": environ_of(hub.server_state("alice")["pid"])[
+                "JUPYTERHUB_API_TOKEN"
+            ],
         }
         for name in ("mlflow service", "jobs service", "apps service", "policy service"):
             secrets[f"{name} token"] = environ_of(procs[name])["JUPYTERHUB_API_TOKEN"]
         bob_home = hub.data_dir / "homes" / "bob"
         platform_files = sorted(
-            str(p) for p in hub.data_dir.rglob("*")
+            str(p)
+            for p in hub.data_dir.rglob("*")
             if not str(p).startswith(str(hub.data_dir / "homes")) and not p.is_symlink()
         )
-        assert len(platform_files) > 20  # databases, secrets, logs, snapshots, the MLflow store, ...
+        assert (
+            len(platform_files) > 20
+        )  # databases, secrets, logs, snapshots, the MLflow store, ...
         mlflow_port = int(re.search(r"--port (\d+)", processes()[procs["mlflow server"]]).group(1))
         data = {
-            "alice_home": str(hub.data_dir / "homes" / "alice"), "alice_file": str(hub.data_dir / "homes" / "alice" / "secret.txt"),
-            "homes": str(hub.data_dir / "homes"), "platform_files": platform_files,
-            "pids": procs, "alice_server": hub.server_state("alice")["pid"], "alice_kernel": int(alice_kernel),
-            "secrets": secrets, "mlflow_port": mlflow_port, "alice_run": alice_run,
-            "app_socket": app_socket, "inline_socket": inline_socket,
-            "runner_socket": str(hub.data_dir / "run" / "runners.sock"), "ledger": str(ledger_path(hub.data_dir)),
+            "alice_home": str(hub.data_dir / "homes" / "alice"),
+            "alice_file": str(hub.data_dir / "homes" / "alice" / "secret.txt"),
+            "homes": str(hub.data_dir / "homes"),
+            "platform_files": platform_files,
+            "pids": procs,
+            "alice_server": hub.server_state("alice")["pid"],
+            "alice_kernel": int(alice_kernel),
+            "secrets": secrets,
+            "mlflow_port": mlflow_port,
+            "alice_run": alice_run,
+            "app_socket": app_socket,
+            "inline_socket": inline_socket,
+            "runner_socket": str(hub.data_dir / "run" / "runners.sock"),
+            "ledger": str(ledger_path(hub.data_dir)),
         }
         out = kb.execute(PROBE % json.dumps(data), timeout=300)
     finally:
@@ -200,27 +239,41 @@ def test_from_bobs_kernel_nothing_of_alice_or_of_the_platform_is_reachable(hub):
     succeeded = sorted(k for k, v in seen.items() if v == "SUCCEEDED")
     assert not succeeded, succeeded
     for name, outcome in seen.items():
-        if name.startswith(("read ", "list ", "environ", "memory", "connect", "write", "replace", "signal")):
+        if name.startswith(
+            ("read ", "list ", "environ", "memory", "connect", "write", "replace", "signal")
+        ):
             assert outcome.startswith("PermissionError"), (name, outcome)
     # the private MLflow server answers its front door only
     assert seen["GET from the private MLflow server"] == "HTTPError: HTTP Error 403: Forbidden"
-    assert seen["POST runs/delete of alice's run to the private MLflow server"] == "HTTPError: HTTP Error 403: Forbidden"
-    print(f"{len(seen)} attempts from bob's kernel, all refused ({len(platform_files)} platform files)")
+    assert (
+        seen["POST runs/delete of alice's run to the private MLflow server"]
+        == "HTTPError: HTTP Error 403: Forbidden"
+    )
+    print(
+        f"{len(seen)} attempts from bob's kernel, all refused ({len(platform_files)} platform files)"
+    )
     assert bob_home.stat().st_uid == pwd.getpwnam(accounts.unix_name("bob")).pw_uid
 
     # what alice runs runs as alice: her server, a job run, her app
     alice_uid = pwd.getpwnam(accounts.unix_name("alice")).pw_uid
     assert os.stat(f"/proc/{hub.server_state('alice')['pid']}").st_uid == alice_uid
     jobs = JobsAPI(hub, alice)
-    job = jobs.create(notebook="uid.ipynb", content=notebook("import os\nprint('UID', os.getuid(), os.getgid())"),
-                      profile="cpu-small")
+    job = jobs.create(
+        notebook="uid.ipynb",
+        content=notebook("import os\nprint('UID', os.getuid(), os.getgid())"),
+        profile="cpu-small",
+    )
     [run] = jobs.wait_runs(job["id"])
     out = jobs("GET", f"runs/{run['id']}/output.ipynb").json()
-    printed = "".join("".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    printed = "".join(
+        "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", [])
+    )
     assert f"UID {alice_uid} " in printed, printed
     from gradio_client import Client
 
-    client = Client(hub.user_url("alice", "app-who"), headers={"Authorization": f"token {alice}"}, verbose=False)
+    client = Client(
+        hub.user_url("alice", "app-who"), headers={"Authorization": f"token {alice}"}, verbose=False
+    )
     assert client.predict("?", api_name="/who") == str(alice_uid)
     assert Apps(hub, alice)("DELETE", "apps/who").status_code == 204
 
@@ -232,9 +285,17 @@ def test_services_run_as_the_platform_and_cannot_read_homes(hub):
         return
     platform = pwd.getpwnam(accounts.PLATFORM_ACCOUNT)
     procs = platform_processes(hub)
-    for name in ("mlflow service", "jobs service", "apps service", "policy service", "mlflow server"):
+    for name in (
+        "mlflow service",
+        "jobs service",
+        "apps service",
+        "policy service",
+        "mlflow server",
+    ):
         assert os.stat(f"/proc/{procs[name]}").st_uid == platform.pw_uid, name
-    assert os.stat(f"/proc/{procs['runner service']}").st_uid == 0  # the one that becomes each run's owner
+    assert (
+        os.stat(f"/proc/{procs['runner service']}").st_uid == 0
+    )  # the one that becomes each run's owner
     home = hub.data_dir / "homes" / "alice"
     home.mkdir(exist_ok=True)
     for probe in (lambda: os.listdir(home), lambda: (home / "secret.txt").read_text()):
@@ -243,8 +304,12 @@ def test_services_run_as_the_platform_and_cannot_read_homes(hub):
     hub.spawn("alice", {"profile": "cpu-small"}, token=alice)
     hub.wait_ready("alice")
     try:
-        r = requests.put(hub.user_url("alice") + "api/contents/served.ipynb", headers={"Authorization": f"token {alice}"},
-                         json={"type": "notebook", "content": notebook("print('read from the server')")}, timeout=30)
+        r = requests.put(
+            hub.user_url("alice") + "api/contents/served.ipynb",
+            headers={"Authorization": f"token {alice}"},
+            json={"type": "notebook", "content": notebook("print('read from the server')")},
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
         jobs = JobsAPI(hub, alice)
         job = jobs.create(notebook="served.ipynb", profile="cpu-small")

@@ -26,9 +26,13 @@ def hub(tmp_path_factory):
         tmp_path_factory.mktemp("jobs"),
         {
             "tracking": {"enabled": True},
-            "jobs": {"enabled": True, "max_concurrent_runs": 4, "max_concurrent_runs_per_user": 4,
-                     # the test's webhook receiver; names that resolve to loopback stay refused
-                     "webhook_allowed_hosts": ["127.0.0.1"]},
+            "jobs": {
+                "enabled": True,
+                "max_concurrent_runs": 4,
+                "max_concurrent_runs_per_user": 4,
+                # the test's webhook receiver; names that resolve to loopback stay refused
+                "webhook_allowed_hosts": ["127.0.0.1"],
+            },
             "auth": {"groups": {"gpu-users": ["alice"]}},
             "gpus": {"inventory": [{"index": 0, "model": A100}]},
         },
@@ -56,11 +60,15 @@ def output_cells(hub, api, run) -> str:
     nb = r.json()
     return "\n".join(
         "".join(o.get("text", "")) + json.dumps(o.get("data", {})) + o.get("evalue", "")
-        for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
     )
 
 
-def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fires_without_the_server(hub, alice):
+def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fires_without_the_server(
+    hub, alice
+):
     token = alice.session.headers["Authorization"].split()[1]
     nb = notebook(
         "import mlflow, os\n"
@@ -71,12 +79,25 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
         "print(f'trained {epochs} epochs at lr={lr}')",
         params="epochs = 1\nlr = 0.1",
     )
-    job = alice.create(notebook="projects/train.ipynb", content=nb, parameters={"epochs": 7}, profile="cpu-small",
-                       schedule=None, timeout_s=300, name="nightly training")
-    assert job["owner"] == "alice" and job["schedule"] is None and job["last_run"]["status"] in ("queued", "running")
+    job = alice.create(
+        notebook="projects/train.ipynb",
+        content=nb,
+        parameters={"epochs": 7},
+        profile="cpu-small",
+        schedule=None,
+        timeout_s=300,
+        name="nightly training",
+    )
+    assert (
+        job["owner"] == "alice"
+        and job["schedule"] is None
+        and job["last_run"]["status"] in ("queued", "running")
+    )
     [run] = alice.wait_runs(job["id"])
     assert run["status"] == "succeeded", run
-    assert run["duration_s"] > 0 and run["cost_usd"] == pytest.approx(run["duration_s"] / 3600 * 0.0971, rel=0.05)
+    assert run["duration_s"] > 0 and run["cost_usd"] == pytest.approx(
+        run["duration_s"] / 3600 * 0.0971, rel=0.05
+    )
     assert "trained 7 epochs at lr=0.1" in output_cells(hub, alice, run)
     html = alice("GET", f"runs/{run['id']}/output.html")
     assert html.status_code == 200 and "text/html" in html.headers["Content-Type"]
@@ -86,8 +107,12 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
 
     # the notebook's plain mlflow calls made a run that says which job and run made it
     assert run["mlflow_run_id"], run
-    r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run["mlflow_run_id"]},
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/runs/get"),
+        params={"run_id": run["mlflow_run_id"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
     assert tags["hubml.job_id"] == job["id"] and tags["hubml.job_run_id"] == run["id"]
     assert tags["mlflow.user"] == "alice" and tags["hubml.profile"] == "cpu-small"
@@ -98,8 +123,12 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
     run_token = re.search(r"MLFLOW_TOKEN (\S+)", output_cells(hub, alice, run)).group(1)
     deadline = time.monotonic() + 10
     while True:
-        r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/runs/get"), params={"run_id": run["mlflow_run_id"]},
-                         headers={"Authorization": f"Bearer {run_token}"}, timeout=30)
+        r = requests.get(
+            hub.at("/services/mlflow/api/2.0/mlflow/runs/get"),
+            params={"run_id": run["mlflow_run_id"]},
+            headers={"Authorization": f"Bearer {run_token}"},
+            timeout=30,
+        )
         if r.status_code == 403 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -110,7 +139,9 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
     hub.wait_ready("alice")
     hub.stop_server("alice")
     assert not hub.api("GET", "users/alice").json()["servers"]
-    r = alice("PATCH", f"jobs/{job['id']}", json={"schedule": "* * * * *", "parameters": {"epochs": 3}})
+    r = alice(
+        "PATCH", f"jobs/{job['id']}", json={"schedule": "* * * * *", "parameters": {"epochs": 3}}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["schedule_description"] == "Every minute" and r.json()["next_run_at"]
     scheduled = alice.wait_status(job["id"], "running", timeout=75)
@@ -123,13 +154,21 @@ def test_run_now_injects_parameters_and_tags_the_mlflow_run_then_a_schedule_fire
 
 
 def test_users_only_reach_their_own_jobs_and_only_notebooks_in_their_home(hub, alice, bob):
-    job = alice.create(notebook="secret.ipynb", content=notebook("print('alice only')"), profile="cpu-small")
+    job = alice.create(
+        notebook="secret.ipynb", content=notebook("print('alice only')"), profile="cpu-small"
+    )
     [run] = alice.wait_runs(job["id"])
     for method, path in [
-        ("GET", f"jobs/{job['id']}"), ("PATCH", f"jobs/{job['id']}"), ("DELETE", f"jobs/{job['id']}"),
-        ("GET", f"jobs/{job['id']}/runs"), ("POST", f"jobs/{job['id']}/runs"), ("GET", f"runs/{run['id']}"),
-        ("GET", f"runs/{run['id']}/output.ipynb"), ("GET", f"runs/{run['id']}/output.html"),
-        ("GET", f"runs/{run['id']}/log"), ("POST", f"runs/{run['id']}/cancel"),
+        ("GET", f"jobs/{job['id']}"),
+        ("PATCH", f"jobs/{job['id']}"),
+        ("DELETE", f"jobs/{job['id']}"),
+        ("GET", f"jobs/{job['id']}/runs"),
+        ("POST", f"jobs/{job['id']}/runs"),
+        ("GET", f"runs/{run['id']}"),
+        ("GET", f"runs/{run['id']}/output.ipynb"),
+        ("GET", f"runs/{run['id']}/output.html"),
+        ("GET", f"runs/{run['id']}/log"),
+        ("POST", f"runs/{run['id']}/cancel"),
     ]:
         r = bob(method, path, json={} if method in ("PATCH", "POST") else None)
         assert r.status_code == 404, (method, path, r.status_code, r.text)
@@ -140,9 +179,19 @@ def test_users_only_reach_their_own_jobs_and_only_notebooks_in_their_home(hub, a
     assert admin("GET", f"jobs/{job['id']}").status_code == 200
     # no token, a bad token
     assert requests.get(alice.base + "jobs", timeout=10).status_code == 403
-    assert requests.get(alice.base + "jobs", headers={"Authorization": "token nope"}, timeout=10).status_code == 403
+    assert (
+        requests.get(
+            alice.base + "jobs", headers={"Authorization": "token nope"}, timeout=10
+        ).status_code
+        == 403
+    )
 
-    for path in ["../alice/secret.ipynb", "/srv/homes/alice/secret.ipynb", "/etc/passwd", "a/../../x.ipynb"]:
+    for path in [
+        "../alice/secret.ipynb",
+        "/srv/homes/alice/secret.ipynb",
+        "/etc/passwd",
+        "a/../../x.ipynb",
+    ]:
         r = bob("POST", "jobs", json={"notebook": path, "profile": "cpu-small"})
         assert r.status_code == 400, (path, r.text)
         assert "must be a path inside your home" in r.json()["message"], r.text
@@ -160,9 +209,14 @@ def test_without_content_the_notebook_is_read_from_the_owners_running_server(hub
         put_notebook(hub, "bob", token, "mine.ipynb", notebook("print('from bob server')"))
         job = bob.create(notebook="mine.ipynb", profile="cpu-small")
         [run] = bob.wait_runs(job["id"])
-        assert run["status"] == "succeeded" and "from bob server" in output_cells(hub, bob, run), run
+        assert run["status"] == "succeeded" and "from bob server" in output_cells(hub, bob, run), (
+            run
+        )
         r = bob("POST", "jobs", json={"notebook": "missing.ipynb", "profile": "cpu-small"})
-        assert r.status_code == 404 and "'missing.ipynb' does not exist in bob's home" in r.json()["message"]
+        assert (
+            r.status_code == 404
+            and "'missing.ipynb' does not exist in bob's home" in r.json()["message"]
+        )
         info = bob("GET", "notebook", params={"path": "mine.ipynb"}).json()
         assert info["notebook"] == "mine.ipynb" and info["parameters"] == {}
     finally:
@@ -177,7 +231,11 @@ def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub
         ({"schedule": "every day"}, 400, "5-field cron"),
         ({"schedule": "0 2 * * *", "timezone": "Mars/Olympus"}, 400, "unknown timezone"),
         ({"profile": "gpu-giant"}, 400, "Valid profiles: cpu-small"),
-        ({"parameters": {"epochs": 3}}, 400, "unknown parameter(s) epochs; the notebook declares n (int), name (str), rate (float)"),
+        (
+            {"parameters": {"epochs": 3}},
+            400,
+            "unknown parameter(s) epochs; the notebook declares n (int), name (str), rate (float)",
+        ),
         ({"parameters": {"n": "three"}}, 400, "n must be int"),
         ({"parameters": {"rate": True}}, 400, "rate must be float"),
         ({"notebook": "notes.txt"}, 400, "is not a .ipynb file"),
@@ -201,11 +259,18 @@ def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub
     assert len(alice("GET", "jobs").json()["jobs"]) == before
     # a profile of a group bob is not in
     bob = JobsAPI(hub, hub.user_token("bob"))
-    r = bob("POST", "jobs", json={"notebook": "gpu.ipynb", "content": notebook("print(1)"), "profile": "gpu-a100"})
+    r = bob(
+        "POST",
+        "jobs",
+        json={"notebook": "gpu.ipynb", "content": notebook("print(1)"), "profile": "gpu-a100"},
+    )
     assert r.status_code == 403 and "is limited to members of gpu-users" in r.json()["message"]
     # the cron preview the widget shows
     r = alice("GET", "cron", params={"schedule": "0 2 * * 1-5", "timezone": "Europe/Berlin"})
-    assert r.json()["description"] == "Every weekday at 02:00 (Europe/Berlin)" and len(r.json()["next_runs"]) == 3
+    assert (
+        r.json()["description"] == "Every weekday at 02:00 (Europe/Berlin)"
+        and len(r.json()["next_runs"]) == 3
+    )
 
 
 def test_webhooks_go_to_public_hosts_only(hub, alice):
@@ -222,7 +287,16 @@ def test_webhooks_go_to_public_hosts_only(hub, alice):
         ("http://user:secret@example.org/", "must not carry a user name or password"),
         ("ftp://example.org/", "is not an http:// or https:// URL"),
     ]:
-        r = alice("POST", "jobs", json={"notebook": "n.ipynb", "content": nb, "webhook_url": url, "schedule": "0 2 * * *"})
+        r = alice(
+            "POST",
+            "jobs",
+            json={
+                "notebook": "n.ipynb",
+                "content": nb,
+                "webhook_url": url,
+                "schedule": "0 2 * * *",
+            },
+        )
         assert r.status_code == 400, (url, r.text)
         message = r.json()["message"]
         assert message.startswith("webhook_url: ") and why in message, (url, message)
@@ -236,7 +310,9 @@ def test_webhooks_go_to_public_hosts_only(hub, alice):
 
 
 def test_timeout_retry_and_a_failing_cell(hub, alice):
-    slow = notebook("print('started', flush=True)", "import time\ntime.sleep(120)", "print('never')")
+    slow = notebook(
+        "print('started', flush=True)", "import time\ntime.sleep(120)", "print('never')"
+    )
     # the run works in its owner's home, as its owner: the marker stays there between attempts
     flaky = notebook(
         "import os\nfirst = not os.path.exists('flaky.marker')\nopen('flaky.marker', 'w').close()\n"
@@ -244,7 +320,9 @@ def test_timeout_retry_and_a_failing_cell(hub, alice):
     )
     broken = notebook("x = 1", "print('before the error')", "1 / 0", "print('not reached')")
     slow = alice.create(notebook="slow.ipynb", content=slow, profile="cpu-small", timeout_s=4)
-    flaky = alice.create(notebook="flaky.ipynb", content=flaky, profile="cpu-small", max_retries=2, retry_delay_s=0.5)
+    flaky = alice.create(
+        notebook="flaky.ipynb", content=flaky, profile="cpu-small", max_retries=2, retry_delay_s=0.5
+    )
     broken = alice.create(notebook="broken.ipynb", content=broken, profile="cpu-small")
 
     [run] = alice.wait_runs(slow["id"], timeout=60)
@@ -258,7 +336,9 @@ def test_timeout_retry_and_a_failing_cell(hub, alice):
 
     [run] = alice.wait_runs(broken["id"])
     assert run["status"] == "failed"
-    assert run["error"] == "cell 2 (In [3]) raised ZeroDivisionError: division by zero", run["error"]
+    assert run["error"] == "cell 2 (In [3]) raised ZeroDivisionError: division by zero", run[
+        "error"
+    ]
     out = output_cells(hub, alice, run)
     assert "before the error" in out and "not reached" not in out
     assert "ZeroDivisionError" in alice("GET", f"runs/{run['id']}/output.html").text
@@ -269,13 +349,16 @@ def test_two_gpu_jobs_on_one_device_run_one_after_the_other(hub, alice):
         "import os, time, json\nstart = time.time()\ntime.sleep(3)\n"
         "print(json.dumps({'cuda': os.environ['CUDA_VISIBLE_DEVICES'], 'start': start, 'end': time.time()}))"
     )
-    jobs = [alice.create(notebook="gpu.ipynb", content=notebook(code), profile="gpu-a100") for _ in range(2)]
+    jobs = [
+        alice.create(notebook="gpu.ipynb", content=notebook(code), profile="gpu-a100")
+        for _ in range(2)
+    ]
     seen = []
     for job in jobs:
         [run] = alice.wait_runs(job["id"], timeout=90)
         assert run["status"] == "succeeded" and run["gpu_devices"] == "0", run
         line = next(x for x in output_cells(hub, alice, run).splitlines() if '"cuda"' in x)
-        seen.append(json.loads(line[line.index("{"):]))
+        seen.append(json.loads(line[line.index("{") :]))
     assert [s["cuda"] for s in seen] == ["0", "0"]
     first, second = sorted(seen, key=lambda s: s["start"])
     assert second["start"] >= first["end"], "two holders of GPU 0 at once"
@@ -316,19 +399,29 @@ def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub,
     job = alice.create(notebook="steady.ipynb", content=steady, profile="cpu-small")
     run = alice.wait_status(job["id"], "running")
     deadline = time.monotonic() + 30
-    while "Executing Cell 1" not in alice("GET", f"runs/{run['id']}/log").text and time.monotonic() < deadline:
+    while (
+        "Executing Cell 1" not in alice("GET", f"runs/{run['id']}/log").text
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     pid = service_pid(alice)
     os.kill(pid, signal.SIGKILL)
     wait_restarted(alice, pid)
     [run] = alice.wait_runs(job["id"], timeout=90)
     # the runner outlived the service and was re-attached: one run, finished, not re-run
-    assert run["status"] == "succeeded" and run["attempt"] == 1, (run["error"], alice("GET", f"runs/{run['id']}/log").text)
+    assert run["status"] == "succeeded" and run["attempt"] == 1, (
+        run["error"],
+        alice("GET", f"runs/{run['id']}/log").text,
+    )
     assert "finished" in output_cells(hub, alice, run)
 
     # a schedule due while the service is dead: exactly one run for that slot afterwards
-    sched = alice.create(notebook="tick.ipynb", content=notebook("print('tick')"), profile="cpu-small",
-                         schedule="* * * * *")
+    sched = alice.create(
+        notebook="tick.ipynb",
+        content=notebook("print('tick')"),
+        profile="cpu-small",
+        schedule="* * * * *",
+    )
     due = time.mktime(time.strptime(sched["next_run_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     time.sleep(max(0.0, due - time.time() - 0.3))
     pid = service_pid(alice)
@@ -364,9 +457,16 @@ def test_webhook_hears_the_outcome_and_track_latest_runs_the_saved_notebook(hub,
     hub.wait_ready("alice")
     try:
         put_notebook(hub, "alice", token, "evolving.ipynb", notebook("print('version one')"))
-        snap = alice.create(notebook="evolving.ipynb", profile="cpu-small", concurrency="queue",
-                            webhook_url=f"http://127.0.0.1:{server.server_port}/hook", notify_on=["success", "failure"])
-        latest = alice.create(notebook="evolving.ipynb", profile="cpu-small", track_latest=True, concurrency="queue")
+        snap = alice.create(
+            notebook="evolving.ipynb",
+            profile="cpu-small",
+            concurrency="queue",
+            webhook_url=f"http://127.0.0.1:{server.server_port}/hook",
+            notify_on=["success", "failure"],
+        )
+        latest = alice.create(
+            notebook="evolving.ipynb", profile="cpu-small", track_latest=True, concurrency="queue"
+        )
         alice.wait_runs(snap["id"])
         alice.wait_runs(latest["id"])
         put_notebook(hub, "alice", token, "evolving.ipynb", notebook("print('version two')"))
@@ -374,21 +474,30 @@ def test_webhook_hears_the_outcome_and_track_latest_runs_the_saved_notebook(hub,
         assert alice("POST", f"jobs/{latest['id']}/runs").status_code == 201
         snap_runs = alice.wait_runs(snap["id"], count=2)
         latest_runs = alice.wait_runs(latest["id"], count=2)
-        assert "version one" in output_cells(hub, alice, snap_runs[1])  # the snapshot taken at creation
-        assert "version two" in output_cells(hub, alice, latest_runs[1])  # the notebook as saved now
+        assert "version one" in output_cells(
+            hub, alice, snap_runs[1]
+        )  # the snapshot taken at creation
+        assert "version two" in output_cells(
+            hub, alice, latest_runs[1]
+        )  # the notebook as saved now
         deadline = time.monotonic() + 10
         while len(heard) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [h["event"] for h in heard] == ["run.succeeded", "run.succeeded"]
         assert {h["run"]["id"] for h in heard} == {r["id"] for r in snap_runs}
         assert heard[0]["job"]["id"] == snap["id"]
-        assert heard[0]["run"]["links"]["html"].startswith(hub.service_url("jobs"))  # absolute, on its origin
+        assert heard[0]["run"]["links"]["html"].startswith(
+            hub.service_url("jobs")
+        )  # absolute, on its origin
 
         # with the server stopped, the latest version cannot be read: the run says so
         hub.stop_server("alice")
         assert alice("POST", f"jobs/{latest['id']}/runs").status_code == 201
         runs = alice.wait_runs(latest["id"], count=3)
         assert runs[2]["status"] == "failed", runs[2]
-        assert "alice's server is not running" in runs[2]["error"] and "Turn track_latest off" in runs[2]["error"]
+        assert (
+            "alice's server is not running" in runs[2]["error"]
+            and "Turn track_latest off" in runs[2]["error"]
+        )
     finally:
         server.shutdown()

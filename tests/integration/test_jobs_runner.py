@@ -64,7 +64,9 @@ class StandIn(http.server.BaseHTTPRequestHandler):
 
     def do_PUT(self):
         run_id, name = self.path.split("/")[-3], self.path.split("/")[-1]
-        self.received.setdefault(run_id, {})[name] = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.setdefault(run_id, {})[name] = self.rfile.read(
+            int(self.headers["Content-Length"])
+        )
         self.send_response(204)
         self.end_headers()
 
@@ -90,12 +92,19 @@ def world(tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {**os.environ, "HUBML_SETTINGS_JSON": settings.model_dump_json(), "PYTHONUNBUFFERED": "1"}
     log = open(data / "runnerd.log", "wb")  # noqa: SIM115 (the service's output, open while it runs)
-    proc = subprocess.Popen([sys.executable, "-m", "hubml.extensions.jobs.runnerd"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubml.extensions.jobs.runnerd"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     path = socket_path(data)
     deadline = time.monotonic() + 60
     while not path.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (data / "runnerd.log").read_text()
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            data / "runnerd.log"
+        ).read_text()
         time.sleep(0.1)
     try:
         yield settings, data, f"http://127.0.0.1:{server.server_port}/", path
@@ -116,10 +125,24 @@ def start_run(world, user: str, run_id: str, env_extra: dict, cells=(PROBE,)):
     home = data / "homes" / user
     run_dir = data / "jobs" / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    StandIn.runs[run_id] = {"run_id": run_id, "job_id": "j", "parameters": {}, "timeout_s": 60,
-                            "notebook": "nb.ipynb", "input": notebook(*cells), "env": env_extra}
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": user, "HUBML_JOBS_URL": jobs_url,
-           "HUBML_JOB_ID": "j", "HUBML_JOB_RUN_ID": run_id, "HUBML_RUN_TOKEN": f"secret-{run_id}"}
+    StandIn.runs[run_id] = {
+        "run_id": run_id,
+        "job_id": "j",
+        "parameters": {},
+        "timeout_s": 60,
+        "notebook": "nb.ipynb",
+        "input": notebook(*cells),
+        "env": env_extra,
+    }
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "USER": user,
+        "HUBML_JOBS_URL": jobs_url,
+        "HUBML_JOB_ID": "j",
+        "HUBML_JOB_RUN_ID": run_id,
+        "HUBML_RUN_TOKEN": f"secret-{run_id}",
+    }
     if ISOLATED:  # what the jobs service (the platform account) may open: its own run folders
         platform = pwd.getpwnam(accounts.PLATFORM_ACCOUNT)
         for p in (data / "jobs", data / "jobs" / "runs", run_dir):
@@ -167,11 +190,25 @@ def test_each_run_is_its_owner_with_its_own_environment_and_nothing_else(world):
         assert a["uid"] == pwd.getpwnam(accounts.unix_name("alice")).pw_uid
         assert b["uid"] == pwd.getpwnam(accounts.unix_name("bob")).pw_uid != a["uid"]
         assert a["uid"] >= 1000 and b["uid"] >= 1000
-    assert a == {**a, "who": "alice", "secret": "alice's token", "home": str(homes / "alice"), "cwd": str(homes / "alice")}
+    assert a == {
+        **a,
+        "who": "alice",
+        "secret": "alice's token",
+        "home": str(homes / "alice"),
+        "cwd": str(homes / "alice"),
+    }
     # bob's kernel has bob's env, home and folder, and none of alice's
-    assert b == {**b, "who": "bob", "secret": None, "home": str(homes / "bob"), "cwd": str(homes / "bob")}
+    assert b == {
+        **b,
+        "who": "bob",
+        "secret": None,
+        "home": str(homes / "bob"),
+        "cwd": str(homes / "bob"),
+    }
     # the kernel holds none of the platform's files (not the run's lock): only its own run's log
-    platform = [f for f in b["files"] if f.startswith(str(data)) and not f.startswith(str(homes / "bob"))]
+    platform = [
+        f for f in b["files"] if f.startswith(str(data)) and not f.startswith(str(homes / "bob"))
+    ]
     assert platform == [str(dir_b / "log")], b["files"]
     log_b = (dir_b / "log").read_text()
     assert "runb" in log_b and "runa" not in log_b  # each run's log is its own
@@ -182,11 +219,22 @@ def test_only_the_platform_may_ask_and_never_for_root_or_a_stranger(world):
     if ISOLATED:
         # a user's process cannot even reach the socket (the run folder is root's and the platform's)
         probe = subprocess.run(
-            [sys.executable, "-c", f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect({str(path)!r})"],
-            user=pwd.getpwnam(accounts.unix_name("alice")).pw_uid, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect({str(path)!r})",
+            ],
+            user=pwd.getpwnam(accounts.unix_name("alice")).pw_uid,
+            capture_output=True,
+            text=True,
         )
         assert probe.returncode != 0 and "Permission denied" in probe.stderr
-    for user, why in [("../root", "not a hub user name"), ("a b", "not a hub user name"), ("", "not a hub user name")]:
+    for user, why in [
+        ("../root", "not a hub user name"),
+        ("a b", "not a hub user name"),
+        ("", "not a hub user name"),
+    ]:
+
         def ask(user=user):
             lock = os.open(os.devnull, os.O_RDONLY)
             log = os.open(os.devnull, os.O_WRONLY)
@@ -199,13 +247,22 @@ def test_only_the_platform_may_ask_and_never_for_root_or_a_stranger(world):
         answer = as_platform(ask)
         assert "error" in answer and why in answer["error"], answer
     # a home that is not the user's own is refused too
-    answer = as_platform(lambda: RunnersClient(path).start("alice", "/root", {}, os.open(os.devnull, os.O_RDONLY),
-                                                           os.open(os.devnull, os.O_WRONLY)))
+    answer = as_platform(
+        lambda: RunnersClient(path).start(
+            "alice", "/root", {}, os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY)
+        )
+    )
     assert "error" in answer and "starts in" in answer["error"], answer
 
 
 def test_a_runner_is_signalled_only_by_who_holds_its_lock(world):
-    pid, run_dir = start_run(world, "alice", "runc", {}, cells=("print('go', flush=True)", "import time\ntime.sleep(120)"))
+    pid, run_dir = start_run(
+        world,
+        "alice",
+        "runc",
+        {},
+        cells=("print('go', flush=True)", "import time\ntime.sleep(120)"),
+    )
     deadline = time.monotonic() + 30
     while "Executing Cell 2" not in (run_dir / "log").read_text():
         assert time.monotonic() < deadline, (run_dir / "log").read_text()
@@ -220,7 +277,9 @@ def test_a_runner_is_signalled_only_by_who_holds_its_lock(world):
         finally:
             os.close(fd)
 
-    assert as_platform(lambda: signal_with(other)) == {"ok": False}  # not that run's lock: untouched
+    assert as_platform(lambda: signal_with(other)) == {
+        "ok": False
+    }  # not that run's lock: untouched
     assert os.path.exists(f"/proc/{pid}")
     assert as_platform(lambda: signal_with(run_dir / "runner.lock")) == {"ok": True}
     result = wait_result("runc")

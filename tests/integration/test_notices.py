@@ -14,8 +14,11 @@ pytestmark = pytest.mark.integration
 def page_of(hub, user: str, password: str) -> str:
     s = hub.browser_session()
     form = s.get(f"{hub.url}hub/login", timeout=30)
-    r = s.post(f"{hub.url}hub/login", data={"username": user, "password": password, "_xsrf": _xsrf(form.text)},
-               timeout=30)
+    r = s.post(
+        f"{hub.url}hub/login",
+        data={"username": user, "password": password, "_xsrf": _xsrf(form.text)},
+        timeout=30,
+    )
     assert r.status_code == 200 and "/hub/login" not in r.url, r.text[-500:]
     return s.get(f"{hub.url}hub/home", timeout=30).text
 

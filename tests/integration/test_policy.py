@@ -9,9 +9,15 @@ pytestmark = pytest.mark.integration
 
 def profile(slug, idle, max_runtime, default=False):
     return {
-        "slug": slug, "display_name": slug, "cpu": {"guarantee": 0.5, "limit": 1},
-        "memory": {"guarantee": "512M", "limit": "1G"}, "price_per_hour": 0.1, "image": "x",
-        "idle_timeout": idle, "max_runtime": max_runtime, "default": default,
+        "slug": slug,
+        "display_name": slug,
+        "cpu": {"guarantee": 0.5, "limit": 1},
+        "memory": {"guarantee": "512M", "limit": "1G"},
+        "price_per_hour": 0.1,
+        "image": "x",
+        "idle_timeout": idle,
+        "max_runtime": max_runtime,
+        "default": default,
     }
 
 
@@ -25,11 +31,16 @@ def wait_stopped(hub, user, timeout):
 
 
 def test_idle_and_runtime_limits_stop_servers(hub_factory):
-    hub = hub_factory({
-        "hub": {"policy_interval": 1},
-        "profiles": [profile("short-idle", "3s", 0, default=True), profile("short-run", 0, "4s"),
-                     profile("no-limits", 0, 0)],
-    })
+    hub = hub_factory(
+        {
+            "hub": {"policy_interval": 1},
+            "profiles": [
+                profile("short-idle", "3s", 0, default=True),
+                profile("short-run", 0, "4s"),
+                profile("no-limits", 0, 0),
+            ],
+        }
+    )
     for user, slug in [("alice", "short-idle"), ("bob", "short-run"), ("carol", "no-limits")]:
         hub.ensure_user(user)
         hub.spawn(user, {"profile": slug})

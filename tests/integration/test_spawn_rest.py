@@ -55,7 +55,9 @@ def test_cpu_small_spawns_behind_the_proxy_with_its_profile(hub):
     assert env["MEM_LIMIT"] == str(8 * 1024**3)
     assert env["HOME"] == str(hub.data_dir / "homes" / "alice")
     # the server really answers through the proxy
-    status = requests.get(hub.at("/user/alice/api/status"), headers={"Authorization": f"token {token}"}, timeout=10)
+    status = requests.get(
+        hub.at("/user/alice/api/status"), headers={"Authorization": f"token {token}"}, timeout=10
+    )
     assert status.status_code == 200, status.text
 
 
@@ -73,7 +75,9 @@ def test_profile_of_another_group_is_403(hub):
     token = hub.user_token("carol")  # not in gpu-users
     r = hub.spawn("carol", {"profile": "gpu-a100"}, token=token)
     assert r.status_code == 403
-    assert r.json()["message"].startswith("Profile 'gpu-a100' is limited to members of gpu-users; carol may use:")
+    assert r.json()["message"].startswith(
+        "Profile 'gpu-a100' is limited to members of gpu-users; carol may use:"
+    )
     assert hub.api("GET", "users/carol").json()["servers"] == {}
 
 
@@ -91,7 +95,9 @@ def test_busy_gpu_is_refused_with_the_holder_and_alternatives(hub):
         "Cannot start gpu-a100: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by server:alice/). "
         "Try again when it is released, or choose one of: cpu-small, cpu-large."
     )
-    assert hub.api("GET", "users/bob").json()["servers"] == {}  # no silent fallback, nothing half-started
+    assert (
+        hub.api("GET", "users/bob").json()["servers"] == {}
+    )  # no silent fallback, nothing half-started
 
     hub.stop_server("alice")
     assert ledger_of(hub).availability("A100") == (1, 1)
@@ -105,7 +111,20 @@ def test_two_users_never_hold_the_same_gpu(hub_factory):
     users = ["alice", "bob", "dave"]
     tokens = {u: hub.user_token(u) for u in users}
     with ThreadPoolExecutor(3) as pool:
-        codes = dict(zip(users, pool.map(lambda u: hub.spawn(u, {"profile": "gpu-a100"}, token=tokens[u], wait=False).status_code, users), strict=True))
+        codes = dict(
+            zip(
+                users,
+                pool.map(
+                    lambda u: (
+                        hub.spawn(
+                            u, {"profile": "gpu-a100"}, token=tokens[u], wait=False
+                        ).status_code
+                    ),
+                    users,
+                ),
+                strict=True,
+            )
+        )
     winners = [u for u, c in codes.items() if c in (201, 202)]
     assert sorted(codes.values()).count(409) == 1 and len(winners) == 2, codes
     devices = []
@@ -136,7 +155,9 @@ def test_hub_restart_leaves_no_gpu_allocated(hub_factory, tmp_path):
     assert ledger_of(hub).availability("A100") == (1, 1)
     again = hub_factory(gpu_settings(1), data_dir=hub.data_dir)  # same data dir, same ledger
     assert again.api("GET", "users/alice").json()["servers"] == {}
-    assert again.spawn("bob", {"profile": "gpu-a100"}, token=again.user_token("bob")).status_code in (201, 202)
+    assert again.spawn(
+        "bob", {"profile": "gpu-a100"}, token=again.user_token("bob")
+    ).status_code in (201, 202)
     again.wait_ready("bob")
     assert again.server_state("bob")["gpu_devices"] == [0]
 
@@ -144,7 +165,11 @@ def test_hub_restart_leaves_no_gpu_allocated(hub_factory, tmp_path):
 def test_progress_tells_what_is_happening(hub):
     token = hub.user_token("alice")
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("r", hub.spawn("alice", {"profile": "gpu-a100"}, token=token, wait=False)))
+    thread = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", hub.spawn("alice", {"profile": "gpu-a100"}, token=token, wait=False)
+        )
+    )
     thread.start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -167,13 +192,27 @@ def test_progress_tells_what_is_happening(hub):
 
 def test_bad_settings_stop_the_hub_with_one_line(tmp_path):
     settings = tmp_path / "settings.yaml"
-    settings.write_text("profiles:\n  - slug: x\n    display_name: X\n    cpu: {guarantee: 1, limit: 1}\n"
-                        "    memory: {guarantee: 1G, limit: 1G}\n    gpu: {model: A100, count: -2}\n"
-                        "    price_per_hour: 1\n    image: i\n")
-    env = {**os.environ, "HUBML_SETTINGS": str(settings), "HUBML_DATA_DIR": str(tmp_path / "d"),
-           "HUBML_PORT": str(free_port())}
-    proc = subprocess.run([sys.executable, "-m", "jupyterhub", "-f", str(ROOT / "jupyterhub_config.py")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    settings.write_text(
+        "profiles:\n  - slug: x\n    display_name: X\n    cpu: {guarantee: 1, limit: 1}\n"
+        "    memory: {guarantee: 1G, limit: 1G}\n    gpu: {model: A100, count: -2}\n"
+        "    price_per_hour: 1\n    image: i\n"
+    )
+    env = {
+        **os.environ,
+        "HUBML_SETTINGS": str(settings),
+        "HUBML_DATA_DIR": str(tmp_path / "d"),
+        "HUBML_PORT": str(free_port()),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(ROOT / "jupyterhub_config.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("hubml:")]
-    assert lines == [f"hubml: invalid settings: {settings}:6: profiles[0].gpu.count: must be ≥ 0 (got -2)"]
+    assert lines == [
+        f"hubml: invalid settings: {settings}:6: profiles[0].gpu.count: must be ≥ 0 (got -2)"
+    ]

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.integration
 def wait_for_mlflow(hub, token, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = requests.get(hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
-                         params={"max_results": 1}, headers={"Authorization": f"token {token}"}, timeout=10)
+        r = requests.get(
+            hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
+            params={"max_results": 1},
+            headers={"Authorization": f"token {token}"},
+            timeout=10,
+        )
         if r.status_code == 200:
             return
         time.sleep(0.5)
@@ -36,8 +40,9 @@ def tracked_hub(tmp_path_factory):
 
 def mlflow_api(hub, method, path, token, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.request(method, hub.at(f"/services/mlflow/api/2.0/mlflow/{path}"), headers=headers,
-                            timeout=30, **kw)
+    return requests.request(
+        method, hub.at(f"/services/mlflow/api/2.0/mlflow/{path}"), headers=headers, timeout=30, **kw
+    )
 
 
 def test_plain_mlflow_in_a_notebook_is_tagged_with_user_notebook_and_profile(tracked_hub):
@@ -78,7 +83,9 @@ def test_requests_without_access_are_refused(tracked_hub):
     assert r.status_code == 403
     # a real token of a real user, but without the mlflow access scope
     hub.ensure_user("dora")
-    limited = hub.api("POST", "users/dora/tokens", json={"scopes": ["read:users:name!user"]}).json()["token"]
+    limited = hub.api(
+        "POST", "users/dora/tokens", json={"scopes": ["read:users:name!user"]}
+    ).json()["token"]
     r = mlflow_api(hub, "GET", "experiments/search", limited, params={"max_results": 1})
     assert r.status_code == 403
 
@@ -86,8 +93,13 @@ def test_requests_without_access_are_refused(tracked_hub):
 def test_users_cannot_touch_each_others_runs_or_impersonate(tracked_hub):
     hub = tracked_hub
     alice, bob = hub.user_token("alice"), hub.user_token("bob")
-    r = mlflow_api(hub, "POST", "runs/create", alice,
-                   json={"experiment_id": "0", "tags": [{"key": "mlflow.user", "value": "bob"}]})
+    r = mlflow_api(
+        hub,
+        "POST",
+        "runs/create",
+        alice,
+        json={"experiment_id": "0", "tags": [{"key": "mlflow.user", "value": "bob"}]},
+    )
     assert r.status_code == 200, r.text
     run = r.json()["run"]
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
@@ -97,15 +109,29 @@ def test_users_cannot_touch_each_others_runs_or_impersonate(tracked_hub):
     r = mlflow_api(hub, "POST", "runs/delete", bob, json={"run_id": run_id})
     assert r.status_code == 403
     assert r.json()["message"] == f"run {run_id} belongs to alice; bob may not delete it"
-    r = mlflow_api(hub, "POST", "runs/log-metric", bob, json={"run_id": run_id, "key": "x", "value": 1,
-                                                               "timestamp": 0, "step": 0})
+    r = mlflow_api(
+        hub,
+        "POST",
+        "runs/log-metric",
+        bob,
+        json={"run_id": run_id, "key": "x", "value": 1, "timestamp": 0, "step": 0},
+    )
     assert r.status_code == 403
-    r = mlflow_api(hub, "POST", "runs/set-tag", alice, json={"run_id": run_id, "key": "mlflow.user", "value": "bob"})
+    r = mlflow_api(
+        hub,
+        "POST",
+        "runs/set-tag",
+        alice,
+        json={"run_id": run_id, "key": "mlflow.user", "value": "bob"},
+    )
     assert r.status_code == 403
 
     assert mlflow_api(hub, "POST", "runs/delete", alice, json={"run_id": run_id}).status_code == 200
     # admins may clean up anything
-    assert mlflow_api(hub, "POST", "runs/restore", hub.token, json={"run_id": run_id}).status_code == 200
+    assert (
+        mlflow_api(hub, "POST", "runs/restore", hub.token, json={"run_id": run_id}).status_code
+        == 200
+    )
 
 
 def test_experiments_belong_to_their_creator(tracked_hub):
@@ -116,27 +142,53 @@ def test_experiments_belong_to_their_creator(tracked_hub):
     exp_id = r.json()["experiment_id"]
     r = mlflow_api(hub, "POST", "experiments/delete", bob, json={"experiment_id": exp_id})
     assert r.status_code == 403
-    assert mlflow_api(hub, "POST", "experiments/delete", alice, json={"experiment_id": exp_id}).status_code == 200
+    assert (
+        mlflow_api(
+            hub, "POST", "experiments/delete", alice, json={"experiment_id": exp_id}
+        ).status_code
+        == 200
+    )
 
 
 def test_champion_alias_only_moves_through_approval(tracked_hub):
     hub = tracked_hub
     alice = hub.user_token("alice")
-    r = requests.post(hub.at("/services/mlflow/api/2.0/mlflow/registered-models/alias"),
-                      headers={"Authorization": f"token {alice}"},
-                      data=json.dumps({"name": "m", "alias": "champion", "version": "1"}), timeout=30)
+    r = requests.post(
+        hub.at("/services/mlflow/api/2.0/mlflow/registered-models/alias"),
+        headers={"Authorization": f"token {alice}"},
+        data=json.dumps({"name": "m", "alias": "champion", "version": "1"}),
+        timeout=30,
+    )
     assert r.status_code == 403 and "gated flow" in r.json()["message"]
 
 
 def test_registry_bookkeeping_cannot_be_forged(tracked_hub):
     hub = tracked_hub
     alice = hub.user_token("alice")
-    r = mlflow_api(hub, "POST", "registered-models/create", alice,
-                   json={"name": "forged", "tags": [{"key": "hubml.gate.allow_self_approval", "value": "true"}]})
+    r = mlflow_api(
+        hub,
+        "POST",
+        "registered-models/create",
+        alice,
+        json={
+            "name": "forged",
+            "tags": [{"key": "hubml.gate.allow_self_approval", "value": "true"}],
+        },
+    )
     assert r.status_code == 403 and "gated flow" in r.json()["message"]
-    assert mlflow_api(hub, "POST", "registered-models/create", alice, json={"name": "plain"}).status_code == 200
-    r = mlflow_api(hub, "POST", "registered-models/set-tag", alice,
-                   json={"name": "plain", "key": "hubml.gate.tolerance", "value": "1"})
+    assert (
+        mlflow_api(
+            hub, "POST", "registered-models/create", alice, json={"name": "plain"}
+        ).status_code
+        == 200
+    )
+    r = mlflow_api(
+        hub,
+        "POST",
+        "registered-models/set-tag",
+        alice,
+        json={"name": "plain", "key": "hubml.gate.tolerance", "value": "1"},
+    )
     assert r.status_code == 403
     r = mlflow_api(hub, "DELETE", "registered-models/delete", alice, json={"name": "plain"})
     assert r.status_code == 403 and "only admins" in r.json()["message"]
@@ -145,7 +197,9 @@ def test_registry_bookkeeping_cannot_be_forged(tracked_hub):
 def test_ui_is_served_under_the_service_prefix(tracked_hub):
     hub = tracked_hub
     token = hub.user_token("alice")
-    r = requests.get(hub.at("/services/mlflow/"), headers={"Authorization": f"token {token}"}, timeout=30)
+    r = requests.get(
+        hub.at("/services/mlflow/"), headers={"Authorization": f"token {token}"}, timeout=30
+    )
     assert r.status_code == 200 and "<!doctype html>" in r.text.lower()
 
 
@@ -160,8 +214,13 @@ def test_gated_publish_and_approval_over_http(tracked_hub):
     base = hub.at("/services/mlflow")
 
     def api(method, path, token, **kw):
-        return requests.request(method, f"{base}/hubml/api/models/{path}",
-                                headers={"Authorization": f"token {token}"}, timeout=120, **kw)
+        return requests.request(
+            method,
+            f"{base}/hubml/api/models/{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=120,
+            **kw,
+        )
 
     X, y = load_iris(return_X_y=True)
     mlflow.set_tracking_uri(base)
@@ -194,7 +253,10 @@ def test_gated_publish_and_approval_over_http(tracked_hub):
     assert api("POST", "iris/rollback", alice, json={"reason": "v2 misbehaves"}).status_code == 200
     assert api("GET", "iris/aliases/champion", alice).json()["version"] == "1"
     entries = api("GET", "iris/history", alice).json()["entries"]
-    moves = [(e["action"], e.get("alias"), e.get("from_version"), e.get("to_version"), e["actor"]) for e in entries]
+    moves = [
+        (e["action"], e.get("alias"), e.get("from_version"), e.get("to_version"), e["actor"])
+        for e in entries
+    ]
     assert [m for m in moves if m[1] == "champion"] == [
         ("approve", "champion", None, "1", "bob"),
         ("approve", "champion", "1", "2", "bob"),
@@ -228,8 +290,14 @@ def test_experiment_panel_logs_a_model_that_loads_back(tracked_hub, monkeypatch)
     mlflow.set_tracking_uri(hub.at("/services/mlflow"))
     X, y = load_iris(return_X_y=True)
     clf = DecisionTreeClassifier(max_depth=2).fit(X, y)
-    panel = ExperimentPanel(params={"max_depth": 2}, metrics={"accuracy": clf.score(X, y)}, model=clf,
-                            input_example=X[:2], experiment="panel-models", include_notebook=True)
+    panel = ExperimentPanel(
+        params={"max_depth": 2},
+        metrics={"accuracy": clf.score(X, y)},
+        model=clf,
+        input_example=X[:2],
+        experiment="panel-models",
+        include_notebook=True,
+    )
     run_id = panel.log_run()
     assert run_id, panel.status.value
     # outside a hub kernel the snapshot is skipped, and the panel says so instead of failing

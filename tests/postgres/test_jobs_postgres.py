@@ -21,7 +21,9 @@ def test_racing_schedulers_fire_a_slot_once_and_claim_a_run_once_on_postgresql(p
     from hubml.extensions.jobs.scheduler import Scheduler
 
     first = scheduler_for(tmp_path, engine=engine)
-    schedulers = [first] + [Scheduler(engine, first.settings, _Executor(), tmp_path) for _ in range(3)]
+    schedulers = [first] + [
+        Scheduler(engine, first.settings, _Executor(), tmp_path) for _ in range(3)
+    ]
     add_job(engine, next_run_at=utcnow() - dt.timedelta(seconds=1))
     barrier = threading.Barrier(len(schedulers))
     fired = []
@@ -45,9 +47,13 @@ def test_racing_schedulers_fire_a_slot_once_and_claim_a_run_once_on_postgresql(p
     def claim():
         barrier.wait()
         with engine.begin() as conn:
-            claimed.append(conn.execute(
-                runs.update().where(runs.c.id == run_id, runs.c.status == "queued").values(status="running")
-            ).rowcount)
+            claimed.append(
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id, runs.c.status == "queued")
+                    .values(status="running")
+                ).rowcount
+            )
 
     threads = [threading.Thread(target=claim) for _ in schedulers]
     for t in threads:
@@ -63,14 +69,23 @@ def test_jobs_service_on_postgresql_runs_a_notebook(hub_factory, postgres):
     hub = hub_factory({"jobs": {"enabled": True, "db_url": postgres.url("jobs")}})
     api = JobsAPI(hub, hub.user_token("alice"))
     api.wait_up()
-    job = api.create(notebook="pg.ipynb", content=notebook("print(n * 2)", params="n = 1"), parameters={"n": 21},
-                     profile="cpu-small")
+    job = api.create(
+        notebook="pg.ipynb",
+        content=notebook("print(n * 2)", params="n = 1"),
+        parameters={"n": 21},
+        profile="cpu-small",
+    )
     [run] = api.wait_runs(job["id"])
     assert run["status"] == "succeeded", run
     assert "42" in api("GET", f"runs/{run['id']}/log").text
     engine = sa.create_engine(postgres.url("jobs"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select status from runs where id = :i"), {"i": run["id"]}).scalar() == "succeeded"
+        assert (
+            conn.execute(
+                sa.text("select status from runs where id = :i"), {"i": run["id"]}
+            ).scalar()
+            == "succeeded"
+        )
         assert conn.execute(sa.text("select owner from jobs")).scalar() == "alice"
     engine.dispose()
     assert not (hub.data_dir / "jobs" / "jobs.db").exists()  # nothing went to SQLite

@@ -31,25 +31,42 @@ def test_hub_and_tracking_on_postgresql(hub_factory, postgres):
 
     base = hub.at("/services/mlflow")
     headers = {"Authorization": f"token {token}"}
-    r = requests.post(f"{base}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, headers=headers, timeout=30)
+    r = requests.post(
+        f"{base}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": "0"},
+        headers=headers,
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     run_id = r.json()["run"]["info"]["run_id"]
 
     hub_db = sa.create_engine(postgres.url("hub"))
     with hub_db.connect() as conn:
-        assert conn.execute(sa.text("select count(*) from users where name = 'alice'")).scalar() == 1
+        assert (
+            conn.execute(sa.text("select count(*) from users where name = 'alice'")).scalar() == 1
+        )
     mlflow_db = sa.create_engine(postgres.url("mlflow"))
     with mlflow_db.connect() as conn:
-        owner = conn.execute(sa.text("select value from tags where run_uuid = :r and key = 'hubml.user'"),
-                             {"r": run_id}).scalar()
+        owner = conn.execute(
+            sa.text("select value from tags where run_uuid = :r and key = 'hubml.user'"),
+            {"r": run_id},
+        ).scalar()
     assert owner == "alice"
 
     # registry audit entries land in PostgreSQL
-    r = requests.post(f"{base}/api/2.0/mlflow/registered-models/create", json={"name": "pgmodel"},
-                      headers=headers, timeout=30)
+    r = requests.post(
+        f"{base}/api/2.0/mlflow/registered-models/create",
+        json={"name": "pgmodel"},
+        headers=headers,
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
-    r = requests.put(f"{base}/hubml/api/models/pgmodel/policy", headers=headers, timeout=60,
-                     json={"metric": "f1", "direction": "max", "reason": "f1 is what we ship on"})
+    r = requests.put(
+        f"{base}/hubml/api/models/pgmodel/policy",
+        headers=headers,
+        timeout=60,
+        json={"metric": "f1", "direction": "max", "reason": "f1 is what we ship on"},
+    )
     assert r.status_code == 200, r.text
     audit = sa.create_engine(postgres.url("audit"))
     with audit.connect() as conn:

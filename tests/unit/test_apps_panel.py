@@ -20,8 +20,11 @@ class FakeApps:
         if path == "apps" and method == "GET":
             return self.listing
         if path == "apps":
-            return {"name": body["name"], "url": f"http://alice.localhost:8000/user/alice/app-{body['name']}/",
-                    "status": "running"}
+            return {
+                "name": body["name"],
+                "url": f"http://alice.localhost:8000/user/alice/app-{body['name']}/",
+                "status": "running",
+            }
         if path.endswith("/shares"):
             return {"shares": [{"id": 1, "kind": "user", "target": u} for u in body["users"]]}
         return {}
@@ -45,12 +48,20 @@ def test_publish_sends_the_app_read_here_and_share_sends_what_the_user_typed(tmp
     app = panel.publish()
     assert app["url"] == "http://alice.localhost:8000/user/alice/app-demo/"
     files = {"app.py": "demo = 1\n", "requirements.txt": "scikit-learn\n"}
-    assert ("POST", "apps", {"name": "demo", "source": "app.py", "model": None, "files": files}) in fake.calls
+    assert (
+        "POST",
+        "apps",
+        {"name": "demo", "source": "app.py", "model": None, "files": files},
+    ) in fake.calls
     assert "hubml-published-link" in panel.status.value
     panel.share_users.value = "bob,  carol "
     panel.expiry_h.value = 2
     panel.share()
-    assert ("POST", "apps/demo/shares", {"users": ["bob", "carol"], "groups": [], "expires_in_s": 7200}) in fake.calls
+    assert (
+        "POST",
+        "apps/demo/shares",
+        {"users": ["bob", "carol"], "groups": [], "expires_in_s": 7200},
+    ) in fake.calls
 
 
 def test_a_file_that_cannot_be_read_is_said_and_nothing_is_sent(tmp_path, monkeypatch):
@@ -67,7 +78,9 @@ def test_a_crash_at_start_shows_the_message_and_the_log_tail(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(tmp_path))
     fake = FakeApps()
     panel = panel_with(fake)
-    fake.fail = AppsAPIError(422, "the app 'demo' crashed while starting", "RuntimeError: <weights> missing")
+    fake.fail = AppsAPIError(
+        422, "the app 'demo' crashed while starting", "RuntimeError: <weights> missing"
+    )
     assert panel.publish() is None
     assert "crashed while starting" in panel.status.value
     assert "RuntimeError: &lt;weights&gt; missing" in panel.status.value  # escaped, shown in full
@@ -75,10 +88,21 @@ def test_a_crash_at_start_shows_the_message_and_the_log_tail(tmp_path, monkeypat
 
 def test_listing_escapes_names_and_says_who_has_access():
     listing = {
-        "apps": [{"name": "demo", "owner": "alice", "url": "/user/alice/app-demo/", "status": "running",
-                  "access": {"users": ["bob"], "groups": ["reviewers"]}, "shares": [{"kind": "link"}],
-                  "last_used_by": "<b>bob</b>", "last_used_at": "2026-11-24T10:00:00Z"}],
-        "shared_with_me": [{"name": "other", "owner": "dan", "url": "/user/dan/app-other/", "status": "stopped"}],
+        "apps": [
+            {
+                "name": "demo",
+                "owner": "alice",
+                "url": "/user/alice/app-demo/",
+                "status": "running",
+                "access": {"users": ["bob"], "groups": ["reviewers"]},
+                "shares": [{"kind": "link"}],
+                "last_used_by": "<b>bob</b>",
+                "last_used_at": "2026-11-24T10:00:00Z",
+            }
+        ],
+        "shared_with_me": [
+            {"name": "other", "owner": "dan", "url": "/user/dan/app-other/", "status": "stopped"}
+        ],
     }
     out = apps_html(listing)
     assert "bob, group reviewers, 1 link(s)" in out and "&lt;b&gt;bob&lt;/b&gt;" in out

@@ -33,12 +33,20 @@ def test_durations_read_like_a_person_writes_them():
     assert format_duration(8 * 3600) == "8 h"
     assert format_duration(26 * 3600 + 60) == "1 d 2 h 1 min"
     assert format_duration(0) == "no limit"
-    assert describe_policy(settings().profile("gpu-a100")) == "Stops after 30 min idle · at most 8 h per session"
+    assert (
+        describe_policy(settings().profile("gpu-a100"))
+        == "Stops after 30 min idle · at most 8 h per session"
+    )
 
 
 def test_group_restricted_profiles_are_hidden():
     profiles = settings().profiles
-    assert [p.slug for p in visible_profiles(profiles, [])] == ["cpu-small", "cpu-large", "gpu-t4", "gpu-a10g"]
+    assert [p.slug for p in visible_profiles(profiles, [])] == [
+        "cpu-small",
+        "cpu-large",
+        "gpu-t4",
+        "gpu-a10g",
+    ]
     assert len(visible_profiles(profiles, ["gpu-users"])) == 6
 
 
@@ -57,7 +65,9 @@ def test_hubml_profiles_command(capsys, monkeypatch):
     assert [p["slug"] for p in data][:2] == ["cpu-small", "cpu-large"]
     h100 = next(p for p in data if p["slug"] == "gpu-h100")
     assert h100["gpu"] == {"model": "H100", "count": 1}
-    assert h100["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert h100["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert main(["profiles"]) == 0
     assert "gpu-h100" in capsys.readouterr().out
 

@@ -98,6 +98,7 @@ def assert_within_limits(calls):
 
 # --- batching ---------------------------------------------------------------------------------
 
+
 def test_2500_metrics_go_in_three_requests_in_order(client, make_logger):
     lg = make_logger(client)
     gate = held(client, lg)
@@ -155,7 +156,12 @@ def test_metric_fields_and_timestamps_fixed_at_log_time(client, make_logger):
     lg.log_metrics({"a": 1, "b": 2.5}, step=3)
     lg.flush(10)
     first, second, a, b = client.metrics()
-    assert first.key == "loss" and first.value == 2.0 and isinstance(first.value, float) and first.step == 7
+    assert (
+        first.key == "loss"
+        and first.value == 2.0
+        and isinstance(first.value, float)
+        and first.step == 7
+    )
     assert before <= first.timestamp <= int(time.time() * 1000)
     assert second == Metric("loss", 1.5, 123, 0)
     assert (a.value, a.step, b.value, b.step) == (1.0, 3, 2.5, 3) and a.timestamp == b.timestamp
@@ -172,6 +178,7 @@ def test_numpy_scalars_are_accepted(client, make_logger):
 
 # --- the loop never waits -------------------------------------------------------------------------
 
+
 def test_logging_does_not_wait_for_a_slow_server(make_logger):
     client = FakeClient(delay=0.5)
     lg = make_logger(client)
@@ -186,6 +193,7 @@ def test_logging_does_not_wait_for_a_slow_server(make_logger):
 
 
 # --- bad input: ValueError in the caller, nothing queued ---------------------------------------
+
 
 @pytest.mark.parametrize(
     ("value", "words"),
@@ -251,7 +259,11 @@ def test_param_value_longer_than_6000_characters(client, make_logger):
     lg.log_param("ok", "x" * 6000)
     with pytest.raises(ValueError) as err:
         lg.log_param("config", "x" * 6001)
-    assert "'config'" in str(err.value) and "6001 characters" in str(err.value) and "6000" in str(err.value)
+    assert (
+        "'config'" in str(err.value)
+        and "6001 characters" in str(err.value)
+        and "6000" in str(err.value)
+    )
     with pytest.raises(ValueError, match="8000"):
         lg.set_tag("note", "y" * 8001)
 
@@ -262,12 +274,18 @@ def test_params_are_immutable(client, make_logger):
     lg.log_param("lr", 0.1)  # same value: accepted, not sent twice
     with pytest.raises(ValueError) as err:
         lg.log_param("lr", 0.2)
-    assert "'lr'" in str(err.value) and "'0.1'" in str(err.value) and "cannot change" in str(err.value)
+    assert (
+        "'lr'" in str(err.value) and "'0.1'" in str(err.value) and "cannot change" in str(err.value)
+    )
     lg.flush(5)
-    assert [p for _, ps, _ in client.calls for p in ps] == [Param("lr", "0.1"), Param("batch", "64")]
+    assert [p for _, ps, _ in client.calls for p in ps] == [
+        Param("lr", "0.1"),
+        Param("batch", "64"),
+    ]
 
 
 # --- flush, outage, backlog ------------------------------------------------------------------------
+
 
 def test_flush_waits_until_sent(make_logger):
     client = FakeClient(delay=0.2)
@@ -325,7 +343,11 @@ def test_refused_batch_is_dropped_with_a_warning_and_logging_goes_on(client, mak
     lg.flush(10)
     assert [m.key for m in client.metrics()] == ["good"]
     status = lg.status()
-    assert status["dropped"] == 2 and status["pending"] == 0 and "Invalid value" in status["last_error"]
+    assert (
+        status["dropped"] == 2
+        and status["pending"] == 0
+        and "Invalid value" in status["last_error"]
+    )
     err = capsys.readouterr().err
     assert "refused 2 item(s)" in err and "dropped" in err and "metrics bad, loss" in err
 
@@ -398,6 +420,7 @@ def test_interpreter_exit_sends_the_backlog(tmp_path):
 
 # --- error classification and the HTTP sender (need mlflow) -------------------------------------
 
+
 def test_retryable_errors():
     import requests
 
@@ -432,6 +455,8 @@ def test_http_sender_fails_fast_without_mlflows_retries(tmp_path):
         sender.log_batch("0" * 32, metrics=[Metric("loss", 1.0, 1, 0)])
     assert time.monotonic() - start < 2.0  # MLflow's default: 7 retries with backoff, minutes
     assert fastlog.is_retryable(err.value)
-    assert isinstance(fastlog.sender_for(MlflowClient(f"sqlite:///{tmp_path}/x.db")), fastlog.ClientLogBatch)
+    assert isinstance(
+        fastlog.sender_for(MlflowClient(f"sqlite:///{tmp_path}/x.db")), fastlog.ClientLogBatch
+    )
     fake = FakeClient()
     assert fastlog.sender_for(fake) is fake

@@ -81,7 +81,7 @@ def test_processes_racing_for_one_device_get_it_once(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from hubml.hub_config.gpus import Device, GPULedger, GPUUnavailable
-        led = GPULedger({str(tmp_path / 'ledger.json')!r}, [Device(0, 'NVIDIA A100')])
+        led = GPULedger({str(tmp_path / "ledger.json")!r}, [Device(0, 'NVIDIA A100')])
         try:
             print(led.reserve(sys.argv[1], 'A100', 1), flush=True)
         except GPUUnavailable:

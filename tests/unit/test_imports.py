@@ -4,12 +4,22 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["mlflow", "gradio", "pandas", "papermill", "kubernetes", "kubernetes_asyncio", "kubespawner"]
+HEAVY = [
+    "mlflow",
+    "gradio",
+    "pandas",
+    "papermill",
+    "kubernetes",
+    "kubernetes_asyncio",
+    "kubespawner",
+]
 
 
 def modules_after(statement: str) -> set[str]:
     code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     return {m.split(".")[0] for m in json.loads(out)}
 
 

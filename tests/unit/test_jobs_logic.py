@@ -26,29 +26,49 @@ from hubml.hub_config.settings import load_settings
 
 
 def params_nb(source: str) -> dict:
-    return {"cells": [{"cell_type": "code", "source": source, "metadata": {"tags": ["parameters"]}}], "nbformat": 4}
+    return {
+        "cells": [{"cell_type": "code", "source": source, "metadata": {"tags": ["parameters"]}}],
+        "nbformat": 4,
+    }
 
 
 def test_parameters_cell_declares_names_types_and_defaults():
-    declared = declared_parameters(params_nb("epochs = 3\nlr = 0.01\nname = 'run'\nuse_gpu = False\n"
-                                             "layers = [64, 32]\nseed: int = None\nhelper = len('x')\n"))
+    declared = declared_parameters(
+        params_nb(
+            "epochs = 3\nlr = 0.01\nname = 'run'\nuse_gpu = False\n"
+            "layers = [64, 32]\nseed: int = None\nhelper = len('x')\n"
+        )
+    )
     assert declared == {
-        "epochs": {"type": "int", "default": 3}, "lr": {"type": "float", "default": 0.01},
-        "name": {"type": "str", "default": "run"}, "use_gpu": {"type": "bool", "default": False},
-        "layers": {"type": "list", "default": [64, 32]}, "seed": {"type": "int", "default": None},
+        "epochs": {"type": "int", "default": 3},
+        "lr": {"type": "float", "default": 0.01},
+        "name": {"type": "str", "default": "run"},
+        "use_gpu": {"type": "bool", "default": False},
+        "layers": {"type": "list", "default": [64, 32]},
+        "seed": {"type": "int", "default": None},
         "helper": {"type": "any", "default": None},
     }
-    assert declared_parameters({"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}}]}) == {}
+    assert (
+        declared_parameters({"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}}]})
+        == {}
+    )
 
 
 def test_parameter_values_are_checked_against_the_declared_types():
     declared = declared_parameters(params_nb("epochs = 3\nlr = 0.01\nuse_gpu = False"))
-    assert check_parameters({"epochs": 5, "lr": 1, "use_gpu": True}, declared) == {"epochs": 5, "lr": 1, "use_gpu": True}
+    assert check_parameters({"epochs": 5, "lr": 1, "use_gpu": True}, declared) == {
+        "epochs": 5,
+        "lr": 1,
+        "use_gpu": True,
+    }
     with pytest.raises(NotebookError, match=r"epochs must be int .*got bool True"):
         check_parameters({"epochs": True}, declared)
     with pytest.raises(NotebookError, match=r"lr must be float"):
         check_parameters({"lr": "fast"}, declared)
-    with pytest.raises(NotebookError, match=r"unknown parameter\(s\) batch; the notebook declares epochs \(int\), lr \(float\), use_gpu \(bool\)"):
+    with pytest.raises(
+        NotebookError,
+        match=r"unknown parameter\(s\) batch; the notebook declares epochs \(int\), lr \(float\), use_gpu \(bool\)",
+    ):
         check_parameters({"batch": 32}, declared)
     with pytest.raises(NotebookError, match="no cell tagged 'parameters'"):
         check_parameters({"x": 1}, {})
@@ -59,7 +79,13 @@ def test_parameter_values_are_checked_against_the_declared_types():
 def test_paths_are_relative_to_the_home_and_never_leave_it():
     assert clean_path("a/b.ipynb", "notebook", ".ipynb") == "a/b.ipynb"
     assert clean_path("./a//b.ipynb", "notebook", ".ipynb") == "a/b.ipynb"
-    for bad in ["../bob/x.ipynb", "/etc/passwd.ipynb", "a/../../x.ipynb", "a\\b.ipynb", "x\x00.ipynb"]:
+    for bad in [
+        "../bob/x.ipynb",
+        "/etc/passwd.ipynb",
+        "a/../../x.ipynb",
+        "a\\b.ipynb",
+        "x\x00.ipynb",
+    ]:
         with pytest.raises(APIError) as e:
             clean_path(bad, "notebook", ".ipynb")
         assert e.value.status_code == 400 and e.value.message.startswith("notebook: ")
@@ -73,7 +99,12 @@ def test_paths_are_relative_to_the_home_and_never_leave_it():
 def test_a_notebook_sent_as_text_or_as_an_object_is_checked():
     nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     assert parse_notebook(notebook_bytes(nb, "x.ipynb"), "x.ipynb") == nb
-    assert parse_notebook(notebook_bytes('{"cells": [], "nbformat": 4}', "x.ipynb"), "x.ipynb")["cells"] == []
+    assert (
+        parse_notebook(notebook_bytes('{"cells": [], "nbformat": 4}', "x.ipynb"), "x.ipynb")[
+            "cells"
+        ]
+        == []
+    )
     for bad, msg in [(b"{", "not valid notebook JSON"), (b'{"cells": 1}', "not an nbformat 4")]:
         with pytest.raises(NotebookError, match=msg):
             parse_notebook(bad, "x.ipynb")
@@ -104,8 +135,14 @@ def test_cron_presets_timezones_and_errors():
     # 02:00 does not exist that night: the run happens once, at 03:00 CEST (01:00 UTC)
     assert first == dt.datetime(2026, 3, 29, 1, 0)
     assert second == dt.datetime(2026, 3, 30, 0, 0)  # 02:00 CEST
-    assert cron.next_times("0 2 * * *", "Europe/Berlin", after=dt.datetime(2026, 1, 10))[0] == dt.datetime(2026, 1, 10, 1, 0)
-    for bad, msg in [("", "give a cron expression"), ("* * *", "5-field"), ("60 * * * *", "not a valid cron")]:
+    assert cron.next_times("0 2 * * *", "Europe/Berlin", after=dt.datetime(2026, 1, 10))[
+        0
+    ] == dt.datetime(2026, 1, 10, 1, 0)
+    for bad, msg in [
+        ("", "give a cron expression"),
+        ("* * *", "5-field"),
+        ("60 * * * *", "not a valid cron"),
+    ]:
         with pytest.raises(cron.CronError, match=msg):
             cron.validate(bad)
     with pytest.raises(cron.CronError, match="unknown timezone 'Moon/Base'"):
@@ -123,7 +160,9 @@ class _Executor:
 def scheduler_for(tmp_path: Path, catch_up="once", engine=None) -> Scheduler:
     tmp_path.mkdir(parents=True, exist_ok=True)
     settings_file = tmp_path / "settings.yaml"
-    settings_file.write_text(yaml.safe_dump({"jobs": {"catch_up": catch_up}, "gpus": {"inventory": "none"}}))
+    settings_file.write_text(
+        yaml.safe_dump({"jobs": {"catch_up": catch_up}, "gpus": {"inventory": "none"}})
+    )
     settings = load_settings(settings_file, environ={"HUBML_DATA_DIR": str(tmp_path)})
     if engine is None:
         engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
@@ -134,12 +173,31 @@ def scheduler_for(tmp_path: Path, catch_up="once", engine=None) -> Scheduler:
 def add_job(engine, job_id="j1", schedule="* * * * *", next_run_at=None, concurrency="skip"):
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(jobs.insert().values(
-            id=job_id, owner="alice", name="n", notebook="n.ipynb", snapshot="/nonexistent", content_hash="0",
-            track_latest=False, parameters={}, profile="cpu-small", schedule=schedule, timezone="UTC",
-            timeout_s=60, max_retries=0, retry_delay_s=0, concurrency=concurrency, webhook_url=None,
-            notify_on=["failure"], paused=False, next_run_at=next_run_at, created_at=now, updated_at=now,
-        ))
+        conn.execute(
+            jobs.insert().values(
+                id=job_id,
+                owner="alice",
+                name="n",
+                notebook="n.ipynb",
+                snapshot="/nonexistent",
+                content_hash="0",
+                track_latest=False,
+                parameters={},
+                profile="cpu-small",
+                schedule=schedule,
+                timezone="UTC",
+                timeout_s=60,
+                max_retries=0,
+                retry_delay_s=0,
+                concurrency=concurrency,
+                webhook_url=None,
+                notify_on=["failure"],
+                paused=False,
+                next_run_at=next_run_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     with engine.connect() as conn:
         return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
 
@@ -206,18 +264,24 @@ def test_a_claimed_run_whose_runner_never_started_is_queued_again(tmp_path):
     job = add_job(sched.engine, schedule=None, concurrency="queue")
     run_id = sched.run_now(job)
     with sched.engine.begin() as conn:  # claimed by a service that died before handing it over
-        conn.execute(runs.update().where(runs.c.id == run_id).values(status="running", started_at=utcnow()))
+        conn.execute(
+            runs.update().where(runs.c.id == run_id).values(status="running", started_at=utcnow())
+        )
     asyncio.run(sched.finish_ended())
     with sched.engine.connect() as conn:
         assert conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar() == "queued"
     # one that did start (it has a log) and left no result failed, and is not silently re-run
     with sched.engine.begin() as conn:
-        conn.execute(runs.update().where(runs.c.id == run_id).values(status="running", started_at=utcnow()))
+        conn.execute(
+            runs.update().where(runs.c.id == run_id).values(status="running", started_at=utcnow())
+        )
     with sched.engine.connect() as conn:
         run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
     sched.run_dir(run).mkdir(parents=True)
     (sched.run_dir(run) / "log").write_text("started\n")
     asyncio.run(sched.finish_ended())
     with sched.engine.connect() as conn:
-        status, error = conn.execute(select(runs.c.status, runs.c.error).where(runs.c.id == run_id)).first()
+        status, error = conn.execute(
+            select(runs.c.status, runs.c.error).where(runs.c.id == run_id)
+        ).first()
     assert status == "failed" and "ended without a result" in error

@@ -22,17 +22,43 @@ EXPECTED = {
     # slug: (gpus, node selector, cpu request/limit, memory request/limit in bytes, image)
     "cpu-small": (0, None, (0.5, 2.0), (1 << 30, 8 << 30), "hubml/singleuser-cpu:0.1.0"),
     "cpu-large": (0, None, (4.0, 8.0), (16 << 30, 32 << 30), "hubml/singleuser-cpu:0.1.0"),
-    "gpu-t4": (1, {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}, (2.0, 4.0), (8 << 30, 15 << 30), "hubml/singleuser-gpu:0.1.0"),
-    "gpu-a10g": (1, {"node.kubernetes.io/instance-type": "g5.xlarge"}, (2.0, 4.0), (8 << 30, 15 << 30), "hubml/singleuser-gpu:0.1.0"),
-    "gpu-a100": (1, {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}, (8.0, 12.0), (64 << 30, 80 << 30), "hubml/singleuser-gpu:0.1.0"),
-    "gpu-h100": (1, {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}, (16.0, 26.0), (128 << 30, 234 << 30), "hubml/singleuser-gpu:0.1.0"),
+    "gpu-t4": (
+        1,
+        {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"},
+        (2.0, 4.0),
+        (8 << 30, 15 << 30),
+        "hubml/singleuser-gpu:0.1.0",
+    ),
+    "gpu-a10g": (
+        1,
+        {"node.kubernetes.io/instance-type": "g5.xlarge"},
+        (2.0, 4.0),
+        (8 << 30, 15 << 30),
+        "hubml/singleuser-gpu:0.1.0",
+    ),
+    "gpu-a100": (
+        1,
+        {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"},
+        (8.0, 12.0),
+        (64 << 30, 80 << 30),
+        "hubml/singleuser-gpu:0.1.0",
+    ),
+    "gpu-h100": (
+        1,
+        {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        (16.0, 26.0),
+        (128 << 30, 234 << 30),
+        "hubml/singleuser-gpu:0.1.0",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / "settings.yaml"
-    path.write_text("hub: {spawner: kubernetes, public_url: 'https://hub.example.org'}\nauth: {groups: {gpu-users: [alice]}}\n")
+    path.write_text(
+        "hub: {spawner: kubernetes, public_url: 'https://hub.example.org'}\nauth: {groups: {gpu-users: [alice]}}\n"
+    )
     return load_settings(path, environ={"HUBML_DATA_DIR": str(path.parent)})
 
 
@@ -43,7 +69,9 @@ def test_pod_of_each_profile(settings, slug):
     container = pod["spec"]["containers"][0]
     res = container["resources"]
     if gpus:
-        assert res["limits"]["nvidia.com/gpu"] == str(gpus) and res["requests"]["nvidia.com/gpu"] == str(gpus)
+        assert res["limits"]["nvidia.com/gpu"] == str(gpus) and res["requests"][
+            "nvidia.com/gpu"
+        ] == str(gpus)
         assert pod["spec"]["nodeSelector"] == selector
         assert pod["spec"]["tolerations"] == GPU_TOLERATION
     else:
@@ -56,8 +84,13 @@ def test_pod_of_each_profile(settings, slug):
     assert env["HUBML_PROFILE"] == slug
     assert env["JUPYTERHUB_API_TOKEN"] == "<generated-by-jupyterhub-at-spawn>"
     assert {"mountPath": "/home/jovyan", "name": "home"} in container["volumeMounts"]
-    assert {"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}} in pod["spec"]["volumes"]
-    assert container["args"] == ["jupyterhub-singleuser", "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True"]
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}} in pod["spec"][
+        "volumes"
+    ]
+    assert container["args"] == [
+        "jupyterhub-singleuser",
+        "--ServerApp.jpserver_extensions=hubml.extensions.bridge=True",
+    ]
 
 
 def test_builder_exact_values(settings):
@@ -73,12 +106,22 @@ def test_builder_exact_values(settings):
         "extra_resource_limits": {},
         "node_selector": {},
         "tolerations": [],
-        "environment": {"HUBML_PROFILE": "cpu-small", "HUBML_PROFILE_NAME": "Small CPU",
-                        "HUBML_PRICE_PER_HOUR": "0.0971", "HUBML_GPU": "none"},
+        "environment": {
+            "HUBML_PROFILE": "cpu-small",
+            "HUBML_PROFILE_NAME": "Small CPU",
+            "HUBML_PRICE_PER_HOUR": "0.0971",
+            "HUBML_GPU": "none",
+        },
     }
     a100 = make_kubespawner_override(settings.profile("gpu-a100"))
-    assert a100["extra_resource_limits"] == {"nvidia.com/gpu": "1"} == a100["extra_resource_guarantees"]
-    assert a100["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert (
+        a100["extra_resource_limits"]
+        == {"nvidia.com/gpu": "1"}
+        == a100["extra_resource_guarantees"]
+    )
+    assert a100["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_cpu_after_gpu_on_one_spawner_carries_no_gpu(settings):
@@ -108,13 +151,22 @@ def test_cpu_after_gpu_on_one_spawner_carries_no_gpu(settings):
 def test_hubml_k8s_pod_command(settings, capsys, monkeypatch, tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("auth: {groups: {gpu-users: [alice]}}\n")
-    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "alice"]) == 0
+    assert (
+        main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "alice"])
+        == 0
+    )
     pod = yaml.safe_load(capsys.readouterr().out)
     assert pod["kind"] == "Pod"
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-z", "--user", "alice"]) == 2
-    assert "unknown profile 'gpu-z'; valid profiles: cpu-small, cpu-large" in capsys.readouterr().err
-    assert main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "bob"]) == 2
+    assert (
+        main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-z", "--user", "alice"]) == 2
+    )
+    assert (
+        "unknown profile 'gpu-z'; valid profiles: cpu-small, cpu-large" in capsys.readouterr().err
+    )
+    assert (
+        main(["--settings", str(path), "k8s", "pod", "--profile", "gpu-a100", "--user", "bob"]) == 2
+    )
     assert "limited to members of gpu-users" in capsys.readouterr().err
 
 
@@ -144,7 +196,10 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_reach_them_there
         # the proxy is another pod: loopback would not reach the hub pod
         assert services[name]["url"] == f"http://hub:{SERVICE_PORTS[name]}"
         assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""
-        assert SERVICE_PORTS[name] in opened and SERVICE_PORTS[name] in values["hub"]["networkPolicy"]["allowedIngressPorts"]
+        assert (
+            SERVICE_PORTS[name] in opened
+            and SERVICE_PORTS[name] in values["hub"]["networkPolicy"]["allowedIngressPorts"]
+        )
     env = c.KubeSpawner.environment if "environment" in c.KubeSpawner else c.Spawner.environment
     # a pod reaches each service's front door (which authenticates everything) on the hub's Service
     assert env["MLFLOW_TRACKING_URI"] == "http://hub:8091/services/mlflow"
@@ -158,20 +213,27 @@ def test_an_apps_pod_runs_the_launcher_fetching_its_bundle_from_the_apps_service
     pod = pod_manifest(settings, "cpu-small", "alice", app="greeter")
     c = pod["spec"]["containers"][0]
     assert c["args"] == ["python", "-m", "hubml.extensions.apps.launcher"]  # the image's Python
-    assert pod["metadata"]["name"] == "jupyter-alice--app-greeter"  # its own pod, not alice's server
+    assert (
+        pod["metadata"]["name"] == "jupyter-alice--app-greeter"
+    )  # its own pod, not alice's server
     env = {e["name"]: e.get("value") for e in c["env"]}
     # the pod cannot see the hub's data dir: it fetches the bundle and reports back over HTTP
     assert env["HUBML_APP_RUNTIME_URL"] == "http://hub:8093/services/apps/api/apps/greeter/runtime/"
     assert env["HUBML_APP_NAME"] == "greeter" and "HUBML_APP_DIR" not in env
     # an app gets no home volume (no PVC per app); CPU/memory come from the catalog as for servers
     assert not pod["spec"].get("volumes") and not c.get("volumeMounts")
-    assert c["resources"] == pod_manifest(settings, "cpu-small", "alice")["spec"]["containers"][0]["resources"]
+    assert (
+        c["resources"]
+        == pod_manifest(settings, "cpu-small", "alice")["spec"]["containers"][0]["resources"]
+    )
 
 
 def test_deployment_examples_parse_and_validate(tmp_path):
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     assert "configure(c)" in str(values["hub"]["extraConfig"])
-    s = load_settings(DEPLOY / "settings-kubernetes.yaml", environ={"HUBML_DATA_DIR": str(tmp_path)})
+    s = load_settings(
+        DEPLOY / "settings-kubernetes.yaml", environ={"HUBML_DATA_DIR": str(tmp_path)}
+    )
     assert s.hub.spawner == "kubernetes"
 
 
@@ -182,12 +244,23 @@ def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, sl
     from hubml.extensions.jobs.kube import job_deadline, k8s_job_manifest
 
     gpus, selector, cpu, mem, image = EXPECTED[slug]
-    job = k8s_job_manifest(settings, slug, "alice", "projects/train.ipynb", {"epochs": 5, "lr": 0.01},
-                           job_id="j1", run_id="r1", timeout_s=900)
+    job = k8s_job_manifest(
+        settings,
+        slug,
+        "alice",
+        "projects/train.ipynb",
+        {"epochs": 5, "lr": 0.01},
+        job_id="j1",
+        run_id="r1",
+        timeout_s=900,
+    )
     pod = pod_manifest(settings, slug, "alice")
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
     # the runner gets the run's timeout; the Job's deadline leaves it time to stop and report
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == job_deadline(900) == 960
+    assert (
+        job["spec"]["backoffLimit"] == 0
+        and job["spec"]["activeDeadlineSeconds"] == job_deadline(900) == 960
+    )
     spec = job["spec"]["template"]["spec"]
     assert spec["restartPolicy"] == "Never"
     c = spec["containers"][0]
@@ -197,25 +270,53 @@ def test_job_of_a_notebook_uses_the_same_translation_as_the_spawner(settings, sl
     assert spec.get("tolerations") == pod["spec"].get("tolerations")
     assert spec["volumes"] == pod["spec"]["volumes"]  # the user's home volume
     assert c["volumeMounts"] == pod["spec"]["containers"][0]["volumeMounts"]
-    assert c["command"] == ["python", "-m", "hubml.extensions.jobs.runner", "--remote"] and "args" not in c
-    assert json.loads(job["metadata"]["annotations"]["hubml.io/parameters"]) == {"epochs": 5, "lr": 0.01}
+    assert (
+        c["command"] == ["python", "-m", "hubml.extensions.jobs.runner", "--remote"]
+        and "args" not in c
+    )
+    assert json.loads(job["metadata"]["annotations"]["hubml.io/parameters"]) == {
+        "epochs": 5,
+        "lr": 0.01,
+    }
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["HUBML_JOB_ID"] == "j1" and env["HUBML_JOB_RUN_ID"] == "r1" and env["JUPYTERHUB_USER"] == "alice"
-    assert env["HUBML_JOBS_URL"] == "http://hub:8092/services/jobs/"  # its front door, on the hub's Service
+    assert (
+        env["HUBML_JOB_ID"] == "j1"
+        and env["HUBML_JOB_RUN_ID"] == "r1"
+        and env["JUPYTERHUB_USER"] == "alice"
+    )
+    assert (
+        env["HUBML_JOBS_URL"] == "http://hub:8092/services/jobs/"
+    )  # its front door, on the hub's Service
     # no hub credentials: the pod's only secret is its run's, minted when the run is submitted
-    assert [k for k in env if "TOKEN" in k] == ["HUBML_RUN_TOKEN"] and env["HUBML_RUN_TOKEN"] == "<minted for each run>"
+    assert [k for k in env if "TOKEN" in k] == ["HUBML_RUN_TOKEN"] and env[
+        "HUBML_RUN_TOKEN"
+    ] == "<minted for each run>"
     assert job["metadata"]["labels"]["hubml.io/run-id"] == "r1"
 
 
 def test_hubml_k8s_job_command(capsys, tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("auth: {groups: {gpu-users: [alice]}}\n")
-    args = ["--settings", str(path), "k8s", "job", "--profile", "gpu-t4", "--user", "alice", "--notebook", "nb.ipynb"]
+    args = [
+        "--settings",
+        str(path),
+        "k8s",
+        "job",
+        "--profile",
+        "gpu-t4",
+        "--user",
+        "alice",
+        "--notebook",
+        "nb.ipynb",
+    ]
     assert main(args + ["--parameters", '{"n": 2}', "-o", "json"]) == 0
     import json
 
     job = json.loads(capsys.readouterr().out)
-    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        == "1"
+    )
     assert main(args[:-2]) == 2
     assert "a job needs --notebook" in capsys.readouterr().err
     assert main(args + ["--parameters", "[1]"]) == 2
@@ -228,25 +329,42 @@ def test_no_hub_or_service_credential_reaches_a_users_server_job_or_app_pod(tmp_
     front door's secret, settings or a database password."""
     from hubml.extensions.jobs.kube import k8s_job_manifest
 
-    secrets_ = {"admin": "A" * 40, "db": "s3cret-db-password", "mlflow-db": "s3cret-mlflow-password"}
+    secrets_ = {
+        "admin": "A" * 40,
+        "db": "s3cret-db-password",
+        "mlflow-db": "s3cret-mlflow-password",
+    }
     path = tmp_path / "settings.yaml"
-    path.write_text(yaml.safe_dump({
-        "hub": {"spawner": "kubernetes", "public_url": "https://hub.example.org",
-                "db_url": f"postgresql+psycopg://hub:{secrets_['db']}@db/hub"},
-        "auth": {"admin_token": secrets_["admin"], "groups": {"gpu-users": ["alice"]}},
-        "tracking": {"backend_store_uri": f"postgresql://mlflow:{secrets_['mlflow-db']}@db/mlflow"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {
+                    "spawner": "kubernetes",
+                    "public_url": "https://hub.example.org",
+                    "db_url": f"postgresql+psycopg://hub:{secrets_['db']}@db/hub",
+                },
+                "auth": {"admin_token": secrets_["admin"], "groups": {"gpu-users": ["alice"]}},
+                "tracking": {
+                    "backend_store_uri": f"postgresql://mlflow:{secrets_['mlflow-db']}@db/mlflow"
+                },
+            }
+        )
+    )
     s = load_settings(path, environ={"HUBML_DATA_DIR": str(tmp_path)})
     server = pod_manifest(s, "gpu-a100", "alice")
     app = pod_manifest(s, "cpu-small", "alice", app="greeter")
-    job = k8s_job_manifest(s, "cpu-small", "alice", "train.ipynb", {}, run_token="the-runs-own-secret")
+    job = k8s_job_manifest(
+        s, "cpu-small", "alice", "train.ipynb", {}, run_token="the-runs-own-secret"
+    )
     for name, obj in (("server", server), ("app", app), ("job", job)):
         text = json.dumps(obj)
         for what, secret in secrets_.items():
             assert secret not in text, (name, what)
         pod = obj["spec"]["template"]["spec"] if name == "job" else obj["spec"]
         env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
-        tokens = sorted(k for k in env if "TOKEN" in k or "SECRET" in k or "PASSWORD" in k or "SETTINGS" in k)
+        tokens = sorted(
+            k for k in env if "TOKEN" in k or "SECRET" in k or "PASSWORD" in k or "SETTINGS" in k
+        )
         if name == "job":
             assert tokens == ["HUBML_RUN_TOKEN"] and env["HUBML_RUN_TOKEN"] == "the-runs-own-secret"
         else:  # the server's own token, which JupyterHub generates for that server at spawn

@@ -15,10 +15,19 @@ class MockRegistry:
         return reply
 
 
-REPORT_FAIL = {"model_uri": "runs:/r/model", "passed": False, "results": [
-    {"name": "metric", "passed": False, "detail": "accuracy 0.81 < champion 0.93 (v3) - tolerance 0", "numbers": {}},
-    {"name": "inference", "passed": True, "detail": "ok", "numbers": {}},
-]}
+REPORT_FAIL = {
+    "model_uri": "runs:/r/model",
+    "passed": False,
+    "results": [
+        {
+            "name": "metric",
+            "passed": False,
+            "detail": "accuracy 0.81 < champion 0.93 (v3) - tolerance 0",
+            "numbers": {},
+        },
+        {"name": "inference", "passed": True, "detail": "ok", "numbers": {}},
+    ],
+}
 
 
 def test_failed_gate_names_the_gate_and_keeps_numbers():
@@ -31,7 +40,9 @@ def test_failed_gate_names_the_gate_and_keeps_numbers():
 
 
 def test_refusals_are_shown_in_plain_words_escaped():
-    api = MockRegistry({"approve": RegistryAPIError(403, "<b>alice</b> may not approve her own version")})
+    api = MockRegistry(
+        {"approve": RegistryAPIError(403, "<b>alice</b> may not approve her own version")}
+    )
     panel = PublishPanel("churn", client=api)
     panel.version.value = "2"
     panel._run(panel.approve)
@@ -46,10 +57,34 @@ def test_missing_name_is_asked_for():
 
 
 def test_tables():
-    html = comparison_html({"run_id": "abcdef123", "champion_version": "3", "rows": [
-        {"metric": "accuracy", "candidate": 0.95, "champion": 0.93, "delta": 0.02, "gated": True}]})
+    html = comparison_html(
+        {
+            "run_id": "abcdef123",
+            "champion_version": "3",
+            "rows": [
+                {
+                    "metric": "accuracy",
+                    "candidate": 0.95,
+                    "champion": 0.93,
+                    "delta": 0.02,
+                    "gated": True,
+                }
+            ],
+        }
+    )
     assert "@champion (v3)" in html and "+0.02" in html and "accuracy (gate)" in html
     assert "No history yet" in history_html([])
-    row = history_html([{"at": "2026-11-24T15:00:00+00:00", "actor": "bob", "action": "approve",
-                         "alias": "champion", "from_version": None, "to_version": "1", "reason": "ok"}])
+    row = history_html(
+        [
+            {
+                "at": "2026-11-24T15:00:00+00:00",
+                "actor": "bob",
+                "action": "approve",
+                "alias": "champion",
+                "from_version": None,
+                "to_version": "1",
+                "reason": "ok",
+            }
+        ]
+    )
     assert "@champion: — → 1" in row and "bob" in row

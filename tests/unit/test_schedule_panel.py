@@ -20,31 +20,62 @@ class FakeJobs:
     def request(self, method, path, body=None, params=None):
         self.calls.append((method, path, body, params))
         if path == "profiles":
-            return {"profiles": [
-                {"slug": "cpu-small", "display_name": "Small CPU", "price_per_hour": 0.1, "gpu": None, "default": True},
-                {"slug": "gpu-t4", "display_name": "T4", "price_per_hour": 0.6, "gpu": "1 x T4", "default": False},
-            ]}
+            return {
+                "profiles": [
+                    {
+                        "slug": "cpu-small",
+                        "display_name": "Small CPU",
+                        "price_per_hour": 0.1,
+                        "gpu": None,
+                        "default": True,
+                    },
+                    {
+                        "slug": "gpu-t4",
+                        "display_name": "T4",
+                        "price_per_hour": 0.6,
+                        "gpu": "1 x T4",
+                        "default": False,
+                    },
+                ]
+            }
         if path == "notebook":
-            assert method == "POST" and body["content"] == NOTEBOOK  # the panel sends the saved notebook
-            return {"notebook": body["notebook"], "parameters": {
-                "epochs": {"type": "int", "default": 3}, "lr": {"type": "float", "default": 0.1},
-                "layers": {"type": "list", "default": [8, 4]}, "tag": {"type": "str", "default": "a"},
-                "fast": {"type": "bool", "default": False},
-            }}
+            assert (
+                method == "POST" and body["content"] == NOTEBOOK
+            )  # the panel sends the saved notebook
+            return {
+                "notebook": body["notebook"],
+                "parameters": {
+                    "epochs": {"type": "int", "default": 3},
+                    "lr": {"type": "float", "default": 0.1},
+                    "layers": {"type": "list", "default": [8, 4]},
+                    "tag": {"type": "str", "default": "a"},
+                    "fast": {"type": "bool", "default": False},
+                },
+            }
         if path == "cron":
-            return {"description": "Every day at 02:00 UTC", "next_runs": ["2026-11-25T02:00:00Z"], "runs_per_month": 30}
+            return {
+                "description": "Every day at 02:00 UTC",
+                "next_runs": ["2026-11-25T02:00:00Z"],
+                "runs_per_month": 30,
+            }
         if method == "POST" and path == "jobs":
             if self.refuse:
                 raise JobsAPIError(400, self.refuse)
-            return {"id": "abc123", "schedule": body["schedule"], "schedule_description": "Every day at 02:00 UTC",
-                    "next_run_at": "2026-11-25T02:00:00Z"}
+            return {
+                "id": "abc123",
+                "schedule": body["schedule"],
+                "schedule_description": "Every day at 02:00 UTC",
+                "next_run_at": "2026-11-25T02:00:00Z",
+            }
         if path.endswith("/runs"):
             return {"runs": self.runs}
         raise AssertionError(path)
 
 
 def ready_panel(fake) -> SchedulePanel:
-    panel = SchedulePanel(notebook="train.ipynb", client=fake, refresh_s=0.05, read=lambda path: NOTEBOOK)
+    panel = SchedulePanel(
+        notebook="train.ipynb", client=fake, refresh_s=0.05, read=lambda path: NOTEBOOK
+    )
     deadline = time.monotonic() + 5
     while "epochs" not in panel.param_inputs or panel.profile.value is None:
         assert time.monotonic() < deadline, "panel did not load"
@@ -56,7 +87,13 @@ def test_parameters_become_typed_inputs_and_the_body_carries_their_values():
     fake = FakeJobs()
     panel = ready_panel(fake)
     kinds = {name: type(wid).__name__ for name, wid in panel.param_inputs.items()}
-    assert kinds == {"epochs": "IntText", "lr": "FloatText", "layers": "Text", "tag": "Text", "fast": "Checkbox"}
+    assert kinds == {
+        "epochs": "IntText",
+        "lr": "FloatText",
+        "layers": "Text",
+        "tag": "Text",
+        "fast": "Checkbox",
+    }
     panel.param_inputs["epochs"].value = 7
     panel.param_inputs["layers"].value = "[16, 8]"
     panel.schedule.value = "0 2 * * *"
@@ -65,9 +102,14 @@ def test_parameters_become_typed_inputs_and_the_body_carries_their_values():
     job = panel.create_schedule()
     assert job["id"] == "abc123"
     body = next(c[2] for c in fake.calls if c[:2] == ("POST", "jobs"))
-    assert body == {"notebook": "train.ipynb", "content": NOTEBOOK, "parameters": {"epochs": 7, "lr": 0.1,
-                    "layers": [16, 8], "tag": "a", "fast": False}, "profile": "cpu-small", "schedule": "0 2 * * *",
-                    "timezone": "UTC"}
+    assert body == {
+        "notebook": "train.ipynb",
+        "content": NOTEBOOK,
+        "parameters": {"epochs": 7, "lr": 0.1, "layers": [16, 8], "tag": "a", "fast": False},
+        "profile": "cpu-small",
+        "schedule": "0 2 * * *",
+        "timezone": "UTC",
+    }
     assert "Scheduled: Every day at 02:00 UTC" in panel.status.value
 
 
@@ -78,22 +120,46 @@ def test_errors_are_shown_in_plain_words_in_the_panel():
     assert "layers (list) JSON: not valid JSON" in panel.status.value
     panel.param_inputs["layers"].value = "[16]"
     assert panel.run_now() is None
-    assert "is not a valid cron expression" in panel.status.value and "hubml-status-error" in panel.status.value
+    assert (
+        "is not a valid cron expression" in panel.status.value
+        and "hubml-status-error" in panel.status.value
+    )
     assert panel.create_schedule() is None  # "once" is not a schedule
     assert "Choose a schedule first" in panel.status.value
 
 
 def test_history_links_outputs_and_escapes_errors():
     runs = [
-        {"id": "r2", "status": "failed", "attempt": 1, "scheduled_for": "2026-11-24T10:00:00Z",
-         "started_at": "2026-11-24T10:00:01Z", "duration_s": 3.2, "cost_usd": 0.00009, "mlflow_run_id": None,
-         "error": "cell 1 raised ValueError: <script>x</script>", "created_at": "b"},
-        {"id": "r1", "status": "queued", "attempt": 1, "scheduled_for": "2026-11-24T09:00:00Z", "started_at": None,
-         "duration_s": None, "cost_usd": None, "mlflow_run_id": None, "error": None, "created_at": "a"},
+        {
+            "id": "r2",
+            "status": "failed",
+            "attempt": 1,
+            "scheduled_for": "2026-11-24T10:00:00Z",
+            "started_at": "2026-11-24T10:00:01Z",
+            "duration_s": 3.2,
+            "cost_usd": 0.00009,
+            "mlflow_run_id": None,
+            "error": "cell 1 raised ValueError: <script>x</script>",
+            "created_at": "b",
+        },
+        {
+            "id": "r1",
+            "status": "queued",
+            "attempt": 1,
+            "scheduled_for": "2026-11-24T09:00:00Z",
+            "started_at": None,
+            "duration_s": None,
+            "cost_usd": None,
+            "mlflow_run_id": None,
+            "error": None,
+            "created_at": "a",
+        },
     ]
     base = "http://jobs--service.localhost:8000/services/jobs/api/runs/"
     for r in runs:
-        r["links"] = {k: f"{base}{r['id']}/{f}" for k, f in (("html", "output.html"), ("log", "log"))}
+        r["links"] = {
+            k: f"{base}{r['id']}/{f}" for k, f in (("html", "output.html"), ("log", "log"))
+        }
     out = history_html(runs)
     assert f"{base}r2/output.html" in out and "<script>" not in out and "&lt;script&gt;" in out
     assert f"{base}r1/output.html" not in out  # nothing to open before it runs

@@ -34,7 +34,12 @@ def error_of(path, environ=None):
 def test_defaults_give_the_six_contract_profiles(tmp_path):
     s = load_settings(None, environ={}, cwd=tmp_path)
     assert [p.slug for p in s.profiles] == [
-        "cpu-small", "cpu-large", "gpu-t4", "gpu-a10g", "gpu-a100", "gpu-h100",
+        "cpu-small",
+        "cpu-large",
+        "gpu-t4",
+        "gpu-a10g",
+        "gpu-a100",
+        "gpu-h100",
     ]
     assert s.hub.port == 8000
     assert s.data_dir == tmp_path / ".hubml"
@@ -45,11 +50,14 @@ def test_defaults_give_the_six_contract_profiles(tmp_path):
 
 
 def test_layers_file_over_defaults_and_environment_over_file(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         hub: {port: 9001, log_level: DEBUG}
         auth:
           groups: {ml-team: [alice]}
-    """)
+    """,
+    )
     s = load_settings(path, environ={"HUBML_PORT": "9100", "HUBML_DATA_DIR": str(tmp_path / "d")})
     assert s.hub.port == 9100  # env wins over the file
     assert s.hub.log_level == "DEBUG"  # file wins over defaults
@@ -73,11 +81,16 @@ def test_profiles_list_replaces_the_catalog(tmp_path):
 def test_duplicate_slug(tmp_path):
     path = write(tmp_path, "profiles:" + PROFILE.format(slug="a") + PROFILE.format(slug="a"))
     msg = error_of(path)
-    assert msg == f"{path}:9: profiles[1].slug: duplicate slug 'a' (also profiles[0]); slugs must be unique"
+    assert (
+        msg
+        == f"{path}:9: profiles[1].slug: duplicate slug 'a' (also profiles[0]); slugs must be unique"
+    )
 
 
 def test_negative_gpu_count(tmp_path):
-    path = write(tmp_path, "profiles:" + PROFILE.format(slug="g") + "    gpu: {model: A100, count: -1}\n")
+    path = write(
+        tmp_path, "profiles:" + PROFILE.format(slug="g") + "    gpu: {model: A100, count: -1}\n"
+    )
     msg = error_of(path)
     assert msg == f"{path}:8: profiles[0].gpu.count: must be ≥ 0 (got -1)"
 
@@ -90,35 +103,47 @@ def test_missing_price(tmp_path):
 
 
 def test_unknown_group(tmp_path):
-    path = write(tmp_path, "profiles:" + PROFILE.format(slug="p") + "    allowed_groups: [nobody-here]\n")
+    path = write(
+        tmp_path, "profiles:" + PROFILE.format(slug="p") + "    allowed_groups: [nobody-here]\n"
+    )
     msg = error_of(path)
     assert msg.startswith(f"{path}:8: profiles[0].allowed_groups[0]: unknown group 'nobody-here'")
     assert "declare it under auth.groups (known: gpu-users)" in msg
 
 
 def test_unknown_field_lists_allowed_ones(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         hub:
           port: 8000
           prot: 9000
-    """)
+    """,
+    )
     msg = error_of(path)
-    assert msg.startswith(f"{path}:3: hub.prot: unknown field 'prot'; allowed: port, ip, public_url, data_dir")
+    assert msg.startswith(
+        f"{path}:3: hub.prot: unknown field 'prot'; allowed: port, ip, public_url, data_dir"
+    )
 
 
 def test_unknown_field_in_a_profile(tmp_path):
     path = write(tmp_path, "profiles:" + PROFILE.format(slug="p") + "    gpus: 2\n")
     msg = error_of(path)
-    assert msg.startswith(f"{path}:8: profiles[0].gpus: unknown field 'gpus'; allowed: slug, display_name")
+    assert msg.startswith(
+        f"{path}:8: profiles[0].gpus: unknown field 'gpus'; allowed: slug, display_name"
+    )
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         hub:
           port: 8000
         auth: {groups: [unclosed
         gpus: {}
-    """)
+    """,
+    )
     msg = error_of(path)
     assert msg.startswith(f"{path}:4: YAML syntax error")
 
@@ -129,7 +154,9 @@ def test_missing_settings_file(tmp_path):
 
 
 def test_bad_port_from_environment(tmp_path):
-    with pytest.raises(SettingsError, match="environment variable HUBML_PORT: must be a port number"):
+    with pytest.raises(
+        SettingsError, match="environment variable HUBML_PORT: must be a port number"
+    ):
         load_settings(None, environ={"HUBML_PORT": "eighty"})
 
 
@@ -145,27 +172,39 @@ def test_short_password_from_environment_names_the_variable():
 def test_bad_slug_and_bad_memory(tmp_path):
     path = write(tmp_path, "profiles:" + PROFILE.format(slug="Bad_Slug"))
     assert "profiles[0].slug: must be lower-case letters" in error_of(path)
-    path = write(tmp_path, "profiles:" + PROFILE.format(slug="ok").replace("limit: 2G", "limit: 2GB"))
-    assert "profiles[0].memory.limit: must be a size such as 512M, 8G or 1T (got '2GB')" in error_of(path)
+    path = write(
+        tmp_path, "profiles:" + PROFILE.format(slug="ok").replace("limit: 2G", "limit: 2GB")
+    )
+    assert (
+        "profiles[0].memory.limit: must be a size such as 512M, 8G or 1T (got '2GB')"
+        in error_of(path)
+    )
 
 
 def test_unknown_spawner_lists_choices(tmp_path):
     path = write(tmp_path, "hub: {spawner: docker}\n")
-    assert error_of(path) == f"{path}:1: hub.spawner: must be one of 'local' or 'kubernetes' (got 'docker')"
+    assert (
+        error_of(path)
+        == f"{path}:1: hub.spawner: must be one of 'local' or 'kubernetes' (got 'docker')"
+    )
 
 
 def test_declared_gpu_inventory_rejects_duplicate_index(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         gpus:
           inventory:
             - {index: 0, model: A100}
             - {index: 0, model: A100}
-    """)
+    """,
+    )
     assert error_of(path) == f"{path}:4: gpus.inventory[1].index: duplicate GPU index 0"
 
 
 @pytest.mark.parametrize(
-    "text,seconds", [(3600, 3600), ("90m", 5400), ("8h", 28800), ("1d", 86400), ("45s", 45), ("0", 0)]
+    "text,seconds",
+    [(3600, 3600), ("90m", 5400), ("8h", 28800), ("1d", 86400), ("45s", 45), ("0", 0)],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -179,9 +218,15 @@ def test_memory_units():
 
 
 def test_kubernetes_job_executor_settings(tmp_path):
-    path = write(tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: http://proxy-public:8000/\n")
+    path = write(
+        tmp_path,
+        "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: http://proxy-public:8000/\n",
+    )
     s = load_settings(path)
     assert s.jobs.executor == "kubernetes" and s.kubernetes.proxy_url == "http://proxy-public:8000"
-    path = write(tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: proxy-public\n")
-    assert error_of(path).startswith(f"{path}:4: kubernetes.proxy_url: must be an http(s) URL such as http://proxy-public")
-
+    path = write(
+        tmp_path, "jobs:\n  executor: kubernetes\nkubernetes:\n  proxy_url: proxy-public\n"
+    )
+    assert error_of(path).startswith(
+        f"{path}:4: kubernetes.proxy_url: must be an http(s) URL such as http://proxy-public"
+    )

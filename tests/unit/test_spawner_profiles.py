@@ -30,18 +30,25 @@ def status_and_message(spawner, options):
 def test_unknown_slug_is_400_listing_valid_slugs(tmp_path):
     code, msg = status_and_message(local_spawner(tmp_path), {"profile": "gpu-z9000"})
     assert code == 400
-    assert msg == "Unknown profile 'gpu-z9000'. Valid profiles: cpu-small, cpu-large, gpu-t4, gpu-a10g."
+    assert (
+        msg
+        == "Unknown profile 'gpu-z9000'. Valid profiles: cpu-small, cpu-large, gpu-t4, gpu-a10g."
+    )
 
 
 def test_profile_of_another_group_is_403(tmp_path):
     code, msg = status_and_message(local_spawner(tmp_path), {"profile": "gpu-a100"})
     assert code == 403
-    assert msg.startswith("Profile 'gpu-a100' is limited to members of gpu-users; alice may use: cpu-small")
+    assert msg.startswith(
+        "Profile 'gpu-a100' is limited to members of gpu-users; alice may use: cpu-small"
+    )
 
 
 def test_malformed_options_are_400(tmp_path):
     assert status_and_message(local_spawner(tmp_path), {"profile": 3})[0] == 400
-    code, msg = status_and_message(local_spawner(tmp_path), {"profile": "cpu-small", "image": "evil"})
+    code, msg = status_and_message(
+        local_spawner(tmp_path), {"profile": "cpu-small", "image": "evil"}
+    )
     assert code == 400 and "Unknown server option(s): image" in msg
 
 
@@ -87,14 +94,26 @@ def cards_of(page):
 
 
 def test_selector_shows_prices_estimates_policy_and_availability(tmp_path):
-    sp = local_spawner(tmp_path, "alice", ["gpu-users"], [(0, "NVIDIA A100-SXM4-40GB"), (1, "NVIDIA A100-SXM4-40GB")])
+    sp = local_spawner(
+        tmp_path,
+        "alice",
+        ["gpu-users"],
+        [(0, "NVIDIA A100-SXM4-40GB"), (1, "NVIDIA A100-SXM4-40GB")],
+    )
     page = html.unescape(sp.options_form(sp))
-    assert cards_of(page) == ["cpu-small", "cpu-large", "gpu-t4", "gpu-a10g", "gpu-a100", "gpu-h100"]
+    assert cards_of(page) == [
+        "cpu-small",
+        "cpu-large",
+        "gpu-t4",
+        "gpu-a10g",
+        "gpu-a100",
+        "gpu-h100",
+    ]
     assert "$3.67/h" in page and "8 h ≈ $29.36" in page
     assert "Stops after 30 min idle · at most 8 h per session" in page
     assert "2 of 2 A100 free" in page
     assert "Unavailable on this host: no H100 GPU" in page
-    h100 = page[page.index('data-slug="gpu-h100"'):]
+    h100 = page[page.index('data-slug="gpu-h100"') :]
     assert re.search(r'value="gpu-h100"[^>]*disabled', h100)
     assert re.search(r'value="cpu-small"\s[^>]*checked', page)
 

@@ -36,7 +36,9 @@ def test_numbers_of_any_numeric_type_are_metrics():
 
 
 def test_overlong_param_value():
-    with pytest.raises(PanelInputError, match="param 'notes' is 7000 characters long; MLflow keeps at most 6000"):
+    with pytest.raises(
+        PanelInputError, match="param 'notes' is 7000 characters long; MLflow keeps at most 6000"
+    ):
         check_params({"notes": "x" * 7000})
 
 
@@ -48,11 +50,16 @@ def test_experiment_name_rules():
 
 def test_run_link_opens_the_mlflow_ui_on_its_own_origin(monkeypatch):
     monkeypatch.setenv("HUBML_PUBLIC_URL", "http://localhost:8000")
-    assert ui_url("3", "abc") == "http://mlflow--service.localhost:8000/services/mlflow/#/experiments/3/runs/abc"
+    assert (
+        ui_url("3", "abc")
+        == "http://mlflow--service.localhost:8000/services/mlflow/#/experiments/3/runs/abc"
+    )
 
 
 def test_bad_input_is_shown_in_the_panel_escaped(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # never reached: input is checked first
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", "http://127.0.0.1:1"
+    )  # never reached: input is checked first
     panel = ExperimentPanel(metrics={"<i>loss</i>": math.nan}, experiment="<script>x</script>")
     assert panel.log_run() is None
     assert "must be a finite number" in panel.status.value

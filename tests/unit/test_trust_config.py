@@ -25,7 +25,9 @@ SECRET_DB = "postgresql+psycopg://hub:s3cret-db-password@db/hub"
 def settings_with(tmp_path, data: dict, name="s.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
-    return load_settings(path, environ={"HUBML_DATA_DIR": str(tmp_path / "data"), "HUBML_ADMIN_TOKEN": "a" * 40})
+    return load_settings(
+        path, environ={"HUBML_DATA_DIR": str(tmp_path / "data"), "HUBML_ADMIN_TOKEN": "a" * 40}
+    )
 
 
 def configured(settings) -> Config:
@@ -46,7 +48,10 @@ def test_people_sign_in_with_their_own_password_by_default(tmp_path):
     s = settings_with(tmp_path, {})
     c = configured(s)
     assert c.JupyterHub.authenticator_class == "hubml.hub_config.auth.HubmlNativeAuthenticator"
-    assert c.NativeAuthenticator.minimum_password_length >= 8 and c.NativeAuthenticator.check_common_password
+    assert (
+        c.NativeAuthenticator.minimum_password_length >= 8
+        and c.NativeAuthenticator.check_common_password
+    )
     # the first admin has a password from the start (nobody can sign up under the admin's name)
     bootstrap = s.data_dir / "admin-password"
     assert c.HubmlNativeAuthenticator.admin_password_file == str(bootstrap)
@@ -76,7 +81,9 @@ def test_identity_provider_examples_configure_a_real_oauthenticator(tmp_path, ex
     assert instance.oauth_callback_url == "https://hub.example.org/hub/oauth_callback"
     assert c.JupyterHub.subdomain_host == "https://hub.example.org"
     if example == "settings-oidc.yaml":
-        assert instance.manage_groups and "load_groups" not in c.JupyterHub  # groups come from the provider
+        assert (
+            instance.manage_groups and "load_groups" not in c.JupyterHub
+        )  # groups come from the provider
 
 
 def test_users_and_services_have_origins_of_their_own(tmp_path):
@@ -90,11 +97,19 @@ def test_users_and_services_have_origins_of_their_own(tmp_path):
 
 
 def test_services_run_as_the_platform_and_get_no_hub_secret(tmp_path):
-    s = settings_with(tmp_path, {"hub": {"db_url": SECRET_DB}, "auth": {"shared_password": "demo-demo-demo"}})
+    s = settings_with(
+        tmp_path, {"hub": {"db_url": SECRET_DB}, "auth": {"shared_password": "demo-demo-demo"}}
+    )
     c = configured(s)
     services = {x["name"]: x for x in c.JupyterHub.services}
     managed = [x for x in services.values() if "command" in x]
-    assert {x["name"] for x in managed} == {"hubml-policy", "mlflow", "jobs", "hubml-runners", "apps"}
+    assert {x["name"] for x in managed} == {
+        "hubml-policy",
+        "mlflow",
+        "jobs",
+        "hubml-runners",
+        "apps",
+    }
     for svc in managed:
         env = svc["environment"]
         blob = json.dumps(svc)
@@ -105,7 +120,9 @@ def test_services_run_as_the_platform_and_get_no_hub_secret(tmp_path):
         if os.geteuid() == 0:
             # as root: the platform's own account; only the runner service (which becomes each
             # run's owner) is root
-            assert svc.get("user") == (None if svc["name"] == "hubml-runners" else accounts.PLATFORM_ACCOUNT), svc["name"]
+            assert svc.get("user") == (
+                None if svc["name"] == "hubml-runners" else accounts.PLATFORM_ACCOUNT
+            ), svc["name"]
     assert "user" not in services["hubml-runners"]
 
 
@@ -115,30 +132,53 @@ def test_unix_account_names_are_safe_and_never_shared():
     names = [accounts.unix_name(n) for n in odd]
     assert len(set(names)) == len(names) and accounts.unix_name("alice") not in names
     for n in names:
-        assert len(n) <= 32 and n.startswith("hubml-") and n.replace("-", "").replace("_", "").isalnum()
+        assert (
+            len(n) <= 32
+            and n.startswith("hubml-")
+            and n.replace("-", "").replace("_", "").isalnum()
+        )
     assert accounts.unix_name("x" * 60) != accounts.unix_name("x" * 61)
 
 
-@pytest.mark.parametrize("address,why", [
-    ("127.0.0.1", "loopback"), ("10.0.0.1", "private"), ("169.254.169.254", "link-local"),
-    ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("fd00::1", "private"), ("100.64.0.1", "not a public"),
-    ("0.0.0.0", "unspecified"), ("224.0.0.1", "multicast"),
-])
+@pytest.mark.parametrize(
+    "address,why",
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("fd00::1", "private"),
+        ("100.64.0.1", "not a public"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+    ],
+)
 def test_webhook_addresses_inside_the_network_are_refused(address, why):
     assert why in address_problem(address)
 
 
 def test_public_addresses_pass_and_operators_may_allow_named_hosts():
     assert address_problem("8.8.8.8") is None and address_problem("2001:4860:4860::8888") is None
-    with pytest.raises(URLNotAllowed, match="localhost resolves to 127.0.0.1 is a loopback address"):
+    with pytest.raises(
+        URLNotAllowed, match="localhost resolves to 127.0.0.1 is a loopback address"
+    ):
         check_url("http://localhost/hook")
     assert check_url("http://localhost/hook", ["localhost"]) == "http://localhost/hook"
-    assert check_url("http://localhost/hook", ["*.example.org", "local*"]) == "http://localhost/hook"
+    assert (
+        check_url("http://localhost/hook", ["*.example.org", "local*"]) == "http://localhost/hook"
+    )
 
 
 def test_webhooks_to_the_machine_itself_are_refused_whatever_the_spelling():
-    for url in ("http://127.0.0.1:8000/hub/api/users", "http://10.0.0.1/", "http://169.254.169.254/latest/",
-                "http://[::1]/", "http://0.0.0.0:9/", "http://localhost/"):
+    for url in (
+        "http://127.0.0.1:8000/hub/api/users",
+        "http://10.0.0.1/",
+        "http://169.254.169.254/latest/",
+        "http://[::1]/",
+        "http://0.0.0.0:9/",
+        "http://localhost/",
+    ):
         with pytest.raises(URLNotAllowed, match="webhooks go to public http"):
             check_url(url)
 
@@ -158,6 +198,9 @@ def test_make_run_says_how_the_first_admin_gets_in(tmp_path, monkeypatch, capsys
         cli.main(["up"])
     out = capsys.readouterr().out
     assert "hubml is starting at http://localhost:8000/" in out
-    assert f"the first admin (admin) signs in with the password in {tmp_path / 'data' / 'admin-password'}" in out
+    assert (
+        f"the first admin (admin) signs in with the password in {tmp_path / 'data' / 'admin-password'}"
+        in out
+    )
     assert "signs up at http://localhost:8000/hub/signup" in out and "/hub/authorize" in out
     assert (tmp_path / "data" / "admin-password").exists()
