@@ -221,7 +221,8 @@ def test_a_slot_due_now_runs_under_every_policy(tmp_path):
         sched = scheduler_for(tmp_path / policy, policy)
         slot = utcnow().replace(microsecond=0) - dt.timedelta(seconds=2)
         job = add_job(sched.engine, schedule="* * * * *", next_run_at=slot)
-        assert sched.slots(job, utcnow())[0] == [slot]
+        # (near a minute boundary the next slot may be due too: on time, so it runs as well)
+        assert slot in sched.slots(job, utcnow())[0]
 
 
 def test_a_due_slot_becomes_exactly_one_run_even_with_racing_schedulers(tmp_path):
