@@ -8,10 +8,7 @@ the service never opens a home.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +22,7 @@ from hubml.extensions.common.userfiles import clean_path, fetch_from_server
 
 from . import cron
 from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
+from .models import job_model, run_model
 from .notebooks import (
     MAX_NOTEBOOK_BYTES,
     NotebookError,
@@ -36,9 +34,8 @@ from .notebooks import (
     read_notebook,
     write_snapshot,
 )
-from .remote import REMOTE_SPEC, TOKEN_FILE, token_hash
 from .rules import FIELDS, PATCHABLE, check_fields, check_parameters_size
-from .scheduler import run_model
+from .runner_api import RunnerHandler
 
 log = logging.getLogger("hubml.jobs")
 
@@ -80,39 +77,6 @@ class JobsBase(ServiceHandler):
             return path, parse_notebook(raw, path), raw
         except NotebookError as e:
             raise APIError(400, str(e)) from None
-
-
-def job_model(ctx, job, last_run=None) -> dict:
-    profile = ctx.settings.profile(job.profile)
-    model = {
-        "id": job.id,
-        "owner": job.owner,
-        "name": job.name,
-        "notebook": job.notebook,
-        "content_hash": job.content_hash,
-        "track_latest": job.track_latest,
-        "parameters": job.parameters,
-        "profile": job.profile,
-        "price_per_hour": profile.price_per_hour if profile else None,
-        "schedule": job.schedule,
-        "timezone": job.timezone,
-        "timeout_s": job.timeout_s,
-        "max_retries": job.max_retries,
-        "retry_delay_s": job.retry_delay_s,
-        "concurrency": job.concurrency,
-        "webhook_url": job.webhook_url,
-        "notify_on": job.notify_on,
-        "paused": job.paused,
-        "next_run_at": iso(job.next_run_at) if not job.paused else None,
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "url": f"{ctx.public}api/jobs/{job.id}",
-    }
-    if job.schedule:
-        model["schedule_description"] = cron.describe(job.schedule, job.timezone)
-    if last_run is not None:
-        model["last_run"] = run_model(last_run, ctx.public, ctx.mlflow_public)
-    return model
 
 
 def _last_run(conn, job_id: str):
@@ -333,99 +297,6 @@ class RunFileHandler(JobsBase):
         if name == "output.ipynb":
             self.set_header("Content-Disposition", f'attachment; filename="{run_id}-output.ipynb"')
         self.finish(path.read_bytes())
-
-
-class RunnerHandler(ServiceHandler):
-    """What a run's runner fetches and sends back (:mod:`.remote`), on one machine and in a cluster.
-
-    Authenticated by the run's own secret (``Authorization: hubml-run <secret>``), never by a
-    hub token: only that run's runner has it, and only while the run is running.
-    """
-
-    public = True
-    FILES = {"output.ipynb", "output.html", "result.json"}
-    STATUSES = {"succeeded", "failed", "timed_out"}
-
-    def _run(self, run_id: str):
-        scheme, _, secret = self.request.headers.get("Authorization", "").partition(" ")
-        with self.ctx.engine.connect() as conn:
-            run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
-        path = self.ctx.scheduler.run_dir(run) / TOKEN_FILE if run is not None else None
-        expected = path.read_text() if path is not None and path.exists() else ""
-        if (
-            scheme != "hubml-run"
-            or not expected
-            or not hmac.compare_digest(token_hash(secret), expected)
-        ):
-            raise APIError(
-                403,
-                "this endpoint is for a run's own runner: Authorization: hubml-run <the run's secret>",
-            )
-        if run.status != "running":
-            raise APIError(409, f"run {run_id} is {run.status}, no longer running")
-        return run
-
-    async def get(self, run_id, name):
-        if name != "spec":
-            raise APIError(405, f"GET {name}: only spec can be read here")
-        run = self._run(run_id)
-        spec = json.loads((self.ctx.scheduler.run_dir(run) / REMOTE_SPEC).read_text())
-        spec["input"] = json.loads(Path(spec["input"]).read_text(encoding="utf-8"))
-        self.send(spec)
-
-    async def put(self, run_id, name):
-        if name not in self.FILES:
-            raise APIError(404, f"PUT {name}: a run sends {', '.join(sorted(self.FILES))}")
-        run = self._run(run_id)
-        body = self.request.body
-        if name != "output.html":
-            try:
-                data = json.loads(body)
-            except ValueError as e:
-                raise APIError(400, f"{name} is not JSON: {e}") from None
-            if name == "output.ipynb" and not (
-                isinstance(data, dict) and isinstance(data.get("cells"), list)
-            ):
-                raise APIError(400, "output.ipynb is not a notebook (no cells)")
-            if name == "result.json":
-                body = self._result(data)
-        run_dir = self.ctx.scheduler.run_dir(run)
-        tmp = run_dir / f".{name}.upload"
-        tmp.write_bytes(body)
-        os.replace(tmp, run_dir / name)
-        if name == "result.json":
-            self.ctx.scheduler.wake.set()
-        self.set_status(204)
-        self.finish()
-
-    def _result(self, data) -> bytes:
-        if not isinstance(data, dict) or data.get("status") not in self.STATUSES:
-            raise APIError(
-                400, f"result.json needs status one of {', '.join(sorted(self.STATUSES))}"
-            )
-        error, mlflow_id = data.get("error"), data.get("mlflow_run_id")
-        if not (error is None or isinstance(error, str)) or not (
-            mlflow_id is None
-            or isinstance(mlflow_id, str)
-            and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", mlflow_id)
-        ):
-            raise APIError(
-                400,
-                "result.json: error must be a string or null, mlflow_run_id an MLflow run id or null",
-            )
-        seconds = data.get("runner_seconds")
-        if not (
-            seconds is None or isinstance(seconds, int | float) and not isinstance(seconds, bool)
-        ):
-            raise APIError(400, "result.json: runner_seconds must be a number or null")
-        return json.dumps(
-            {
-                "status": data["status"],
-                "error": error and error[:4000],
-                "mlflow_run_id": mlflow_id,
-                "runner_seconds": seconds,
-            }
-        ).encode()
 
 
 class CancelHandler(JobsBase):

@@ -19,10 +19,10 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import cron
-from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
-from .remote import write_private
+from . import cron, runspec
+from .db import ACTIVE, jobs, new_id, runs, utcnow
 from .runnerd import RunnersUnavailable
+from .runspec import RunRefused
 
 log = logging.getLogger("hubml.jobs.scheduler")
 
@@ -31,11 +31,6 @@ TICK = 1.0
 GRACE = dt.timedelta(seconds=60)
 MAX_CATCH_UP = 100
 KILL_GRACE_S = 15  # after the runner's own timeout, the service kills it
-TOKEN_ID_FILE = "mlflow-token.json"
-
-
-class RunRefused(Exception):
-    """A run that cannot start, for a reason its owner can act on (said in the run's error)."""
 
 
 async def _call(result):
@@ -300,7 +295,7 @@ class Scheduler:
                     .where(runs.c.id == run.id, runs.c.status == "running")
                     .values(status="queued", started_at=None, gpu_devices=None)
                 )
-            await self._revoke_token(run)
+            await runspec.revoke_token(self, run)
             return False
         except Exception as e:
             if not isinstance(e, RunRefused):
@@ -324,87 +319,7 @@ class Scheduler:
         return True
 
     async def spec(self, run, job, profile, devices: list[int]) -> dict:
-        run_dir = self.run_dir(run)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        source = Path(job.snapshot)
-        if job.track_latest:
-            source = await self._latest(job, run_dir)
-        home = self.home(job.owner)
-        gpu = f"{profile.gpu_count} x {profile.gpu_model}" if devices else "none"
-        env = {
-            "HOME": str(home),
-            "JUPYTERHUB_USER": job.owner,
-            "HUBML_USER": job.owner,
-            "HUBML_JOB_ID": job.id,
-            "HUBML_JOB_RUN_ID": run.id,
-            "HUBML_PROFILE": profile.slug,
-            "HUBML_PROFILE_NAME": profile.display_name,
-            "HUBML_PRICE_PER_HOUR": f"{profile.price_per_hour:g}",
-            "HUBML_GPU": gpu,
-            "HUBML_GPU_DEVICES": ",".join(map(str, devices)),
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)),
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            # the notebook's path, as a server would tell its kernels (run tags use it)
-            "JPY_SESSION_NAME": job.notebook,
-        }
-        if self.settings.tracking.enabled and self.mlflow_url:
-            env["MLFLOW_TRACKING_URI"] = self.mlflow_url
-            if self.hub is not None:
-                minted = await self.hub.mint_token(
-                    job.owner,
-                    ["access:services!service=mlflow"],
-                    job.timeout_s + 900,
-                    f"hubml job {job.id} run {run.id}",
-                )
-                if minted:
-                    env["MLFLOW_TRACKING_TOKEN"] = minted["token"]
-                    # kept to revoke it when the run ends (the platform's file, never the user's)
-                    write_private(
-                        run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]})
-                    )
-        return {
-            "run_id": run.id,
-            "job_id": job.id,
-            "run_dir": str(run_dir),
-            "input": str(source),
-            "parameters": run.parameters or {},
-            "notebook": job.notebook,
-            "user": job.owner,
-            "profile": profile.slug,
-            "timeout_s": job.timeout_s,
-            "env": env,
-        }
-
-    async def _latest(self, job, run_dir: Path) -> Path:
-        """track_latest: the notebook as last saved, read from its owner's running server."""
-        from hubml.extensions.common.errors import APIError
-        from hubml.extensions.common.userfiles import fetch_from_server
-
-        from .notebooks import NotebookError, parse_notebook
-
-        try:
-            raw = await fetch_from_server(self.ctx, job.owner, job.notebook, "track_latest")
-            parse_notebook(raw, job.notebook)
-        except APIError as e:
-            raise RunRefused(
-                f"{e.message}. Turn track_latest off to run the snapshot taken when the "
-                f"job was made ({job.content_hash[:12]})."
-            ) from None
-        except NotebookError as e:
-            raise RunRefused(f"track_latest: the saved {job.notebook} cannot run: {e}") from None
-        path = run_dir / "input.ipynb"
-        write_private(path, raw.decode())
-        return path
-
-    async def _revoke_token(self, run) -> None:
-        """The run's MLflow token authenticates nothing once the run is over."""
-        path = self.run_dir(run) / TOKEN_ID_FILE
-        try:
-            minted = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if self.hub is not None and await self.hub.revoke_token(minted["user"], minted["id"]):
-            path.unlink(missing_ok=True)
+        return await runspec.make_spec(self, run, job, profile, devices)
 
     # -- finishing runs ------------------------------------------------------------------------
 
@@ -514,7 +429,7 @@ class Scheduler:
                     not_before=now + dt.timedelta(seconds=delay),
                 )
         self.ledger().release(f"job:{run_id}")
-        asyncio.ensure_future(self._revoke_token(run))
+        asyncio.ensure_future(runspec.revoke_token(self, run))
         log.info(
             "run %s %s%s%s",
             run_id,
@@ -560,37 +475,3 @@ class Scheduler:
                 else "ended while the service was down"
             )
             log.info("run %s of job %s: %s", run.id, run.job_id, state)
-
-
-def run_model(run, public_prefix: str, mlflow_public: str = "") -> dict:
-    """A run as the API shows it; links are absolute URLs on the service's own origin."""
-    base = f"{public_prefix}api/runs/{run.id}"
-    return {
-        "id": run.id,
-        "job_id": run.job_id,
-        "owner": run.owner,
-        "status": run.status,
-        "attempt": run.attempt,
-        "trigger": run.trigger,
-        "profile": run.profile,
-        "parameters": run.parameters,
-        "scheduled_for": iso(run.scheduled_for),
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "duration_s": run.duration_s,
-        "cost_usd": run.cost_usd,
-        "price_per_hour": run.price_per_hour,
-        "mlflow_run_id": run.mlflow_run_id,
-        "mlflow_url": f"{mlflow_public}#/runs/{run.mlflow_run_id}"
-        if run.mlflow_run_id and mlflow_public
-        else None,
-        "error": run.error,
-        "gpu_devices": run.gpu_devices,
-        "links": {
-            "output": f"{base}/output.ipynb",
-            "html": f"{base}/output.html",
-            "log": f"{base}/log",
-            "cancel": f"{base}/cancel",
-        },
-    }

@@ -28,9 +28,10 @@ from hubml.extensions.common.app import (
 from hubml.extensions.common.netcheck import CheckedResolver, URLNotAllowed, check_url_syntax
 
 from .db import init_db, jobs, make_engine, runs
-from .handlers import ROUTES, job_model
+from .handlers import ROUTES
+from .models import job_model, run_model
 from .rules import JobRules
-from .scheduler import Scheduler, run_model
+from .scheduler import Scheduler
 
 log = logging.getLogger("hubml.jobs")
 
