@@ -218,13 +218,17 @@ def test_only_the_platform_may_ask_and_never_for_root_or_a_stranger(world):
     settings, data, _, path = world
     if ISOLATED:
         # a user's process cannot even reach the socket (the run folder is root's and the platform's)
+        alice = pwd.getpwnam(accounts.unix_name("alice"))
         probe = subprocess.run(
             [
                 sys.executable,
                 "-c",
                 f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect({str(path)!r})",
             ],
-            user=pwd.getpwnam(accounts.unix_name("alice")).pw_uid,
+            # as alice entirely: her uid, her group, no group of root's
+            user=alice.pw_uid,
+            group=alice.pw_gid,
+            extra_groups=[],
             capture_output=True,
             text=True,
         )
