@@ -88,3 +88,24 @@ def test_log_run_from_the_panel_and_open_it_in_mlflow(hub_factory, page, artifac
     finally:
         ui.screenshot(path=str(artifacts / "mlflow-run.png"), full_page=True)
     assert f"/runs/{run_id}" in ui.url
+
+    # the UI's writes carry JupyterHub's XSRF token (MLflow's UI sends mlflow-request-header-*
+    # cookies as headers); a write with the session alone is refused
+    write = """async (args) => {
+        const [runId, withToken] = args;
+        const token = document.cookie.split("; ").find(c => c.startsWith("mlflow-request-header-X-XSRFToken="));
+        const headers = {"Content-Type": "application/json"};
+        if (withToken && token) headers["X-XSRFToken"] = decodeURIComponent(token.split("=").slice(1).join("="));
+        const r = await fetch("ajax-api/2.0/mlflow/runs/set-tag", {method: "POST", headers,
+            body: JSON.stringify({run_id: runId, key: "reviewed", value: withToken ? "yes" : "forged"})});
+        return r.status;
+    }"""
+    assert ui.evaluate(write, [run_id, False]) == 403
+    assert ui.evaluate(write, [run_id, True]) == 200
+    tags = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/runs/get"),
+        params={"run_id": run_id},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    ).json()["run"]["data"]["tags"]
+    assert {t["key"]: t["value"] for t in tags}["reviewed"] == "yes"
