@@ -3,21 +3,17 @@
 Every request to ``/services/mlflow/`` is authenticated by the service kit (a hub token, or the
 hub OAuth cookie with JupyterHub's XSRF token: the MLflow UI sends it in ``X-XSRFToken``, from
 the ``mlflow-request-header-X-XSRFToken`` cookie set here, which MLflow's UI turns into a request
-header by design). Then:
-
-- identity is stamped on creation: ``runs/create`` gets ``mlflow.user``/``hubml.user`` = the hub
-  user, whatever the client sent; ``experiments/create`` gets ``hubml.owner``;
-- ownership is enforced: run writes only by the run's user, experiment writes only by its owner,
-  admins excepted, and nobody rewrites ``mlflow.user``/``hubml.user``;
-- ``@champion``/``@challenger`` move only through the registry API (:mod:`.registry_handlers`);
-- artifacts are served as downloads that cannot run as pages of this origin;
-
+header by design). Then :mod:`.access` classifies it on its raw path against a table of every
+MLflow route (default deny), stamps owners on creation, and names the owned things it touches;
+this handler looks their owners up in MLflow and lets the request through only for them (reads
+for every colleague). Artifacts are served as downloads that cannot run as pages of this origin,
 and the request goes to the private MLflow server with the start's secret (:mod:`.internal`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from urllib.parse import urlencode
 
@@ -27,34 +23,17 @@ from tornado.httputil import HTTPHeaders
 from hubml.extensions.common.errors import APIError
 from hubml.extensions.common.handlers import ServiceHandler
 
+from . import access, owners
+from .access import forward_path
 from .internal import HEADER
+from .owners import tag_map
 
-# MLflow REST paths, relative to the service prefix; the UI uses ajax-api, clients api
-_API = r"(?:ajax-)?api/2\.0/mlflow"
-RUN_CREATE = re.compile(rf"^{_API}/runs/create$")
-EXPERIMENT_CREATE = re.compile(rf"^{_API}/experiments/create$")
-# run-scoped writes: the body names the run with run_id (or the legacy run_uuid)
-RUN_WRITE = re.compile(
-    rf"^{_API}/runs/(delete|restore|update|log-metric|log-parameter|set-tag|delete-tag|"
-    rf"log-batch|log-model|log-inputs|outputs)$"
-)
-EXPERIMENT_WRITE = re.compile(
-    rf"^{_API}/experiments/(delete|restore|update|set-experiment-tag|delete-tag)$"
-)
-ARTIFACT_WRITE = re.compile(r"^(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/(\d+)/([0-9a-f]{32})/")
+log = logging.getLogger("hubml.tracking.frontdoor")
+
+# artifact downloads: their author's content, never a page of this origin
 ARTIFACT_READ = re.compile(
     r"^(?:(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/|get-artifact|model-versions/get-artifact)"
 )
-# @challenger moves only when gates pass, @champion only through approval
-ALIAS = re.compile(rf"^{_API}/registered-models/alias$")
-# the registry's gate policy and provenance live in hubml.* tags, its audit is keyed by
-# model name and version: only the gated flow (or an admin) may touch those
-REGISTRY_TAGS = re.compile(
-    rf"^{_API}/(registered-models|model-versions)/(create|set-tag|delete-tag)$"
-)
-REGISTRY_DESTROY = re.compile(rf"^{_API}/(registered-models|model-versions)/(delete|rename)$")
-PROTECTED_ALIASES = {"champion", "challenger"}
-PLATFORM_TAGS = {"mlflow.user", "hubml.user"}
 XSRF_COOKIE = "mlflow-request-header-X-XSRFToken"
 
 HOP_HEADERS = {
@@ -81,10 +60,6 @@ def _code_name(status: int) -> str:
     }.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
 
 
-def _tags_without(tags, keys: set[str]) -> list:
-    return [t for t in tags or [] if isinstance(t, dict) and t.get("key") not in keys]
-
-
 class FrontDoorHandler(ServiceHandler):
     """Everything under the prefix that is not the registry API: MLflow's UI and REST API."""
 
@@ -105,129 +80,71 @@ class FrontDoorHandler(ServiceHandler):
         self.finish(json.dumps({"error_code": _code_name(status_code), "message": message}))
 
     async def get(self, path):
-        await self.forward(path)
+        await self.forward()
 
     head = options = delete = patch = post = put = get
 
-    def json_object(self) -> dict:
+    async def facts(self, need: access.Need) -> access.Facts:
+        """Look up the owner tags of what a request touches, in MLflow."""
+        if need.kind == "run":
+            code, data = await self.ctx.mlflow_json(
+                "GET", "api/2.0/mlflow/runs/get", {"run_id": need.key}
+            )
+            run = data.get("run", {}) if code == 200 else {}
+            return access.Facts(
+                bool(run),
+                tag_map(run.get("data", {}).get("tags")),
+                str(run.get("info", {}).get("experiment_id", "")) or None,
+            )
+        if need.kind == "experiment":
+            code, data = await self.ctx.mlflow_json(
+                "GET", "api/2.0/mlflow/experiments/get", {"experiment_id": need.key}
+            )
+            exp = data.get("experiment", {}) if code == 200 else {}
+            return access.Facts(bool(exp), tag_map(exp.get("tags")), need.key)
+        if need.kind == "logged":
+            code, data = await self.ctx.mlflow_json(
+                "GET", f"api/2.0/mlflow/logged-models/{forward_path(need.key)}"
+            )
+            info = data.get("model", {}).get("info", {}) if code == 200 else {}
+            fact = access.Facts(
+                bool(info), tag_map(info.get("tags")), str(info.get("experiment_id", "")) or None
+            )
+            if info and not owners.logged_model_owner(fact.tags) and info.get("source_run_id"):
+                run = await self.facts(access.Need("run", info["source_run_id"]))
+                fact.source_run_owner = owners.run_owner(run.tags)
+            return fact
+        code, data = await self.ctx.mlflow_json(
+            "GET", "api/2.0/mlflow/registered-models/get", {"name": need.key}
+        )
+        model = data.get("registered_model", {}) if code == 200 else {}
+        return access.Facts(bool(model), tag_map(model.get("tags")))
+
+    async def identity(self, plan: access.Plan) -> access.Identity:
+        groups: frozenset[str] = frozenset()
+        if any(n.kind == "model" for n in plan.needs) and not self.is_admin:
+            if "groups" in self.current_user:
+                groups = frozenset(self.current_user["groups"])
+            else:
+                groups = frozenset(await self.ctx.hub.groups_of(self.user_name))
+        return access.Identity(self.user_name, self.is_admin, groups)
+
+    async def authorize(self) -> access.Plan:
+        """Classify the request (:mod:`.access`), look up owners, allow or refuse."""
+        req = self.request
+        who = access.Identity(self.user_name, self.is_admin)
         try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise APIError(400, "request body must be JSON") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "request body must be a JSON object")
-        return body
+            plan = access.plan(req.method, self.path, req.query, req.body, who)
+            if plan.needs:
+                facts = [await self.facts(n) for n in plan.needs]
+                access.decide(plan, await self.identity(plan), facts)
+        except access.Refusal as e:
+            if req.method not in access.READ_METHODS:
+                log.info("refused %s %s for %s: %s", req.method, self.path, who.name, e.message)
+            raise APIError(e.status, e.message) from None
+        return plan
 
-    async def run_owner(self, run_id: str) -> str | None:
-        code, data = await self.ctx.mlflow_json(
-            "GET", "api/2.0/mlflow/runs/get", {"run_id": run_id}
-        )
-        if code == 404:
-            raise APIError(404, f"run {run_id} not found")
-        tags = {
-            t["key"]: t.get("value") for t in data.get("run", {}).get("data", {}).get("tags", [])
-        }
-        return tags.get("hubml.user") or tags.get("mlflow.user")
-
-    async def experiment_owner(self, experiment_id: str) -> str | None:
-        code, data = await self.ctx.mlflow_json(
-            "GET", "api/2.0/mlflow/experiments/get", {"experiment_id": experiment_id}
-        )
-        if code == 404:
-            raise APIError(404, f"experiment {experiment_id} not found")
-        tags = {t["key"]: t.get("value") for t in data.get("experiment", {}).get("tags", [])}
-        return tags.get("hubml.owner")
-
-    async def authorize(self, path: str) -> bytes | None:
-        """Apply ownership rules; return a rewritten body when one is needed."""
-        name, admin = self.user_name, self.is_admin
-        method = self.request.method
-        if method in ("GET", "HEAD", "OPTIONS"):
-            return None
-        if RUN_CREATE.match(path):
-            body = self.json_object()
-            body["tags"] = _tags_without(body.get("tags"), PLATFORM_TAGS) + [
-                {"key": "mlflow.user", "value": name},
-                {"key": "hubml.user", "value": name},
-            ]
-            body["user_id"] = name
-            return json.dumps(body).encode()
-        if EXPERIMENT_CREATE.match(path):
-            body = self.json_object()
-            body["tags"] = _tags_without(body.get("tags"), {"hubml.owner"}) + [
-                {"key": "hubml.owner", "value": name}
-            ]
-            return json.dumps(body).encode()
-        if m := RUN_WRITE.match(path):
-            body = self.json_object()
-            run_id = body.get("run_id") or body.get("run_uuid")
-            if not run_id or not isinstance(run_id, str):
-                raise APIError(400, "run_id is required")
-            owner = await self.run_owner(run_id)
-            if owner != name and not admin:
-                raise APIError(
-                    403,
-                    f"run {run_id} belongs to {owner or 'nobody'}; {name} may not {m.group(1).replace('-', ' ')} it",
-                )
-            keys = (
-                {t.get("key") for t in body.get("tags") or [] if isinstance(t, dict)}
-                if path.endswith("log-batch")
-                else set()
-            )
-            if path.endswith("set-tag"):
-                keys.add(body.get("key"))
-            if keys & PLATFORM_TAGS:
-                raise APIError(403, "mlflow.user and hubml.user are set by the platform")
-            return None
-        if EXPERIMENT_WRITE.match(path):
-            body = self.json_object()
-            owner = await self.experiment_owner(str(body.get("experiment_id", "")))
-            if owner != name and not admin:
-                raise APIError(
-                    403,
-                    f"experiment {body.get('experiment_id')} belongs to {owner or 'the platform'}; "
-                    f"{name} may not change it",
-                )
-            return None
-        m = ARTIFACT_WRITE.match(path)
-        if m and method in ("PUT", "POST", "DELETE"):
-            owner = await self.run_owner(m.group(2))
-            if owner != name and not admin:
-                raise APIError(
-                    403, f"run {m.group(2)} belongs to {owner}; {name} may not write its artifacts"
-                )
-            return None
-        if REGISTRY_TAGS.match(path) and not admin:
-            body = self.json_object()
-            keys = [t.get("key", "") for t in body.get("tags") or [] if isinstance(t, dict)]
-            if body.get("key"):
-                keys.append(body["key"])
-            if any(str(k).startswith("hubml.") for k in keys):
-                raise APIError(
-                    403, "hubml.* tags of registered models are set by hubml's gated flow only"
-                )
-            return None
-        m = REGISTRY_DESTROY.match(path)
-        if m and not admin:
-            raise APIError(
-                403,
-                f"only admins may {m.group(2)} {m.group(1).replace('-', ' ')}: the audit history refers to them",
-            )
-        if ALIAS.match(path):
-            alias = (
-                self.json_object().get("alias")
-                if method == "POST"
-                else self.get_argument("alias", "")
-            )
-            if alias in PROTECTED_ALIASES:
-                raise APIError(
-                    403,
-                    f"@{alias} moves only through hubml's gated flow: publish (gates set "
-                    "@challenger), request promotion, then an approver promotes to @champion",
-                )
-        return None
-
-    def _ui_xsrf_cookie(self, path: str) -> None:
+    def _ui_xsrf_cookie(self) -> None:
         """The MLflow UI sends every ``mlflow-request-header-<Name>`` cookie as a request header:
         give it JupyterHub's XSRF token, so its writes pass JupyterHub's own XSRF check."""
         if (
@@ -239,9 +156,11 @@ class FrontDoorHandler(ServiceHandler):
                 XSRF_COOKIE, self.xsrf_token.decode(), path=self.ctx.prefix, samesite="Strict"
             )
 
-    async def forward(self, path: str):
-        body = await self.authorize(path)
+    async def forward(self):
+        plan = await self.authorize()
+        path = plan.path
         method = self.request.method
+        body = plan.body
         if body is None:
             # MLflow sends JSON bodies with DELETE too (registered-models/delete, delete-tag)
             body = self.request.body if method in ("POST", "PUT", "PATCH", "DELETE") else None
@@ -249,9 +168,11 @@ class FrontDoorHandler(ServiceHandler):
             body = b""
         if method == "DELETE" and not body:
             body = None
-        url = f"{self.ctx.mlflow.url}{self.ctx.prefix}{path}"
-        if self.request.query:
-            url += "?" + self.request.query
+        # what MLflow routes is exactly what was classified: the canonical path, and for JSON
+        # writes the canonical body without a query string
+        url = f"{self.ctx.mlflow.url}{self.ctx.prefix}{forward_path(path)}"
+        if plan.query:
+            url += "?" + plan.query
         headers = HTTPHeaders()
         for k, v in self.request.headers.get_all():
             # the browser's Origin is the front door's business (authenticated, XSRF-checked
@@ -260,7 +181,9 @@ class FrontDoorHandler(ServiceHandler):
                 headers.add(k, v)
         headers["X-Forwarded-User"] = self.user_name
         headers[HEADER] = self.ctx.mlflow.secret
-        self._ui_xsrf_cookie(path)
+        if plan.body is not None:
+            headers["Content-Type"] = "application/json"
+        self._ui_xsrf_cookie()
         artifact = method == "GET" and bool(ARTIFACT_READ.match(path))
 
         def on_header(line: str):
