@@ -138,6 +138,9 @@ def _r(pattern, methods, kind, what=""):
 RULES: tuple[Rule, ...] = (
     # the gateway proxy forwards to model providers hubml does not configure, reads included
     _r(r"ajax-api/2\.0/mlflow/gateway-proxy", R | ANY_WRITE, "off", "the AI gateway"),
+    _r(r"gateway/.*", R | ANY_WRITE, "off", "the AI gateway"),
+    # the assistant runs tools on the server host; hubml does not configure one
+    _r(rf"{_V3}/assistant(/.*)?", R | ANY_WRITE, "off", "the MLflow assistant"),
     # --- every GET is a read; the UI and its assets
     _r(r".*", R, "read"),
     # --- searches that MLflow takes as POST
@@ -205,7 +208,9 @@ RULES: tuple[Rule, ...] = (
     _r(rf"{_V3}/issues(/.*)?", ANY_WRITE, "off", "issues"),
     _r(rf"{_V3}/workspaces(/.*)?", ANY_WRITE, "off", "workspaces"),
     _r(rf"{_V3}/ui-telemetry", ANY_WRITE, "off", "telemetry"),
-    _r(rf"{_V3}/jobs(/.*)?", ANY_WRITE, "off", "server-side jobs"),
+    _r(r"(?:ajax-)?api/3\.0/(mlflow/)?jobs(/.*)?", ANY_WRITE, "off", "server-side jobs"),
+    _r(r"v1/traces", ANY_WRITE, "off", "traces (OpenTelemetry)"),
+    _r(rf"{_V3}/mcp-servers(/.*)?", ANY_WRITE, "off", "MCP servers"),
     _r(rf"{_V3}/demo/.*", ANY_WRITE, "off", "demo data"),
     _r(rf"{_V3}/genai/.*", ANY_WRITE, "off", "GenAI evaluation"),
     _r(rf"{_V2}/runs/create-promptlab-run", ANY_WRITE, "off", "prompt-lab runs"),

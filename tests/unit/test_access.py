@@ -20,16 +20,39 @@ ADMIN = Identity("root-admin", admin=True)
 RUN = "0123456789abcdef0123456789abcdef"
 
 
-def mlflow_routes() -> list[tuple[str, str]]:
-    """(method, path relative to the service prefix) for every route of the MLflow server."""
+def mlflow_route_rules() -> list[tuple[str, str]]:
+    """(method, route) of the MLflow server: its Flask routes and the FastAPI routers it mounts
+    in front of them (traces, jobs, gateway, assistant, artifacts, MCP servers, server info)."""
+    import warnings
+
     from mlflow.server import app
 
     out = []
     for rule in app.url_map.iter_rules():
-        path = re.sub(r"<path:[^>]+>", f"1/{RUN}/artifacts/model/MLmodel", rule.rule)
-        path = re.sub(r"<[^>]+>", "x-1", path).lstrip("/")
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            out.append((method, path))
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            out.append((method, rule.rule))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        fastapi_app = create_fastapi_app(app)
+    for included in fastapi_app.routes:
+        context = getattr(included, "include_context", None)
+        if context is None:
+            continue  # the mount of the Flask app itself
+        for route in context.included_router.routes:
+            for method in (getattr(route, "methods", None) or set()) - {"HEAD", "OPTIONS"}:
+                out.append((method, context.prefix + route.path))
+    return sorted(set(out))
+
+
+def mlflow_routes() -> list[tuple[str, str]]:
+    """(method, path relative to the service prefix) for every route, placeholders filled."""
+    out = []
+    for method, rule in mlflow_route_rules():
+        path = re.sub(r"<path:[^>]+>|\{[^}]+:path\}", f"1/{RUN}/artifacts/model/MLmodel", rule)
+        path = re.sub(r"<[^>]+>|\{[^}]+\}", "x-1", path).lstrip("/")
+        out.append((method, path))
     return out
 
 
@@ -289,6 +312,11 @@ def test_logged_model_ids_in_path_and_body_are_both_checked():
         ("POST", "ajax-api/3.0/mlflow/ui-telemetry", "telemetry"),
         ("POST", "api/2.0/mlflow/artifacts/presigned-upload-url", "presigned"),
         ("POST", "api/3.0/mlflow/scorer/invoke", "scorers"),
+        ("GET", "ajax-api/3.0/mlflow/assistant/config", "assistant"),
+        ("POST", "ajax-api/3.0/mlflow/assistant/message", "assistant"),
+        ("POST", "ajax-api/3.0/jobs/", "jobs"),
+        ("GET", "gateway/mlflow/v1/models", "gateway"),
+        ("POST", "v1/traces", "traces"),
     ],
 )
 def test_features_hubml_does_not_offer_are_refused_to_everyone(method, path, what):
