@@ -148,7 +148,7 @@ class TrackingContext(ServiceContext):
 
 def routes() -> list:
     from .frontdoor import FrontDoorHandler
-    from .registry_handlers import ROUTES
+    from .registry.handlers import ROUTES
 
     return [*ROUTES, ("(.*)", FrontDoorHandler)]
 

@@ -1,10 +1,15 @@
-"""Gated publishing, approval, rollback and audit against a real MLflow server.
+"""Gated publishing, approval, rollback, owners and audit against a real MLflow server, then
+the registry API through a real hub: who may do what, and what bad input is answered.
 
-One server and five logged runs per module (logging a model costs seconds); each test uses its
-own registered model name, so the tests do not depend on each other's order.
+One MLflow server and six logged runs per module for the service-level tests, one hub (with
+its MLflow service) and three runs logged through its front door for the HTTP tests (logging a
+model costs seconds); each test uses its own registered model names, so the tests do not
+depend on each other's order.
 """
 
 import json
+import os
+import time
 import warnings
 
 import pytest
@@ -71,8 +76,8 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(mlflow_server):
     """Run ids by test accuracy: good (1.0), ok (strongly regularised, 0.87), weak (always the
-    majority class, 0.33), good but logged without an input example, and one whose predict
-    raises."""
+    majority class, 0.33), good but logged without an input example, one whose predict raises,
+    and a good one whose logged model a test deletes."""
     import mlflow
     from sklearn.datasets import load_iris
     from sklearn.dummy import DummyClassifier
@@ -96,6 +101,8 @@ def runs(mlflow_server):
                     LogisticRegression(max_iter=1000), *split, user=ALICE, input_example=False
                 ),
                 "broken": _log_broken_run(X, user=ALICE),
+                # its logged model is deleted by a test
+                "doomed": _log_run(LogisticRegression(max_iter=1000), *split, user=ALICE),
             }
     finally:
         # the registry under test uses its own client; leave no global state to other modules
@@ -106,9 +113,18 @@ def runs(mlflow_server):
 def registry(mlflow_server, runs, tmp_path):
     from mlflow import MlflowClient
 
+    from hubml.extensions.tracking.registry.store import MLFLOW_REQUEST_LIMITS
+
+    # the service bounds this process's MLflow retries; leave other tests MLflow's defaults
+    saved = {key: os.environ.get(key) for key in MLFLOW_REQUEST_LIMITS}
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     yield RegistryService(MlflowClient(mlflow_server.url), audit)
     audit.close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def aliases(registry, name):
@@ -177,9 +193,9 @@ def test_worse_candidate_is_rejected_with_numbers_and_nothing_changes(registry, 
 
 def test_tolerance_from_the_model_policy_admits_a_slightly_worse_candidate(registry, runs):
     name = "iris-tolerance"
-    registry.set_policy(name, GatePolicy(tolerance=0.5), user=BOB, reason="noisy metric")
-    assert registry.policy(name) == GatePolicy(tolerance=0.5)
     champion_of(registry, name, runs["good"])
+    registry.set_policy(name, GatePolicy(tolerance=0.5), user=ALICE, reason="noisy metric")
+    assert registry.policy(name) == GatePolicy(tolerance=0.5)
 
     result = registry.publish(name, runs["ok"], user=ALICE)
     assert result.ok, result.report.summary()
@@ -211,7 +227,8 @@ def test_model_whose_predict_raises_fails_the_inference_gate_with_the_error(regi
 
 def test_latency_gate_reports_the_measured_p95(registry, runs):
     name = "iris-latency"
-    registry.set_policy(name, GatePolicy(latency_budget_ms=0.0001, latency_trials=5), user=BOB)
+    assert registry.publish(name, runs["good"], user=ALICE).ok
+    registry.set_policy(name, GatePolicy(latency_budget_ms=0.0001, latency_trials=5), user=ALICE)
 
     result = registry.publish(name, runs["good"], user=ALICE)
 
@@ -223,7 +240,7 @@ def test_latency_gate_reports_the_measured_p95(registry, runs):
     assert latency.detail.startswith(
         f"p95 latency {p95:.4g} ms > budget 0.0001 ms over 5 predictions"
     )
-    assert aliases(registry, name) == {}
+    assert aliases(registry, name) == {CHALLENGER: "1"}  # the refused candidate moved nothing
 
 
 def test_self_approval_is_refused(registry, runs):
@@ -233,8 +250,10 @@ def test_self_approval_is_refused(registry, runs):
     with pytest.raises(RegistryError) as e:
         registry.approve(name, version, approver=ALICE)
     assert e.value.status == 403 and "author" in e.value.message
-    # whoever made the run counts as an author too, even if someone else published it
-    version2 = registry.publish(name, runs["good"], user=CAROL).version
+    # whoever made the run counts as an author too, even if someone else published it (carol,
+    # in a maintainer group an admin added)
+    registry.set_owners(name, maintainers=["ml-team"], user="root", admin=True)
+    version2 = registry.publish(name, runs["good"], user=CAROL, user_groups=["ml-team"]).version
     with pytest.raises(RegistryError) as e:
         registry.approve(name, version2, approver=ALICE)
     assert e.value.status == 403
@@ -283,8 +302,8 @@ def test_a_version_registered_around_the_gates_cannot_be_approved(registry, runs
 
 def test_approver_group_is_enforced(registry, runs):
     name = "iris-group"
-    registry.set_policy(name, GatePolicy(approver_group="reviewers"), user=BOB)
     version = registry.publish(name, runs["good"], user=ALICE).version
+    registry.set_policy(name, GatePolicy(approver_group="reviewers"), user=ALICE)
 
     with pytest.raises(RegistryError) as e:
         registry.approve(name, version, approver=BOB, approver_groups=["data-science"])
@@ -304,11 +323,14 @@ def test_rollback_restores_the_previous_champion_and_history_lists_every_move(re
     v2 = registry.publish(name, runs["good"], user=ALICE, reason="better").version
     registry.approve(name, v2, approver=BOB, reason="clearly better")
 
-    entry = registry.rollback(name, user=CAROL, reason="v2 misbehaves in production")
+    with pytest.raises(RegistryError) as e:
+        registry.rollback(name, user=CAROL)  # neither owner, maintainer, approver nor admin
+    assert e.value.status == 403 and "alice" in e.value.message
+    entry = registry.rollback(name, user=ALICE, reason="v2 misbehaves in production")
     assert (entry.action, entry.from_version, entry.to_version) == ("rollback", "2", "1")
     assert aliases(registry, name) == {CHAMPION: "1"}
     with pytest.raises(RegistryError) as e:
-        registry.rollback(name, user=CAROL)
+        registry.rollback(name, user=ALICE)
     assert e.value.status == 409 and "first @champion" in e.value.message
 
     moves = [
@@ -323,7 +345,7 @@ def test_rollback_restores_the_previous_champion_and_history_lists_every_move(re
         ("publish", CHALLENGER, None, "2", ALICE),
         ("approve", CHAMPION, "1", "2", BOB),
         ("approve", CHALLENGER, "2", None, BOB),
-        ("rollback", CHAMPION, "2", "1", CAROL),
+        ("rollback", CHAMPION, "2", "1", ALICE),
     ]
     history = registry.history(name)
     assert [e.id for e in history] == sorted(e.id for e in history)
@@ -372,3 +394,406 @@ def test_unknown_run_version_and_model_are_404(registry, runs):
     with pytest.raises(RegistryError) as e:
         registry.approve("iris-missing", 7, approver=BOB)
     assert e.value.status == 404 and "versions: 1" in e.value.message
+
+
+# -- owners, deletion and bounded input, at the service -----------------------------------------
+
+
+def test_a_policy_never_registers_a_name(registry, runs):
+    with pytest.raises(RegistryError) as e:
+        registry.set_policy("iris-unused", GatePolicy(tolerance=0.9), user=BOB)
+    assert e.value.status == 404 and "publish a version first" in e.value.message
+    result = registry.publish("iris-unused", runs["good"], user=ALICE)
+    assert result.ok and registry.owners("iris-unused").owner == ALICE
+    assert registry.policy("iris-unused") == GatePolicy()  # bob's policy was never stored
+
+
+def test_a_model_without_owner_takes_versions_from_admins_only(registry, runs):
+    name = "iris-legacy"
+    registry.client.create_registered_model(name)  # as before hubml recorded owners
+
+    with pytest.raises(RegistryError) as e:
+        registry.publish(name, runs["good"], user=ALICE)
+    assert e.value.status == 403
+    assert "no owner" in e.value.message and "admin can assign one" in e.value.message
+    assert registry.publish(name, runs["good"], user="root", admin=True).ok
+    owners = registry.set_owners(name, owner=ALICE, user="root", admin=True, reason="hers")
+    assert (owners.owner, owners.maintainers) == (ALICE, [])
+    assert registry.publish(name, runs["good"], user=ALICE).ok
+    (entry,) = [e for e in registry.history(name) if e.action == "set_owners"]
+    assert entry.actor == "root"
+    change = json.loads(entry.reason)
+    assert change == {
+        "owner": ALICE,
+        "maintainers": [],
+        "was": {"owner": None, "maintainers": []},
+        "reason": "hers",
+    }
+
+
+def test_deleting_versions_keeps_the_aliases_and_rollback_honest(registry, runs):
+    name = "iris-delete"
+    champion_of(registry, name, runs["ok"])  # v1
+    v2 = registry.publish(name, runs["good"], user=ALICE).version
+    for version, alias in (("1", CHAMPION), (v2, CHALLENGER)):
+        with pytest.raises(RegistryError) as e:
+            registry.delete_version(name, version, user=ALICE)
+        assert e.value.status == 409 and f"is @{alias}" in e.value.message
+    with pytest.raises(RegistryError) as e:
+        registry.delete_version(name, v2, user=BOB)
+    assert e.value.status == 403
+
+    registry.approve(name, v2, approver=BOB)
+    entry = registry.delete_version(name, "1", user=ALICE, reason="superseded")
+    assert (entry.action, entry.from_version, entry.actor) == ("delete_version", "1", ALICE)
+    assert [v["version"] for v in registry.describe(name)["versions"]] == [v2]
+    # the champion v2 replaced is gone: a rollback says so instead of failing on MLflow
+    with pytest.raises(RegistryError) as e:
+        registry.rollback(name, user=ALICE)
+    assert e.value.status == 409 and "v1: that version was deleted" in e.value.message
+    with pytest.raises(RegistryError) as e:
+        registry.delete_version(name, "1", user=ALICE)
+    assert e.value.status == 404 and f"versions: {v2}" in e.value.message
+
+
+def test_a_run_whose_logged_model_was_deleted_is_a_404_naming_it(registry, runs):
+    run = registry.client.get_run(runs["doomed"])
+    model_id = run.outputs.model_outputs[0].model_id
+    registry.client.delete_logged_model(model_id)
+
+    with pytest.raises(RegistryError) as e:
+        registry.publish("iris-doomed", runs["doomed"], user=ALICE)
+    assert e.value.status == 404
+    assert f"deleted logged model(s) of this run: {model_id}" in e.value.message
+    assert "127.0.0.1" not in e.value.message
+
+
+def test_out_of_range_versions_are_refused_before_mlflow_is_asked(registry, runs):
+    name = "iris-huge"
+    registry.publish(name, runs["good"], user=ALICE)
+    for version in ("99999999999999999999", "-1", "1e3"):
+        for call in (
+            lambda v: registry.approve(name, v, approver=BOB),
+            lambda v: registry.request_promotion(name, v, user=ALICE),
+            lambda v: registry.delete_version(name, v, user=ALICE),
+        ):
+            with pytest.raises(RegistryError) as e:
+                call(version)
+            assert e.value.status == 400 and "1 to 9 digits" in e.value.message
+
+
+def test_mlflow_errors_are_4xx_without_the_servers_address(registry, runs):
+    name = "iris-errors"
+    registry.publish(name, runs["good"], user=ALICE)
+    with pytest.raises(RegistryError) as e:
+        registry.approve(name, "999999999", approver=BOB)
+    assert e.value.status == 404 and "has no version 999999999" in e.value.message
+    with pytest.raises(RegistryError) as e:
+        registry.publish(name, "f" * 32, user=ALICE)
+    assert e.value.status == 404 and e.value.message == f"run {'f' * 32!r} not found"
+    assert registry.client.tracking_uri.split("//")[1] not in e.value.message
+
+
+# -- the registry API through the hub: who may, and what bad input gets -----------------------
+# One hub per module (with its MLflow service); each test uses model names of its own.
+
+ADMIN = "admin"  # the hub's admin token (the hubml-admin service)
+
+
+def wait_for_mlflow(hub, timeout=60):
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = requests.get(
+            hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
+            params={"max_results": 1},
+            headers={"Authorization": f"token {hub.token}"},
+            timeout=10,
+        )
+        if r.status_code == 200:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow service not answering: {r.status_code} {r.text[:300]}")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    from tests.hubprocess import start_hub
+
+    hub = start_hub(tmp_path_factory.mktemp("registry-hub"), {"tracking": {"enabled": True}})
+    try:
+        wait_for_mlflow(hub)
+        hub.tokens = {ADMIN: hub.token, **{u: hub.user_token(u) for u in (ALICE, BOB, CAROL)}}
+        assert hub.api("POST", "groups/reviewers").status_code in (201, 409)
+        r = hub.api("POST", "groups/reviewers/users", json={"users": [CAROL]})
+        assert r.status_code == 200, r.text
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture(scope="module")
+def hub_runs(hub):
+    """Runs logged through the front door: alice's (two) and bob's, each with a model."""
+    import mlflow
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    previous_uri, previous_token = (
+        mlflow.get_tracking_uri(),
+        os.environ.get("MLFLOW_TRACKING_TOKEN"),
+    )
+    mlflow.set_tracking_uri(hub.at("/services/mlflow"))
+    runs = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow\.")
+            for key, user in (("alice", ALICE), ("alice2", ALICE), ("bob", BOB)):
+                os.environ["MLFLOW_TRACKING_TOKEN"] = hub.tokens[user]
+                mlflow.set_experiment(f"registry-api-{user}")
+                runs[key] = _log_run(LogisticRegression(max_iter=1000), X, X, y, y, user=user)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_token is None:
+            os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        else:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = previous_token
+    return runs
+
+
+def api(hub, who, method, path, body=None, **kw):
+    """``path`` under .../hubml/api/models/, sent as it is (already URL-encoded)."""
+    import requests
+
+    return requests.request(
+        method,
+        hub.at("/services/mlflow/hubml/api/models/") + path,
+        json=body,
+        headers={"Authorization": f"token {hub.tokens[who]}"},
+        timeout=120,
+        **kw,
+    )
+
+
+def ok(r, status=200):
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def refused(r, status, *says):
+    assert r.status_code == status, r.text
+    message = r.json()["message"]
+    for word in says:
+        assert word in message, message
+    return message
+
+
+def test_bob_may_not_touch_alices_model(hub, hub_runs):
+    name = "api-owned"
+    published = ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 201)
+    assert published["version"] == "1"
+    model = ok(api(hub, BOB, "GET", name))  # anyone may look
+    assert (model["owner"], model["maintainers"]) == (ALICE, [])
+    ok(api(hub, BOB, "POST", f"{name}/versions/1/approve", {"reason": "lgtm"}))
+
+    refused(
+        api(hub, BOB, "POST", f"{name}/publish", {"run_id": hub_runs["bob"]}),
+        403,
+        "belongs to alice",
+        "maintainers",
+        "another name",
+    )
+    refused(api(hub, BOB, "PUT", f"{name}/policy", {"tolerance": 1.0}), 403, "belongs to alice")
+    refused(api(hub, BOB, "POST", f"{name}/rollback", {}), 403, "may not roll back", "alice")
+    refused(api(hub, BOB, "DELETE", f"{name}/versions/1", {}), 403, "delete versions")
+    refused(api(hub, BOB, "PUT", f"{name}/owners", {"owner": BOB}), 403, "only admins", "alice")
+    after = ok(api(hub, ALICE, "GET", name))
+    assert after["owner"] == ALICE and after["policy"]["tolerance"] == 0.0
+    assert after["aliases"] == {CHAMPION: "1"} and len(after["versions"]) == 1
+
+
+def test_a_policy_on_an_unused_name_is_404_and_the_name_stays_free(hub, hub_runs):
+    name = "api-free"
+    refused(
+        api(hub, BOB, "PUT", f"{name}/policy", {"approver_group": "bobs-friends"}),
+        404,
+        "publish a version first",
+    )
+    refused(api(hub, BOB, "GET", name), 404)
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 201)
+    model = ok(api(hub, ALICE, "GET", name))
+    assert model["owner"] == ALICE and model["policy"]["approver_group"] is None
+
+
+def test_bob_may_not_approve_his_own_version_unless_an_admin_allows_it(hub, hub_runs):
+    name = "api-bobs"
+    ok(api(hub, BOB, "POST", f"{name}/publish", {"run_id": hub_runs["bob"]}), 201)
+    refused(api(hub, BOB, "POST", f"{name}/versions/1/approve", {}), 403, "they are its author")
+    refused(
+        api(hub, BOB, "PUT", f"{name}/policy", {"allow_self_approval": True}),
+        403,
+        "allow_self_approval",
+        "only an admin",
+    )
+    ok(api(hub, ADMIN, "PUT", f"{name}/policy", {"allow_self_approval": True, "reason": "solo"}))
+    ok(api(hub, BOB, "POST", f"{name}/versions/1/approve", {"reason": "solo team"}))
+    # the owner may turn it off again
+    assert ok(api(hub, BOB, "PUT", f"{name}/policy", {}))["allow_self_approval"] is False
+
+
+def test_an_approver_in_the_group_approves_and_may_roll_back(hub, hub_runs):
+    name = "api-reviewed"
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 201)
+    ok(api(hub, ALICE, "PUT", f"{name}/policy", {"approver_group": "reviewers"}))
+    refused(api(hub, BOB, "POST", f"{name}/versions/1/approve", {}), 403, "'reviewers'")
+    refused(api(hub, ALICE, "POST", f"{name}/versions/1/approve", {}), 403, "author")
+    ok(api(hub, CAROL, "POST", f"{name}/versions/1/approve", {"reason": "reviewed"}))
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice2"]}), 201)
+    ok(api(hub, CAROL, "POST", f"{name}/versions/2/approve", {}))
+    refused(api(hub, BOB, "POST", f"{name}/rollback", {}), 403, "'reviewers'")
+    assert ok(api(hub, CAROL, "POST", f"{name}/rollback", {}))["to_version"] == "1"
+    # the approver group now guards the policy: alice is not in it
+    refused(api(hub, ALICE, "PUT", f"{name}/policy", {}), 403, "'reviewers'")
+
+
+def test_an_admin_transfers_ownership_and_the_new_owner_publishes(hub, hub_runs):
+    name = "api-handover"
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 201)
+    refused(api(hub, BOB, "POST", f"{name}/publish", {"run_id": hub_runs["bob"]}), 403)
+    refused(
+        api(hub, ADMIN, "PUT", f"{name}/owners", {"owner": "nobody-of-that-name"}),
+        400,
+        "owner",
+        "no hub user",
+    )
+    owners = ok(
+        api(
+            hub,
+            ADMIN,
+            "PUT",
+            f"{name}/owners",
+            {"owner": BOB, "maintainers": ["reviewers"], "reason": "bob's team runs it now"},
+        )
+    )
+    assert owners == {"model": name, "owner": BOB, "maintainers": ["reviewers"]}
+    assert ok(api(hub, ALICE, "GET", f"{name}/owners")) == owners
+
+    assert (
+        ok(api(hub, BOB, "POST", f"{name}/publish", {"run_id": hub_runs["bob"]}), 201)["version"]
+        == "2"
+    )
+    ok(api(hub, CAROL, "POST", f"{name}/publish", {"run_id": hub_runs["bob"]}), 201)  # maintainer
+    refused(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 403, "bob")
+    entries = ok(api(hub, ALICE, "GET", f"{name}/history"))["entries"]
+    (change,) = [e for e in entries if e["action"] == "set_owners"]
+    assert change["actor"] == "hubml-admin" and "bob's team runs it now" in change["reason"]
+
+
+def test_history_lists_every_alias_move_and_deletion(hub, hub_runs):
+    name = "api-journal"
+    ok(
+        api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"], "reason": "v1"}),
+        201,
+    )
+    ok(api(hub, BOB, "POST", f"{name}/versions/1/approve", {"reason": "ok"}))
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice2"]}), 201)
+    ok(api(hub, BOB, "POST", f"{name}/versions/2/approve", {}))
+    ok(api(hub, ALICE, "POST", f"{name}/rollback", {"reason": "v2 misbehaves"}))
+    refused(api(hub, ALICE, "DELETE", f"{name}/versions/1", {}), 409, "@champion")
+    refused(api(hub, BOB, "DELETE", f"{name}/versions/2", {}), 403)
+    ok(api(hub, ALICE, "DELETE", f"{name}/versions/2", {"reason": "broken"}))
+
+    entries = ok(api(hub, CAROL, "GET", f"{name}/history"))["entries"]
+    moves = [
+        (e["action"], e["alias"], e["from_version"], e["to_version"], e["actor"], e["reason"])
+        for e in entries
+        if e["alias"] or e["action"] == "delete_version"
+    ]
+    assert moves == [
+        ("publish", CHALLENGER, None, "1", ALICE, "v1"),
+        ("approve", CHAMPION, None, "1", BOB, "ok"),
+        ("approve", CHALLENGER, "1", None, BOB, "ok"),
+        ("publish", CHALLENGER, None, "2", ALICE, ""),
+        ("approve", CHAMPION, "1", "2", BOB, ""),
+        ("approve", CHALLENGER, "2", None, BOB, ""),
+        ("rollback", CHAMPION, "2", "1", ALICE, "v2 misbehaves"),
+        ("delete_version", None, "2", None, ALICE, "broken"),
+    ]
+    model = ok(api(hub, ALICE, "GET", name))
+    assert model["aliases"] == {CHAMPION: "1"} and [v["version"] for v in model["versions"]] == [
+        "1"
+    ]
+
+
+@pytest.fixture(scope="module")
+def bad_input_model(hub, hub_runs):
+    ok(api(hub, ALICE, "POST", "api-bad-input/publish", {"run_id": hub_runs["alice"]}), 201)
+    return "api-bad-input"
+
+
+GOOD_RUN = "<alice's run>"
+BAD_INPUT = [
+    # (who, method, path under the model, body or query, status, words the message must have)
+    (ALICE, "POST", "versions/99999999999999999999/approve", {}, 400, "version", "1 to 9 digits"),
+    (ALICE, "POST", "versions/-1/approve", {}, 400, "version"),
+    (ALICE, "POST", "versions/0/approve", {}, 400, "version"),
+    (ALICE, "POST", "versions/abc/request-promotion", {}, 400, "version"),
+    (ALICE, "DELETE", "versions/1.5", {}, 400, "version"),
+    (ALICE, "POST", "versions/999999999/approve", {}, 404, "version 999999999"),
+    (ALICE, "POST", "versions/1/request-promotion", {"reason": 5}, 400, "reason", "string"),
+    (ALICE, "POST", "rollback", {"reason": "x" * 2001}, 400, "reason", "2001"),
+    (ALICE, "POST", "rollback", {"why": "typo"}, 400, "'why'", "allowed: reason"),
+    (ALICE, "PUT", "policy", {"tolerance": "high"}, 400, "tolerance"),
+    (ALICE, "PUT", "policy", {"latency_trials": 2.5}, 400, "latency_trials"),
+    (ALICE, "PUT", "policy", {"colour": "blue"}, 400, "'colour'", "allowed:"),
+    (ALICE, "PUT", "policy", {"metric": ["accuracy"]}, 400, "metric"),
+    (ALICE, "PUT", "policy", {"approver_group": 7}, 400, "approver_group"),
+    (ALICE, "PUT", "policy", {"allow_self_approval": "yes"}, 400, "allow_self_approval"),
+    (ALICE, "GET", "aliases/v1", None, 400, "alias", "reserved"),
+    (ALICE, "GET", "aliases/no%20spaces", None, 400, "alias"),
+    (ALICE, "GET", "aliases/staging", None, 404, "@staging"),
+    (ALICE, "POST", "publish", {"run_id": "../../etc/passwd"}, 400, "run_id"),
+    (ALICE, "POST", "publish", {"run_id": 42}, 400, "run_id"),
+    (ALICE, "POST", "publish", {"run_id": "0" * 32}, 404, "run", "not found"),
+    (ALICE, "POST", "publish", {"run_id": GOOD_RUN, "artifact_path": ""}, 400, "artifact_path"),
+    (ALICE, "POST", "publish", {"run_id": GOOD_RUN, "artifact_path": ["m"]}, 400, "artifact_path"),
+    (ALICE, "POST", "publish", {"run_id": GOOD_RUN, "artifact_path": "nope"}, 404, "'nope'"),
+    (ALICE, "POST", "publish", {"run_id": GOOD_RUN, "tags": {"a": 1}}, 400, "'tags'"),
+    (ALICE, "GET", "compare", {"run_id": "xyz"}, 400, "run_id"),
+    (ALICE, "GET", "compare", {"run_id": GOOD_RUN, "against": "v2"}, 400, "against"),
+    (ADMIN, "PUT", "owners", {"owner": ""}, 400, "owner"),
+    (ADMIN, "PUT", "owners", {"owner": 12}, 400, "owner"),
+    (ADMIN, "PUT", "owners", {"maintainers": "reviewers"}, 400, "maintainers", "list"),
+    (ADMIN, "PUT", "owners", {"maintainers": ["a,b"]}, 400, "maintainers", "','"),
+    (ADMIN, "PUT", "owners", {}, 400, "owner", "maintainers"),
+]
+
+
+@pytest.mark.parametrize(
+    "who, method, path, data, status, says",
+    [(c[0], c[1], c[2], c[3], c[4], c[5:]) for c in BAD_INPUT],
+    ids=[f"{c[1]} {c[2][:40]} {str(c[3])[:30]}" for c in BAD_INPUT],
+)
+def test_bad_input_is_a_4xx_naming_the_field(
+    hub, hub_runs, bad_input_model, who, method, path, data, status, says
+):
+    if isinstance(data, dict):
+        data = {k: hub_runs["alice"] if v == GOOD_RUN else v for k, v in data.items()}
+    kw = {"params": data} if method == "GET" else {"body": data}
+    r = api(hub, who, method, f"{bad_input_model}/{path}", **kw)
+    refused(r, status, *says)
+    assert "127.0.0.1" not in r.text and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
+    "who, method, path, body, says",
+    [
+        (ALICE, "PUT", f"{'x' * 300}/policy", {}, "model name"),
+        (ALICE, "GET", "bad%2Fname", None, "model name"),
+        (ALICE, "POST", "bad%3Aname/publish", {"run_id": "0" * 32}, "model name"),
+    ],
+)
+def test_bad_model_names_are_400s(hub, who, method, path, body, says):
+    refused(api(hub, who, method, path, body), 400, says)

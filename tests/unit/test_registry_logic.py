@@ -1,4 +1,5 @@
-"""The registry's pure logic: gates, validation, policy tags, rollback replay, the audit log."""
+"""The registry's pure logic: gates, validation, policy tags, rollback replay, the audit log,
+permissions, and how MLflow's errors are answered."""
 
 from __future__ import annotations
 
@@ -24,10 +25,31 @@ from hubml.extensions.tracking.registry import (
     output_problem,
     percentile,
     previous_champion,
+    scrub,
     validate_alias,
+    validate_artifact_path,
+    validate_groups,
     validate_model_name,
+    validate_owner,
+    validate_reason,
+    validate_run_id,
     validate_version,
 )
+from hubml.extensions.tracking.registry.permissions import (
+    Actor,
+    check_may_approve,
+    check_may_assign_owners,
+    check_may_maintain,
+    check_may_publish,
+    check_may_rollback,
+    check_may_set_policy,
+)
+from hubml.extensions.tracking.registry.store import (
+    as_registry_error,
+    limit_mlflow_requests,
+    mlflow_errors,
+)
+from hubml.extensions.tracking.registry.validation import check_fields
 
 
 def test_importing_the_registry_loads_no_heavy_library():
@@ -341,3 +363,274 @@ def test_audit_log_is_append_only(audit):
     finally:
         engine.dispose()
     assert [e.actor for e in audit.entries("m")] == ["bob"]
+
+
+# -- bounded input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "version", ["99999999999999999999", "1234567890", "-1", "0", "1e3", "٣", " ", [], 10**12]
+)
+def test_versions_are_one_to_nine_digit_positive_integers(version):
+    with pytest.raises(RegistryError) as e:
+        validate_version(version)
+    assert e.value.status == 400
+    assert "version" in e.value.message and "1 to 9 digits" in e.value.message
+
+
+def test_nine_digit_versions_pass():
+    assert validate_version("999999999") == "999999999"
+    assert validate_version(123456789) == "123456789"
+
+
+@pytest.mark.parametrize(
+    "run_id", ["", "abc", "0" * 31, "0" * 33, "A" * 32, "../../etc/passwd", 42, None, ["x"]]
+)
+def test_run_ids_must_look_like_mlflow_run_ids(run_id):
+    with pytest.raises(RegistryError) as e:
+        validate_run_id(run_id)
+    assert e.value.status == 400 and "run_id" in e.value.message and "32" in e.value.message
+
+
+def test_a_real_run_id_passes():
+    assert validate_run_id("0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    "path, says",
+    [
+        ("", "empty"),
+        ("/", "empty"),
+        (5, "must be a string"),
+        ("a/../b", "'..'"),
+        ("x" * 501, "501"),
+    ],
+)
+def test_artifact_paths_name_the_field(path, says):
+    with pytest.raises(RegistryError) as e:
+        validate_artifact_path(path)
+    assert e.value.status == 400 and "artifact_path" in e.value.message and says in e.value.message
+
+
+def test_artifact_path_is_stripped_of_slashes():
+    assert validate_artifact_path("/model/") == "model"
+    assert validate_artifact_path("nested/model") == "nested/model"
+
+
+@pytest.mark.parametrize(
+    "reason, says", [(5, "not int"), ({"a": 1}, "not dict"), ("x" * 2001, "2001")]
+)
+def test_reasons_are_bounded_strings(reason, says):
+    with pytest.raises(RegistryError) as e:
+        validate_reason(reason)
+    assert e.value.status == 400 and "reason" in e.value.message and says in e.value.message
+    assert validate_reason(None) == "" and validate_reason("because") == "because"
+
+
+@pytest.mark.parametrize("owner", ["", " ", " alice", 5, None, "x" * 256, "tab\there"])
+def test_owner_must_be_a_user_name(owner):
+    with pytest.raises(RegistryError) as e:
+        validate_owner(owner)
+    assert e.value.status == 400 and "owner" in e.value.message
+
+
+@pytest.mark.parametrize(
+    "groups, says",
+    [
+        ("team", "must be a list"),
+        ([""], "non-empty"),
+        (["a,b"], "','"),
+        ([5], "a string"),
+        (["g"] * 21, "at most 20"),
+        (["x" * 256], "at most 255"),
+    ],
+)
+def test_maintainer_groups_are_validated(groups, says):
+    with pytest.raises(RegistryError) as e:
+        validate_groups(groups)
+    assert e.value.status == 400 and "maintainers" in e.value.message and says in e.value.message
+    assert validate_groups(["a", "b", "a"]) == ["a", "b"]
+
+
+def test_unknown_policy_fields_are_named_with_the_allowed_ones():
+    with pytest.raises(RegistryError) as e:
+        GatePolicy.from_request({"colour": "blue", "tolerance": 0.1})
+    assert e.value.status == 400
+    assert "'colour'" in e.value.message and "allowed: metric, direction" in e.value.message
+    assert GatePolicy.from_request({"tolerance": 0.1}) == GatePolicy(tolerance=0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("metric", ["a"]), ("tolerance", "high"), ("approver_group", 7), ("latency_budget_ms", None)],
+)
+def test_policy_fields_of_the_wrong_type_are_400s(field, value):
+    with pytest.raises(RegistryError) as e:
+        GatePolicy.from_request({field: value})
+    assert e.value.status == 400 and field in e.value.message
+
+
+def test_check_fields_names_the_unknown_ones():
+    check_fields({"reason": "x"}, ("reason",), "approve")
+    with pytest.raises(RegistryError, match=r"unknown field\(s\) 'x' in approve; allowed: reason"):
+        check_fields({"x": 1, "reason": ""}, ("reason",), "approve")
+
+
+# -- no internal addresses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "API request to http://127.0.0.1:42777/api/2.0/mlflow/model-versions/get failed",
+        "HTTPConnectionPool(host='127.0.0.1', port=42777): Max retries exceeded",
+        "could not reach localhost:5000",
+        "artifact at file:///srv/hubml/mlflow/artifacts/1/abc",
+    ],
+)
+def test_scrub_removes_internal_addresses(text):
+    cleaned = scrub(text)
+    for secret in ("127.0.0.1", "42777", "localhost:5000", "/srv/hubml"):
+        assert secret not in cleaned
+    assert "runs:/abc/model" in scrub("could not download runs:/abc/model")
+    assert RegistryError(text).message == cleaned
+
+
+class FakeMlflowError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.error_code, self.message = code, message
+
+
+@pytest.mark.parametrize(
+    "code, status",
+    [
+        ("RESOURCE_DOES_NOT_EXIST", 404),
+        ("INVALID_PARAMETER_VALUE", 400),
+        ("RESOURCE_ALREADY_EXISTS", 409),
+        ("PERMISSION_DENIED", 403),
+        ("INTERNAL_ERROR", 502),
+    ],
+)
+def test_mlflow_errors_become_statuses_without_addresses(code, status):
+    err = as_registry_error(
+        FakeMlflowError(code, f"{code}: API request to http://127.0.0.1:5000/api failed\ntrace")
+    )
+    assert err.status == status
+    assert "127.0.0.1" not in err.message and "trace" not in err.message
+    assert not err.message.startswith(code + ":")
+
+
+def test_mlflow_exceptions_do_not_escape_registry_operations():
+    exceptions = pytest.importorskip("mlflow.exceptions")
+
+    @mlflow_errors
+    def lookup():
+        raise exceptions.MlflowException(
+            "Model Version (name=m, version=3) not found on http://127.0.0.1:1234/x",
+            error_code=exceptions.RESOURCE_DOES_NOT_EXIST,
+        )
+
+    with pytest.raises(RegistryError) as e:
+        lookup()
+    assert e.value.status == 404 and "127.0.0.1" not in e.value.message
+
+
+def test_mlflow_client_retries_are_bounded_unless_configured():
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    limit_mlflow_requests(environ)
+    assert environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "0"  # MLflow parses it as an int
+    assert environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # the operator's value stays
+
+
+# -- permissions -------------------------------------------------------------------------------
+
+ALICE_OWNS = {"hubml.owner": "alice", "hubml.maintainers": "ds-team"}
+LEGACY: dict[str, str] = {}
+ALICE, BOB, CAROL = Actor.of("alice"), Actor.of("bob", ["other"]), Actor.of("carol", ["ds-team"])
+ADMIN = Actor.of("root", admin=True)
+
+
+def refused(check, *args) -> str:
+    with pytest.raises(RegistryError) as e:
+        check(*args)
+    assert e.value.status == 403
+    return e.value.message
+
+
+def test_a_new_name_is_anyones_and_an_owned_one_its_maintainers():
+    check_may_publish(BOB, "m", None)
+    for actor in (ALICE, CAROL, ADMIN):
+        check_may_publish(actor, "m", ALICE_OWNS)
+    message = refused(check_may_publish, BOB, "m", ALICE_OWNS)
+    assert "belongs to alice and the group(s) ds-team" in message
+    assert "maintainers" in message and "another name" in message
+
+
+def test_a_legacy_model_takes_versions_from_admins_only():
+    check_may_publish(ADMIN, "old", LEGACY)
+    message = refused(check_may_publish, ALICE, "old", LEGACY)
+    assert "no owner" in message and "admin can assign one" in message
+
+
+def test_only_maintainers_change_the_policy():
+    check_may_set_policy(ALICE, "m", ALICE_OWNS, GatePolicy())
+    check_may_set_policy(CAROL, "m", ALICE_OWNS, GatePolicy(tolerance=0.1))
+    assert "belongs to alice" in refused(check_may_set_policy, BOB, "m", ALICE_OWNS, GatePolicy())
+    assert "only admins" in refused(check_may_set_policy, ALICE, "m", LEGACY, GatePolicy())
+
+
+def test_only_an_admin_turns_self_approval_on_and_owners_may_turn_it_off():
+    on = GatePolicy(allow_self_approval=True)
+    message = refused(check_may_set_policy, ALICE, "m", ALICE_OWNS, on)
+    assert "only an admin may turn it on" in message
+    check_may_set_policy(ADMIN, "m", ALICE_OWNS, on)
+    tags_on = {**ALICE_OWNS, **on.to_tags()}
+    check_may_set_policy(ALICE, "m", tags_on, GatePolicy())  # off
+    check_may_set_policy(ALICE, "m", tags_on, on)  # left on: not turning it on
+
+
+def test_the_approver_group_guards_the_policy_it_names():
+    tags = {**ALICE_OWNS, **GatePolicy(approver_group="reviewers").to_tags()}
+    assert "'reviewers'" in refused(check_may_set_policy, ALICE, "m", tags, GatePolicy())
+    check_may_set_policy(Actor.of("alice", ["reviewers"]), "m", tags, GatePolicy())
+    check_may_set_policy(ADMIN, "m", tags, GatePolicy())
+
+
+def test_rollback_is_for_maintainers_approvers_and_admins():
+    policy = GatePolicy(approver_group="reviewers")
+    for actor in (ALICE, CAROL, ADMIN, Actor.of("dave", ["reviewers"])):
+        check_may_rollback(actor, "m", ALICE_OWNS, policy)
+    message = refused(check_may_rollback, BOB, "m", ALICE_OWNS, policy)
+    assert "alice" in message and "'reviewers'" in message
+    refused(check_may_rollback, BOB, "m", ALICE_OWNS, GatePolicy())
+
+
+def test_approval_is_never_by_the_author_and_only_by_the_group():
+    message = refused(check_may_approve, BOB, "m", "2", GatePolicy(), {"bob"})
+    assert "they are its author" in message and "another user" in message
+    check_may_approve(ALICE, "m", "2", GatePolicy(), {"bob"})
+    # an admin is no exception to either rule
+    refused(check_may_approve, Actor.of("root", admin=True), "m", "2", GatePolicy(), {"root"})
+    group = GatePolicy(approver_group="reviewers")
+    assert "'reviewers'" in refused(check_may_approve, ADMIN, "m", "2", group, {"bob"})
+    check_may_approve(Actor.of("dave", ["reviewers"]), "m", "2", group, {"bob"})
+    # self-approval allowed: the author may, still only within the group
+    selfish = GatePolicy(approver_group="reviewers", allow_self_approval=True)
+    check_may_approve(Actor.of("bob", ["reviewers"]), "m", "2", selfish, {"bob"})
+    refused(check_may_approve, BOB, "m", "2", selfish, {"bob"})
+
+
+def test_only_admins_assign_owners():
+    check_may_assign_owners(ADMIN, "m", ALICE_OWNS)
+    for actor in (ALICE, CAROL, BOB):
+        assert "only admins" in refused(check_may_assign_owners, actor, "m", ALICE_OWNS)
+
+
+def test_deleting_versions_is_for_maintainers():
+    for actor in (ALICE, CAROL, ADMIN):
+        check_may_maintain(actor, "m", ALICE_OWNS, "delete versions of")
+    assert "delete versions of 'm'" in refused(
+        check_may_maintain, BOB, "m", ALICE_OWNS, "delete versions of"
+    )
