@@ -47,6 +47,7 @@ STAMPED = {
     "model_new": {MODEL_OWNER_TAG},
 }
 MAX_ID_LENGTH = 256
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 _ID_RE = re.compile(r"^[\w\-.:]{1,256}$")
 
 
@@ -420,7 +421,11 @@ def plan(method: str, raw_path: str, query: str, body: bytes | None, who: Identi
         pl.needs += [Need("run", _ident(i, "run_id")) for i in ids]
     elif kind == "experiment_new":
         _name(data.get("name"), "name")
+        kinds = [t for t in data.get("tags") or [] if t.get("key") == EXPERIMENT_KIND_TAG]
+        # the UI opens an experiment of this kind on its runs table, not on GenAI traces
         _stamp(data, {EXPERIMENT_OWNER_TAG: who.name})
+        if not kinds:
+            data["tags"].append({"key": EXPERIMENT_KIND_TAG, "value": "custom_model_development"})
     elif kind == "experiment":
         pl.needs.append(
             Need("experiment", _ident(str(data.get("experiment_id", "")), "experiment_id"))

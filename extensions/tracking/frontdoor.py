@@ -211,7 +211,12 @@ class FrontDoorHandler(ServiceHandler):
                 self.set_header("Content-Security-Policy", "sandbox")
                 self.set_header("X-Content-Type-Options", "nosniff")
 
+        index: list[bytes] | None = [] if method == "GET" and path in ("", "index.html") else None
+
         def on_chunk(chunk: bytes):
+            if index is not None:
+                index.append(chunk)  # the UI's page: written whole, with hubml's defaults
+                return
             self.write(chunk)
             self.flush()
 
@@ -231,9 +236,28 @@ class FrontDoorHandler(ServiceHandler):
         )
         try:
             await self.ctx.http.fetch(req, raise_error=False)
+            if index is not None:
+                self.write(with_ui_defaults(b"".join(index)))
         except (ConnectionError, OSError):
             raise APIError(503, "the tracking server is unavailable; try again shortly") from None
         self.finish()
+
+
+# MLflow's UI opens on GenAI screens unless the browser remembers the classic view: hubml's
+# users train models, so the classic view is the default (anyone may still switch)
+UI_DEFAULTS = (
+    b"<script>try{var k='mlflow.workflowType_v1';"
+    b"if(!localStorage.getItem(k))localStorage.setItem(k,JSON.stringify('machine_learning'))"
+    b"}catch(e){}</script>"
+)
+
+
+def with_ui_defaults(page: bytes) -> bytes:
+    head = page.find(b"<head>")
+    if head < 0:
+        return page
+    head += len(b"<head>")
+    return page[:head] + UI_DEFAULTS + page[head:]
 
 
 async def mlflow_json(ctx, method: str, path: str, params: dict | None = None, body=None):

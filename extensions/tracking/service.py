@@ -3,8 +3,8 @@
 JupyterHub starts this process as a managed service at ``/services/mlflow/`` (as the platform's
 account when the hub is root). It starts ``mlflow server`` on a private loopback port (one
 worker, background jobs off, proxied artifact store, answering only requests that carry this
-start's secret: :mod:`.internal`) and serves the front door (:mod:`.frontdoor`) and the registry
-API (:mod:`.registry_handlers`) on the service port.
+start's secret: :mod:`.internal`) and serves the front door (:mod:`.frontdoor`, its rules in
+:mod:`.access`) and the registry API (:mod:`.registry.handlers`) on the service port.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class MLflowServer:
         env.update(
             {
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # no telemetry to MLflow's servers, and no prompt about it in the UI
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "true",
                 "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
                 "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
                 SECRET_ENV: self.secret,
@@ -133,13 +136,16 @@ class TrackingContext(ServiceContext):
         if self._registry is None:
             from mlflow import MlflowClient
 
+            from .gatesandbox import GateSandbox
             from .registry import AuditLog, RegistryService, default_audit_url
 
             audit_url = self.settings.tracking.audit_db_url or default_audit_url(
                 self.settings.data_dir / "mlflow"
             )
             client = MlflowClient(tracking_uri=f"{self.mlflow.url}{self.prefix.rstrip('/')}")
-            self._registry = RegistryService(client, AuditLog(audit_url))
+            # candidates run as their publishers' accounts (runner service), never in here
+            gates = GateSandbox.from_settings(self.settings)
+            self._registry = RegistryService(client, AuditLog(audit_url), gates=gates)
         return self._registry
 
     def health(self) -> dict:
