@@ -5,7 +5,7 @@ import json
 import platform
 import sys
 
-from benchmarks import apps, fastlog, imports, jobs, service_memory, spawn
+from benchmarks import apps, fastlog, fastlog_hub, gates, imports, jobs, service_memory, spawn
 from tests.hubprocess import resolve_localhost
 
 BENCHMARKS = {
@@ -13,8 +13,10 @@ BENCHMARKS = {
     "imports": imports,
     "service_memory": service_memory,
     "fastlog": fastlog,
+    "fastlog_hub": fastlog_hub,
     "apps": apps,
     "jobs": jobs,
+    "gates": gates,
 }
 
 

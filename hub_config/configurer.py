@@ -264,14 +264,21 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
 
     # Services every user (and their servers' kernels) may reach, decided by RBAC scopes.
     user_services = []
+    # registry gates run candidate models as their publishers' accounts, which only the root
+    # runner service can become (not isolated: in a child of the mlflow service, as its user)
+    gates_via_runners = settings.tracking.enabled and isolated(settings)
     if settings.tracking.enabled:
-        services.append(
-            service(
-                "mlflow",
-                "hubml.extensions.tracking.service",
-                **user_facing("mlflow", "Experiment tracking and model registry (MLflow)"),
-            )
+        mlflow = service(
+            "mlflow",
+            "hubml.extensions.tracking.service",
+            **user_facing("mlflow", "Experiment tracking and model registry (MLflow)"),
         )
+        if gates_via_runners:
+            from hubml.extensions.jobs.runnerd import socket_path
+            from hubml.extensions.tracking.gatesandbox import GATE_RUNNER_ENV
+
+            mlflow["environment"][GATE_RUNNER_ENV] = str(socket_path(settings.data_dir))
+        services.append(mlflow)
         user_services.append("mlflow")
         # approvals depend on group membership, which the service asks the hub about
         roles.append(
@@ -301,11 +308,12 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
                 ],
             }
         )
-        if settings.jobs.executor == "local":
-            # the one root process of hubml's own: starts each run as its owner's account
-            runners = service("hubml-runners", "hubml.extensions.jobs.runnerd")
-            runners.pop("user", None)
-            services.append(runners)
+    if (settings.jobs.enabled and settings.jobs.executor == "local") or gates_via_runners:
+        # the one root process of hubml's own: starts each job run, and each registry gate's
+        # probe, as its owner's account
+        runners = service("hubml-runners", "hubml.extensions.jobs.runnerd")
+        runners.pop("user", None)
+        services.append(runners)
     if settings.apps.enabled:
         services.append(
             service(

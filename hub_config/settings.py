@@ -219,6 +219,10 @@ class TrackingSection(_Model):
     # Registry audit log (SQLAlchemy URL). Empty: SQLite under <data_dir>/mlflow.
     audit_db_url: str = ""
     workers: int = Field(1, ge=1, le=16)
+    # registry gates: seconds a candidate model gets to start, load and predict (its child is
+    # killed after that), and the cap on its address space in MiB (RLIMIT_AS)
+    gate_timeout_s: float = Field(120, gt=0, le=3600)
+    gate_memory_mb: int = Field(4096, ge=256, le=1048576)
 
 
 class JobsSection(_Model):

@@ -16,7 +16,15 @@ answers only the jobs service's account (``SO_PEERCRED``). Requests (one JSON me
   run's locked ``runner.lock`` and its log: forks the runner, answers ``{"pid": <pid>}``;
 - ``{"op": "signal", "pid": <pid>, "signal": "TERM" | "KILL"}`` with the run's ``runner.lock``:
   signals the runner (and its kernels) only if that process holds that very lock file, so a
-  reused PID or a made-up one is never signalled.
+  reused PID or a made-up one is never signalled;
+- ``{"op": "gate", "user": <hub user>, "model_dir": <path>, "trials": N, "timeout_s": T,
+  "memory_mb": M}`` with two descriptors, where the probe's result channel and stderr go (the
+  mlflow service's registry gates): runs a gate probe of the model as the user's account, in a
+  private copy of the model read with the caller's permissions. The connection is handed over
+  to the probe's supervisor, which answers ``{"started": pid}``, then ``{"exit": <returncode>,
+  "timed_out": <bool>}`` (or ``{"error": ...}``), and kills the probe at its timeout or when
+  the caller hangs up (:mod:`hubml.extensions.tracking.gatesupervisor`; probes fork from a warm
+  process that imported mlflow, started with this service when tracking is on).
 
 A user never gets root, another user's account or a system account: the account is
 ``<prefix><name>`` of a valid hub user name, created if missing, and must have a uid ≥ 1000.
@@ -108,9 +116,14 @@ class RunnersClient:
 # -- the service -------------------------------------------------------------------------------
 
 
-def _peer_uid(conn: socket.socket) -> int:
+def _peer_creds(conn: socket.socket) -> tuple[int, int]:
+    """The connected process's (uid, gid), from the kernel (``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    return struct.unpack("3i", creds)[1:]
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    return _peer_creds(conn)[0]
 
 
 def holds_file(pid: int, fd: int) -> bool:
@@ -146,6 +159,8 @@ class Runners:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.warm = warm
+        # the warm process gate probes fork from (gatesupervisor.WarmProbes), when started
+        self.gates = None
         from hubml.hub_config import accounts
 
         self.accounts = accounts
@@ -248,6 +263,23 @@ class Runners:
         kill_tree(pid, sig)
         return {"signalled": True}
 
+    def gate(self, request: dict, fds: list[int], conn: socket.socket) -> None:
+        """Hand a gate probe of ``request["user"]``'s model to a supervisor, with ``conn``:
+        the supervisor answers on it from now on."""
+        from hubml.extensions.tracking import gatesupervisor
+
+        if len(fds) != 2:
+            raise ValueError("gate needs two descriptors: the result channel and stderr")
+        user = request.get("user")
+        home = self.data_dir / "homes" / user if isinstance(user, str) else ""
+        pw = self.account(user, str(home))
+        reader = _peer_creds(conn) if self.isolated else None
+        job = gatesupervisor.make_job(request, pw, reader)
+        if self.gates is not None:
+            self.gates.submit(job, [conn.fileno(), *fds])
+        else:
+            gatesupervisor.start_cold(job, [conn.fileno(), *fds])
+
     def handle(self, conn: socket.socket) -> bool:
         """Answer one request on ``conn``; False when the peer went away."""
         try:
@@ -263,8 +295,10 @@ class Runners:
                 answer = self.start(request, fds)
             elif op == "signal":
                 answer = self.signal(request, fds)
+            elif op == "gate":
+                answer = self.gate(request, fds, conn)
             else:
-                answer = {"error": f"unknown op {op!r}; start or signal"}
+                answer = {"error": f"unknown op {op!r}; start, signal or gate"}
         except (ValueError, KeyError, OSError, RuntimeError) as e:
             log.warning("refused a request: %s", e)
             answer = {"error": str(e)}
@@ -272,6 +306,8 @@ class Runners:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if answer is None:  # handed over (a gate probe): its supervisor answers
+            return False
         with contextlib.suppress(OSError):
             conn.send(json.dumps(answer).encode())
         return True
@@ -341,7 +377,18 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     from .runner import warm_up
 
-    serve(runners, socket_path(settings.data_dir), warm_up if warm else None)
+    if runners.isolated and settings.tracking.enabled:
+        from hubml.extensions.tracking.gatesupervisor import WarmProbes
+
+        runners.gates = WarmProbes(runners.data_dir / runners.accounts.RUN_DIR / "gate-zygote")
+
+    def ready():
+        if runners.gates is not None:
+            runners.gates.start()
+        if warm:
+            warm_up()
+
+    serve(runners, socket_path(settings.data_dir), ready)
     return 0
 
 

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import pwd
+import socket
 import subprocess
 import sys
 import threading
@@ -21,9 +22,12 @@ import time
 import pytest
 
 from hubml.extensions.jobs.runnerd import RunnersClient, socket_path
+from hubml.extensions.tracking.gaterun import make_child_env
+from hubml.extensions.tracking.gatesandbox import probe_via_runner
 from hubml.hub_config import accounts
 from hubml.hub_config.settings import load_settings
 from tests.accountsutil import as_account
+from tests.gaterunutil import live_processes, report_in, save_code_model, save_sklearn_model
 from tests.jobsutil import notebook
 
 pytestmark = pytest.mark.integration
@@ -290,3 +294,207 @@ def test_a_runner_is_signalled_only_by_who_holds_its_lock(world):
     assert result["status"] == "failed" and "stopped from outside" in result["error"]
     with open(run_dir / "runner.lock") as f:  # the run is over: its lock is free
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# -- gate probes: a registry gate's candidate model, run as its publisher's account -----------
+
+GATE_TIMEOUT_S = 5 if ISOLATED else 25  # a fresh interpreter (no warm process) needs ~10 s
+
+
+def platform_model(world, name: str, predict_body: str | None = None) -> str:
+    """A model in the platform's store, owned by the platform account as the mlflow service's
+    downloads are."""
+    _, data, _, _ = world
+    store = data / "mlflow" / "gate-models"
+    folder = store / name
+    model_dir = (
+        save_code_model(folder, predict_body) if predict_body else save_sklearn_model(folder)
+    )
+    if ISOLATED:
+        platform = pwd.getpwnam(accounts.PLATFORM_ACCOUNT)
+        for p in [data / "mlflow", store, *store.rglob("*")]:
+            os.lchown(p, platform.pw_uid, platform.pw_gid)
+    return model_dir
+
+
+def gate(world, user: str, model_dir: str, trials: int = 3, **kw) -> dict:
+    """What the mlflow service (the platform account) gets when it asks for a probe."""
+    limits = {"timeout_s": 30, "memory_mb": 1024, **kw}
+    answer = as_platform(
+        lambda: probe_via_runner(world[3], user, model_dir, trials, **limits).to_dict()
+    )
+    assert "ok" in answer, answer
+    return answer["ok"]
+
+
+def raw_gate(world, request: dict) -> list[dict]:
+    """The runner service's answers to a gate request sent as the platform, to the last."""
+
+    def ask():
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+            conn.connect(str(world[3]))
+            socket.send_fds(conn, [json.dumps(request).encode()], [out_w, err_w])
+            os.close(out_w)
+            os.close(err_w)
+            conn.settimeout(60)
+            answers = [json.loads(conn.recv(65536))]
+            while not {"error", "exit"} & set(answers[-1]):
+                answers.append(json.loads(conn.recv(65536)))
+        os.close(out_r)
+        os.close(err_r)
+        return answers
+
+    answer = as_platform(ask)
+    assert "ok" in answer, answer
+    return answer["ok"]
+
+
+def test_a_gate_probe_runs_as_the_publisher_in_a_private_copy_of_the_model(world):
+    _, data, _, _ = world
+    # the platform's own copy of the model (only the platform may read it)
+    original = data / "mlflow" / "gate-models" / "whoami" / "model" / "MLmodel"
+    model_dir = platform_model(
+        world,
+        "whoami",
+        f"""
+        import json, os, sys
+        seen = {{"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+                "cwd": os.getcwd(), "home": os.environ["HOME"], "env": sorted(os.environ)}}
+        for key, path in [("platform_copy", {str(original)!r}),
+                          ("parent_environ", f"/proc/{{os.getppid()}}/environ")]:
+            try:
+                with open(path, "rb") as f:
+                    seen[key] = "read " + str(len(f.read())) + " bytes"
+            except OSError as e:
+                seen[key] = type(e).__name__
+        print("SEEN " + json.dumps(seen), file=sys.stderr, flush=True)
+        return [0] * len(model_input)
+        """,
+    )
+    assert os.path.join(model_dir, "MLmodel") == str(original)
+
+    probe = gate(world, "alice", model_dir)
+
+    assert probe["ok"], probe["reason"]
+    seen = report_in(probe["stderr_tail"], "SEEN")
+    assert seen["cwd"] == seen["home"] and not seen["cwd"].startswith(str(data))
+    assert not os.path.exists(seen["cwd"])  # removed afterwards
+    assert seen["env"] == sorted(make_child_env("/x"))
+    if ISOLATED:
+        alice = pwd.getpwnam(accounts.unix_name("alice"))
+        assert (seen["uid"], seen["gid"], seen["groups"]) == (
+            alice.pw_uid,
+            alice.pw_gid,
+            [alice.pw_gid],
+        )
+        assert probe["resources"]["uid"] == alice.pw_uid
+        # neither the platform's files nor its supervisor's (root's) environment
+        assert seen["platform_copy"] == "PermissionError"
+        assert seen["parent_environ"] == "PermissionError"
+
+
+def test_a_gate_probe_never_runs_as_root_or_a_system_account(world):
+    _, data, _, _ = world
+    model_dir = platform_model(world, "plain-refused")
+    for user in ("../root", "", "a b", None):
+        probe = gate(world, user, model_dir)
+        assert not probe["ok"]
+        assert probe["reason"].startswith("the runner service refused the gate probe: ")
+        assert "not a hub user name" in probe["reason"], probe["reason"]
+    if not ISOLATED:
+        return
+    # a system account with a hubml name (uid < 1000) is nobody's user account
+    accounts.ensure_account("hubml-gatesys", data / accounts.RUN_DIR, system=True)
+    probe = gate(world, "gatesys", model_dir)
+    assert not probe["ok"] and "not a hubml user account" in probe["reason"], probe["reason"]
+    # the model is read with the caller's permissions: a folder only root may read is refused
+    secret = data / "root-only-model"
+    secret.mkdir(mode=0o700, exist_ok=True)
+    (secret / "MLmodel").write_text("flavors: {}\n")
+    request = {
+        "op": "gate",
+        "user": "alice",
+        "model_dir": str(secret),
+        "trials": 1,
+        "timeout_s": 30,
+        "memory_mb": 1024,
+    }
+    answers = raw_gate(world, request)
+    assert len(answers) == 1 and "PermissionError" in answers[0]["error"], answers
+    # limits out of range are refused before anything runs
+    answers = raw_gate(world, {**request, "model_dir": model_dir, "memory_mb": 10})
+    assert len(answers) == 1 and "memory_mb" in answers[0]["error"], answers
+
+
+def test_a_gate_probe_is_killed_at_its_timeout_with_its_whole_group(world):
+    model_dir = platform_model(
+        world,
+        "sleeper",
+        """
+        import json, os, subprocess, sys, time
+        helper = subprocess.Popen(["sleep", "1000"])
+        pids = {"pid": os.getpid(), "pgid": os.getpgid(0), "helper": helper.pid}
+        print("PIDS " + json.dumps(pids), file=sys.stderr, flush=True)
+        time.sleep(10**6)
+        """,
+    )
+
+    probe = gate(world, "alice", model_dir, timeout_s=GATE_TIMEOUT_S)
+
+    assert not probe["ok"]
+    assert probe["reason"] == f"predict did not return within {GATE_TIMEOUT_S} s"
+    pids = report_in(probe["stderr_tail"], "PIDS")
+    assert pids["pgid"] == pids["pid"]
+    assert live_processes({pids["pid"], pids["helper"]}, pids["pgid"]) == []
+
+
+def test_a_gate_probe_is_killed_when_its_caller_hangs_up(world):
+    model_dir = platform_model(
+        world,
+        "hung",
+        """
+        import json, os, sys, time
+        print("PIDS " + json.dumps({"pid": os.getpid()}), file=sys.stderr, flush=True)
+        time.sleep(10**6)
+        """,
+    )
+    request = {
+        "op": "gate",
+        "user": "alice",
+        "model_dir": model_dir,
+        "trials": 1,
+        "timeout_s": 300,
+        "memory_mb": 1024,
+    }
+
+    def ask_and_hang_up():
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(str(world[3]))
+        socket.send_fds(conn, [json.dumps(request).encode()], [out_w, err_w])
+        os.close(out_w)
+        os.close(err_w)
+        conn.settimeout(60)
+        started = json.loads(conn.recv(65536))
+        stderr = b""
+        while b"PIDS " not in stderr or not stderr.endswith(b"\n"):
+            chunk = os.read(err_r, 65536)
+            assert chunk, stderr
+            stderr += chunk
+        conn.close()  # the mlflow service gave up (or died): the probe must go
+        while os.read(err_r, 65536):  # its group is killed: every write end closes
+            pass
+        return {"started": started, "stderr": stderr.decode()}
+
+    answer = as_platform(ask_and_hang_up)
+
+    assert "ok" in answer, answer
+    pid = report_in(answer["ok"]["stderr"], "PIDS")["pid"]
+    assert answer["ok"]["started"] == {"started": pid}
+    deadline = time.monotonic() + 10
+    while live_processes({pid}, pid):
+        assert time.monotonic() < deadline, f"probe {pid} outlived its caller"
+        time.sleep(0.1)

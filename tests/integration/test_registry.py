@@ -9,11 +9,13 @@ depend on each other's order.
 
 import json
 import os
+import threading
 import time
 import warnings
 
 import pytest
 
+from hubml.extensions.tracking.gatesandbox import GateSandbox
 from hubml.extensions.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -22,11 +24,14 @@ from hubml.extensions.tracking.registry import (
     RegistryError,
     RegistryService,
 )
+from hubml.hub_config import accounts
+from tests.gaterunutil import log_code_model, start_runners
 from tests.mlflowserver import start_mlflow
 
 pytestmark = pytest.mark.integration
 
 ALICE, BOB, CAROL = "alice", "bob", "carol"
+ROOT = os.geteuid() == 0
 
 
 def _log_run(model, X_train, X_test, y_train, y_test, *, user, input_example=True):
@@ -109,8 +114,22 @@ def runs(mlflow_server):
         mlflow.set_tracking_uri(previous)
 
 
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory):
+    """As root, the gates run each candidate as its publisher's account through a runner
+    service, as the mlflow service does; otherwise in a child of this process."""
+    if not ROOT:
+        yield GateSandbox()
+        return
+    runners = start_runners(tmp_path_factory.mktemp("gate-runners"))
+    try:
+        yield GateSandbox(runner_socket=str(runners.socket))
+    finally:
+        runners.stop()
+
+
 @pytest.fixture
-def registry(mlflow_server, runs, tmp_path):
+def registry(mlflow_server, runs, gates, tmp_path):
     from mlflow import MlflowClient
 
     from hubml.extensions.tracking.registry.store import MLFLOW_REQUEST_LIMITS
@@ -118,7 +137,7 @@ def registry(mlflow_server, runs, tmp_path):
     # the service bounds this process's MLflow retries; leave other tests MLflow's defaults
     saved = {key: os.environ.get(key) for key in MLFLOW_REQUEST_LIMITS}
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
-    yield RegistryService(MlflowClient(mlflow_server.url), audit)
+    yield RegistryService(MlflowClient(mlflow_server.url), audit, gates=gates)
     audit.close()
     for key, value in saved.items():
         if value is None:
@@ -498,6 +517,8 @@ def test_mlflow_errors_are_4xx_without_the_servers_address(registry, runs):
 # One hub per module (with its MLflow service); each test uses model names of its own.
 
 ADMIN = "admin"  # the hub's admin token (the hubml-admin service)
+GATE_TIMEOUT_S = 20
+GATE_MEMORY_MB = 1024
 
 
 def wait_for_mlflow(hub, timeout=60):
@@ -521,7 +542,10 @@ def wait_for_mlflow(hub, timeout=60):
 def hub(tmp_path_factory):
     from tests.hubprocess import start_hub
 
-    hub = start_hub(tmp_path_factory.mktemp("registry-hub"), {"tracking": {"enabled": True}})
+    # short gate limits, so a candidate that hangs or hoards fails in seconds (a plain sklearn
+    # model needs ~510 MiB of address space in the runner service's warm fork, ~640 in a fresh one)
+    tracking = {"enabled": True, "gate_timeout_s": GATE_TIMEOUT_S, "gate_memory_mb": GATE_MEMORY_MB}
+    hub = start_hub(tmp_path_factory.mktemp("registry-hub"), {"tracking": tracking})
     try:
         wait_for_mlflow(hub)
         hub.tokens = {ADMIN: hub.token, **{u: hub.user_token(u) for u in (ALICE, BOB, CAROL)}}
@@ -797,3 +821,123 @@ def test_bad_input_is_a_4xx_naming_the_field(
 )
 def test_bad_model_names_are_400s(hub, who, method, path, body, says):
     refused(api(hub, who, method, path, body), 400, says)
+
+
+# -- the gates' sandbox through the hub: candidates that hang, hoard or snoop ------------------
+
+SNOOP = """
+import os
+# the mlflow service's process(es), found by command line (anyone may read those)
+services = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"hubml.extensions.tracking.service" in f.read():
+                services.append(int(pid))
+    except OSError:
+        pass
+if not services:
+    raise RuntimeError("found no mlflow service process to snoop on")
+read = [k for k in os.environ if "TOKEN" in k or "SECRET" in k or k.startswith("JUPYTERHUB_")]
+for pid in [os.getppid(), *services]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            read.append(f"/proc/{pid}/environ ({len(f.read())} bytes)")
+    except OSError:
+        pass
+if read:
+    raise RuntimeError("read the service's secrets: " + ", ".join(read))
+return [os.getuid()] * len(model_input)
+"""
+
+
+@pytest.fixture(scope="module")
+def gate_runs(hub, tmp_path_factory):
+    """Alice's runs of models-from-code candidates, logged through the front door."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("gate-candidates")
+    candidates = {
+        "sleeper": "import time\ntime.sleep(10**6)",
+        "hoarder": "hoard = bytearray(8 << 30)\nreturn [len(hoard)] * len(model_input)",
+        "snoop": SNOOP,
+    }
+    previous_uri, previous_token = (
+        mlflow.get_tracking_uri(),
+        os.environ.get("MLFLOW_TRACKING_TOKEN"),
+    )
+    mlflow.set_tracking_uri(hub.at("/services/mlflow"))
+    os.environ["MLFLOW_TRACKING_TOKEN"] = hub.tokens[ALICE]
+    try:
+        mlflow.set_experiment("registry-api-gates")
+        return {
+            key: log_code_model(folder / key, body, user=ALICE) for key, body in candidates.items()
+        }
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_token is None:
+            os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        else:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = previous_token
+
+
+def inference_gate(published: dict) -> dict:
+    (gate,) = [g for g in published["gates"]["results"] if g["name"] == "inference"]
+    return gate
+
+
+def test_a_hanging_candidate_fails_at_the_timeout_while_another_publish_goes_through(
+    hub, hub_runs, gate_runs
+):
+    answers = {}
+
+    def publish_sleeper():
+        answers["sleeper"] = api(
+            hub, ALICE, "POST", "gate-sleeper/publish", {"run_id": gate_runs["sleeper"]}
+        )
+
+    sleeper = threading.Thread(target=publish_sleeper)
+    started = time.monotonic()
+    sleeper.start()
+    time.sleep(3)  # downloaded, and its probe is running
+
+    good = ok(
+        api(hub, ALICE, "POST", "gate-beside-sleeper/publish", {"run_id": hub_runs["alice2"]}), 201
+    )
+
+    assert sleeper.is_alive(), "the good model waited for the hanging one"
+    assert time.monotonic() - started < GATE_TIMEOUT_S
+    assert inference_gate(good)["passed"]
+    sleeper.join(GATE_TIMEOUT_S + 90)
+    rejected = answers["sleeper"]
+    assert rejected.status_code == 422, rejected.text
+    gate = inference_gate(rejected.json())
+    assert not gate["passed"]
+    assert gate["detail"] == f"predict did not return within {GATE_TIMEOUT_S} s"
+    assert time.monotonic() - started >= GATE_TIMEOUT_S
+    refused(api(hub, ALICE, "GET", "gate-sleeper"), 404)  # nothing was registered
+
+
+def test_a_candidate_that_allocates_past_the_cap_runs_out_of_memory(hub, gate_runs):
+    r = api(hub, ALICE, "POST", "gate-hoarder/publish", {"run_id": gate_runs["hoarder"]})
+
+    assert r.status_code == 422, r.text
+    gate = inference_gate(r.json())
+    assert gate["detail"] == f"the model ran out of memory (cap {GATE_MEMORY_MB} MiB)"
+    assert gate["numbers"]["memory_cap_mb"] == GATE_MEMORY_MB
+
+
+def test_a_candidate_cannot_read_the_services_environment_and_runs_as_its_publisher(hub, gate_runs):
+    r = api(hub, ALICE, "POST", "gate-snoop/publish", {"run_id": gate_runs["snoop"]})
+
+    gate = inference_gate(r.json())
+    if not ROOT:
+        # one trust domain: the model is the service's own user, and can read its environment
+        assert r.status_code == 422 and "read the service's secrets" in gate["detail"], r.text
+        return
+    assert r.status_code == 201, gate["detail"]
+    import pwd
+
+    # the gate's child ran as alice's own account (the runner service), not the platform's
+    alice = pwd.getpwnam(accounts.unix_name(ALICE))
+    assert gate["numbers"]["uid"] == alice.pw_uid != pwd.getpwnam(accounts.PLATFORM_ACCOUNT).pw_uid

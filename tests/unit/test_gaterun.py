@@ -14,9 +14,9 @@ import tempfile
 
 import pytest
 
-from hubml.extensions.tracking import gaterun
-from hubml.extensions.tracking.gaterun import output_problem, probe_isolated
-from tests.gaterunutil import save_code_model, save_sklearn_model
+from hubml.extensions.tracking import gaterun, gatesandbox
+from hubml.extensions.tracking.gatesandbox import output_problem, probe_isolated
+from tests.gaterunutil import live_processes, report_in, save_code_model, save_sklearn_model
 
 ROOT = os.geteuid() == 0
 GATE_ACCOUNT = "hubml-gatetest"
@@ -34,29 +34,6 @@ def account(tmp_path_factory):
     return accounts.ensure_account(GATE_ACCOUNT, tmp_path_factory.mktemp("run")).pw_name
 
 
-def report_in(stderr: str, tag: str):
-    """The JSON a test model printed to stderr as ``<tag> {...}``."""
-    lines = [line for line in stderr.splitlines() if line.startswith(tag + " ")]
-    assert lines, f"the model printed no {tag} line; its stderr: {stderr[-2000:]}"
-    return json.loads(lines[-1].removeprefix(tag + " "))
-
-
-def live_processes(pids: set[int], pgid: int) -> list[int]:
-    """Processes (zombies aside) among ``pids`` or in process group ``pgid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                state, _ppid, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
-        except OSError:
-            continue
-        if state != "Z" and (int(entry) in pids or int(pgrp) == pgid):
-            found.append(int(entry))
-    return found
-
-
 def test_a_good_sklearn_model_passes_with_one_latency_per_trial(tmp_path, account):
     probe = probe_isolated(save_sklearn_model(tmp_path, rows=5), 7, account=account)
 
@@ -70,8 +47,8 @@ def test_a_good_sklearn_model_passes_with_one_latency_per_trial(tmp_path, accoun
     assert probe.output["rows"] == 5
     assert probe.output["columns"] == [("0", "int64", "i")]
     assert probe.output["signature"] == [(None, "long")]
-    assert probe.resources["memory_cap_mb"] == gaterun.DEFAULT_MEMORY_MB
-    assert probe.resources["vm_peak_mb"] < gaterun.DEFAULT_MEMORY_MB
+    assert probe.resources["memory_cap_mb"] == gatesandbox.DEFAULT_MEMORY_MB
+    assert probe.resources["vm_peak_mb"] < gatesandbox.DEFAULT_MEMORY_MB
 
 
 def test_a_model_that_never_returns_is_killed_at_the_timeout_with_its_whole_group(
@@ -111,7 +88,7 @@ def test_a_model_that_allocates_past_the_cap_runs_out_of_memory(tmp_path, accoun
     probe = probe_isolated(model_dir, 3, account=account)
 
     assert not probe.ok
-    assert probe.reason == f"the model ran out of memory (cap {gaterun.DEFAULT_MEMORY_MB} MiB)"
+    assert probe.reason == f"the model ran out of memory (cap {gatesandbox.DEFAULT_MEMORY_MB} MiB)"
 
 
 def test_the_model_sees_none_of_the_services_environment(tmp_path, account, monkeypatch):
@@ -223,7 +200,7 @@ def test_as_root_a_probe_needs_an_account(tmp_path):
         with pytest.raises(ValueError, match="no such Unix account"):
             probe_isolated(model_dir, 1, account="hubml-no-such-account")
     else:
-        assert gaterun._child_account("hubml-no-such-account") is None
+        assert gatesandbox._child_account("hubml-no-such-account") is None
 
 
 def test_a_folder_without_an_mlmodel_file_fails_without_starting_a_child(tmp_path):
@@ -307,7 +284,8 @@ def test_output_problem_names_missing_and_mistyped_columns():
 
 def test_importing_the_module_imports_no_heavy_library():
     code = (
-        "import sys, json, hubml.extensions.tracking.gaterun; "
+        "import sys, json, hubml.extensions.tracking.gaterun, "
+        "hubml.extensions.tracking.gatesandbox, hubml.extensions.tracking.gatesupervisor; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run(

@@ -153,34 +153,45 @@ def test_latency_gate_compares_p95_with_the_budget():
 # -- gate (b): output vs signature -----------------------------------------------------------
 
 
+def described(output):
+    """What the gate's child tells the service about a prediction (the verdict's input)."""
+    from hubml.extensions.tracking.gaterun import describe_output
+
+    return json.loads(json.dumps(describe_output(output)))
+
+
 def test_output_matching_the_signature_passes():
     np = pytest.importorskip("numpy")
     pd = pytest.importorskip("pandas")
-    assert output_problem(np.array([0, 1, 2]), [(None, "long")], 3) is None
-    assert output_problem(np.zeros((3, 2)), [(None, "double"), (None, "double")], 3) is None
+    assert output_problem(described(np.array([0, 1, 2])), [(None, "long")], 3) is None
+    assert (
+        output_problem(described(np.zeros((3, 2))), [(None, "double"), (None, "double")], 3) is None
+    )
     frame = pd.DataFrame({"label": [1, 2], "score": [0.1, 0.2]})
-    assert output_problem(frame, [("score", "double"), ("label", "long")], 2) is None
-    assert output_problem([0.5, 0.7], [(None, "double")], 2) is None
+    assert output_problem(described(frame), [("score", "double"), ("label", "long")], 2) is None
+    assert output_problem(described([0.5, 0.7]), [(None, "double")], 2) is None
 
 
 def test_output_mismatches_say_what_differs():
     np = pytest.importorskip("numpy")
     pd = pytest.importorskip("pandas")
     assert (
-        output_problem(np.array([0, 1]), [(None, "long")], 3)
+        output_problem(described(np.array([0, 1])), [(None, "long")], 3)
         == "the prediction has 2 rows for 3 input rows"
     )
-    assert output_problem(np.array([0.5, 1.5]), [(None, "long")], 2) == (
+    assert output_problem(described(np.array([0.5, 1.5])), [(None, "long")], 2) == (
         "the output has dtype float64; the signature declares long"
     )
-    assert output_problem(np.zeros((2, 3)), [(None, "double")], 2) == (
+    assert output_problem(described(np.zeros((2, 3))), [(None, "double")], 2) == (
         "the prediction has 3 columns; the signature declares 1"
     )
     frame = pd.DataFrame({"label": [1, 2]})
     assert "lacks the signature's output columns ['score']" in output_problem(
-        frame, [("label", "long"), ("score", "double")], 2
+        described(frame), [("label", "long"), ("score", "double")], 2
     )
-    assert "not one value per input row" in output_problem(np.float64(3.0), [(None, "double")], 1)
+    assert "not one value per input row" in output_problem(
+        described(np.float64(3.0)), [(None, "double")], 1
+    )
 
 
 # -- validation --------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ One concern per module: :mod:`.validation` (what is accepted, ``RegistryError``)
 API; import it explicitly, it needs the service kit). The package has no hub dependency and imports mlflow, numpy and pandas lazily
 (importing mlflow costs seconds), so a hub service or a widget can import it for free.
 
-Security note: the gates load and run the candidate model, i.e. code its author chose. Run
-``RegistryService`` where that is acceptable (its own process and user), not inside the hub.
+Security note: the gates load and run the candidate model, i.e. code its author chose. They
+never run it in the registry's process: ``RegistryService(gates=GateSandbox(...))`` runs it as
+the publisher's Unix account through the runner service (the hub is root), or in a child
+process with a scrubbed environment (:mod:`..gatesandbox`).
 """
 
 from .audit import AuditEntry, AuditLog, audit_log, default_audit_url, previous_champion
@@ -37,6 +39,7 @@ from .gates import (
     _model_location,
     check_latency,
     check_metric,
+    inference_result,
     output_problem,
     percentile,
     probe_model,
@@ -103,6 +106,7 @@ __all__ = [
     "check_latency",
     "check_metric",
     "default_audit_url",
+    "inference_result",
     "get_policy",
     "output_problem",
     "percentile",

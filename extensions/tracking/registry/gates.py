@@ -2,9 +2,11 @@
 champion's, (b) a test inference on its input example checked against its signature, (c) the
 p95 latency of repeated predictions.
 
-``check_metric``, ``check_latency`` and ``output_problem`` are pure; ``probe_model`` loads and
-runs the candidate (code its author chose: run it where that is acceptable); ``run_gates``
-downloads the model and runs all three. numpy and mlflow are imported inside the functions.
+``check_metric`` and ``check_latency`` are pure; ``run_gates`` downloads the model and runs all
+three, (b) and (c) in a :class:`..gatesandbox.GateSandbox` (the candidate's code, which its
+author chose, never runs in the service: it runs as the publisher's account through the runner
+service, or in a child process with nothing of the service's environment). ``output_problem``
+(the signature check) is the sandbox's. mlflow is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -13,15 +15,28 @@ import dataclasses
 import logging
 import math
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..gatesandbox import GateProbe, GateSandbox, output_problem, probe_in_process
 from .policy import GatePolicy
 from .store import first_line, get_run, is_not_found
-from .validation import RegistryError, validate_run_id
+from .validation import RegistryError, scrub, validate_run_id
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Champion",
+    "GateReport",
+    "GateResult",
+    "check_latency",
+    "check_metric",
+    "inference_result",
+    "output_problem",
+    "percentile",
+    "probe_model",
+    "run_gates",
+]
 
 
 @dataclasses.dataclass
@@ -148,104 +163,6 @@ def check_latency(
     )
 
 
-# numpy dtype kinds that satisfy each MLflow DataType (ints are acceptable where floats are declared)
-_KINDS = {
-    "boolean": "b",
-    "integer": "iu",
-    "long": "iu",
-    "float": "fiu",
-    "double": "fiu",
-    "string": "OUST",
-    "binary": "OS",
-    "datetime": "M",
-}
-
-
-def output_problem(
-    output: Any, expected: list[tuple[str | None, str]], rows: int | None
-) -> str | None:
-    """Compare a prediction with the signature's outputs; return what is wrong, or ``None``.
-
-    ``expected`` is the output schema as ``(column name or None, MLflow type name)`` pairs; type
-    names outside ``_KINDS`` (objects, arrays, numpy dtypes of tensors) are not type-checked.
-    Checks: row count, column count or names, and each column's dtype kind.
-    """
-    import numpy as np
-
-    if hasattr(output, "columns") and hasattr(output, "dtypes"):  # a DataFrame, without pandas
-        columns = {str(c): output[c].to_numpy() for c in output.columns}
-        length = len(output)
-    else:
-        try:
-            arr = np.asarray(output)
-        except Exception as e:  # ragged lists and the like
-            return f"the prediction ({type(output).__name__}) is not array-like: {e}"
-        if arr.ndim == 0:
-            return (
-                f"the prediction is a single {type(output).__name__}, not one value per input row"
-            )
-        length = arr.shape[0]
-        if arr.ndim == 1:
-            columns = {"0": arr}
-        elif arr.ndim == 2:
-            columns = {str(i): arr[:, i] for i in range(arr.shape[1])}
-        else:  # tensors: only rows are checked
-            columns = {}
-    if rows is not None and length != rows:
-        return f"the prediction has {length} rows for {rows} input rows"
-    if not columns:
-        return None
-    named = bool(expected) and all(n is not None for n, _ in expected)
-    if named and hasattr(output, "columns"):
-        missing = [n for n, _ in expected if n not in columns]
-        if missing:
-            return f"the prediction lacks the signature's output columns {missing} (it has {list(columns)})"
-        values = [columns[n] for n, _ in expected]
-    elif len(columns) != len(expected):
-        return f"the prediction has {len(columns)} columns; the signature declares {len(expected)}"
-    else:
-        values = list(columns.values())
-    for (col_name, type_name), col in zip(expected, values, strict=True):
-        kinds = _KINDS.get(type_name)
-        if kinds and col.dtype.kind not in kinds:
-            label = f"column {col_name!r}" if col_name else "the output"
-            return f"{label} has dtype {col.dtype}; the signature declares {type_name}"
-    return None
-
-
-# tensor outputs declare numpy dtypes: compare them by kind like the column types
-_TENSOR_KIND_TYPES = {
-    "b": "boolean",
-    "i": "long",
-    "u": "long",
-    "f": "double",
-    "U": "string",
-    "S": "binary",
-}
-
-
-def _schema_pairs(schema) -> list[tuple[str | None, str]]:
-    """An MLflow ``Schema`` as ``(name, type name)`` pairs for ``output_problem``."""
-    pairs = []
-    for spec in schema.inputs:
-        t = spec.type
-        if hasattr(t, "to_numpy"):  # DataType
-            type_name = t.name
-        elif hasattr(t, "kind"):  # numpy dtype of a TensorSpec
-            type_name = _TENSOR_KIND_TYPES.get(t.kind, str(t))
-        else:  # Array, Object, Map, Any: not type-checked
-            type_name = str(t)
-        pairs.append((spec.name, type_name))
-    return pairs
-
-
-def _rows(example: Any) -> int | None:
-    try:
-        return len(example)
-    except TypeError:
-        return None
-
-
 def _model_location(client, model_uri: str) -> tuple[str, str | None]:
     """Resolve ``runs:/<run_id>/<path>`` to (artifact URI to download, logged model id or None).
 
@@ -287,83 +204,31 @@ def _model_location(client, model_uri: str) -> tuple[str, str | None]:
     )
 
 
-def probe_model(model_dir: str, trials: int) -> tuple[GateResult, list[float] | None, int | None]:
-    """Gate (b) on a downloaded model directory, and the latencies for gate (c).
-
-    Loads the model with ``mlflow.pyfunc``, predicts on its logged input example (pyfunc enforces
-    the input schema) and checks the output against the signature's outputs. On success, times
-    ``trials`` further predictions. Kept separate from ``run_gates`` so a service can run it in a
-    sandboxed subprocess.
-    """
-    from mlflow.models import Model
-    from mlflow.pyfunc import load_model
-
-    fix = "log the model with input_example=<a few input rows> so MLflow saves it and infers a signature"
-    try:
-        meta = Model.load(model_dir)
-    except Exception as e:  # a hand-made or truncated MLmodel file
-        detail = f"could not read the model's MLmodel file: {first_line(e)}"
-        return GateResult("inference", False, detail), None, None
-    if meta.saved_input_example_info is None:
-        return GateResult("inference", False, f"the model has no input example; {fix}"), None, None
-    if meta.signature is None or meta.signature.outputs is None:
-        return (
-            GateResult("inference", False, f"the model has no signature with outputs; {fix}"),
-            None,
-            None,
-        )
-    try:
-        example = meta.load_input_example(model_dir)
-        model = load_model(model_dir)
-        started = time.perf_counter()
-        output = model.predict(example)
-        first_ms = (time.perf_counter() - started) * 1000
-    except Exception as e:  # the candidate's own code: any failure is a gate verdict
-        log.info("test inference failed for %s", model_dir, exc_info=True)
-        return (
-            GateResult(
-                "inference", False, f"test inference on the input example failed: {first_line(e)}"
-            ),
-            None,
-            None,
-        )
-    rows = _rows(example)
-    expected = _schema_pairs(meta.signature.outputs)
-    problem = output_problem(output, expected, rows)
-    shape = list(getattr(output, "shape", ()) or ())
+def inference_result(probe: GateProbe) -> GateResult:
+    """Gate (b) from a probe: its reason as the detail, what it saw and used as numbers (``uid``
+    is the account the model ran as)."""
     numbers = {
-        "rows": rows,
-        "output_type": type(output).__name__,
-        "output_shape": shape,
-        "first_ms": first_ms,
+        "rows": probe.rows,
+        **{
+            k: probe.output[k]
+            for k in ("output_type", "output_shape", "first_ms")
+            if k in probe.output
+        },
+        **{
+            k: probe.resources[k]
+            for k in ("uid", "vm_peak_mb", "rss_peak_mb", "wall_s", "memory_cap_mb", "timeout_s")
+            if k in probe.resources
+        },
     }
-    if problem:
-        return (
-            GateResult(
-                "inference",
-                False,
-                f"{problem} (signature outputs: {meta.signature.outputs!r})",
-                numbers,
-            ),
-            None,
-            rows,
-        )
-    result = GateResult(
-        "inference",
-        True,
-        f"predicted {rows} rows of the input example; output {type(output).__name__} matches the signature",
-        numbers,
-    )
-    latencies = []
-    for trial in range(1, trials + 1):
-        started = time.perf_counter()
-        try:
-            model.predict(example)
-        except Exception as e:  # works once, then fails: as unfit to serve as failing at once
-            detail = f"prediction {trial + 1} on the input example failed: {first_line(e)}"
-            return GateResult("inference", False, detail, numbers), None, rows
-        latencies.append((time.perf_counter() - started) * 1000)
-    return result, latencies, rows
+    return GateResult("inference", probe.ok, scrub(probe.reason), numbers)
+
+
+def probe_model(model_dir: str, trials: int) -> tuple[GateResult, list[float] | None, int | None]:
+    """Gate (b) on a downloaded model directory, and the latencies for gate (c), *in this
+    process*: no isolation at all (the benchmarks' baseline). Services use a
+    :class:`.gatesandbox.GateSandbox` (``run_gates(sandbox=...)``)."""
+    probe = probe_in_process(model_dir, trials)
+    return inference_result(probe), probe.latencies_ms if probe.ok else None, probe.rows
 
 
 def run_gates(
@@ -372,10 +237,16 @@ def run_gates(
     candidate_metrics: Mapping[str, float],
     champion: Champion | None,
     policy: GatePolicy,
+    *,
+    sandbox=None,
+    publisher: str = "",
 ) -> GateReport:
     """Run gates (a) metric vs champion, (b) test inference, (c) p95 latency; register nothing.
 
-    All three always report, so one publish attempt tells the user everything that is wrong.
+    Gates (b) and (c) run the candidate in ``sandbox`` (a :class:`.gatesandbox.GateSandbox`,
+    default: a child of this process) as hub user ``publisher``'s account where the sandbox
+    can. All three always report, so one publish attempt tells the user everything that is
+    wrong.
     """
     from mlflow.artifacts import download_artifacts
 
@@ -388,10 +259,10 @@ def run_gates(
             )
         except Exception as e:
             raise RegistryError(f"could not download {model_uri}: {first_line(e)}", 404) from e
-        inference, latencies, rows = probe_model(model_dir, policy.latency_trials)
-    results.append(inference)
-    if latencies:
-        results.append(check_latency(latencies, policy.latency_budget_ms, rows))
+        probe = (sandbox or GateSandbox()).probe(model_dir, policy.latency_trials, publisher)
+    results.append(inference_result(probe))
+    if probe.ok and probe.latencies_ms:
+        results.append(check_latency(probe.latencies_ms, policy.latency_budget_ms, probe.rows))
     else:
         results.append(
             GateResult(

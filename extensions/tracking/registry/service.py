@@ -6,6 +6,9 @@ Every operation takes the acting (hub-authenticated) user, with their groups and
 where they decide (:mod:`.permissions`). Inputs are validated before anything else; refusals
 raise ``RegistryError`` with an HTTP status, MLflow's errors included (:func:`.store.mlflow_errors`).
 
+The gates run the candidate in the service's :class:`..gatesandbox.GateSandbox` (``gates``), as
+the publisher's account where the sandbox can: never in this process.
+
 Locking: alias moves read, then write, so each model's changes are serialised by a lock of its
 own (within this process). Only short round trips happen under it: read the model, write an
 alias, tag or version, append to the audit log. The gates (which download, load and run the
@@ -20,6 +23,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from ..gatesandbox import GateSandbox
 from ..owners import MODEL_OWNER_TAG
 from .audit import AuditEntry, previous_champion
 from .gates import _model_location, check_metric, run_gates
@@ -71,7 +75,14 @@ log = logging.getLogger(__name__)
 class RegistryService(ModelMaintenance):
     """Publishing, approval, rollback and history over one MLflow registry and one audit log,
     with the maintenance of :class:`.maintenance.ModelMaintenance` (policy, owners, deletion).
+
+    ``gates`` runs the candidate for gates (b) and (c): a :class:`..gatesandbox.GateSandbox`
+    (default: a child process of this one, as ``hubml-<publisher>`` when this process is root).
     """
+
+    def __init__(self, client, audit, *, gates=None, **kw):
+        super().__init__(client, audit, **kw)
+        self.gates = gates if gates is not None else GateSandbox()
 
     # reading
 
@@ -179,7 +190,13 @@ class RegistryService(ModelMaintenance):
         run = get_run(self.client, run_id)
         policy = GatePolicy.from_tags(model.tags if model else {})
         report = run_gates(
-            self.client, model_uri, run.data.metrics, champion_of(self.client, model), policy
+            self.client,
+            model_uri,
+            run.data.metrics,
+            champion_of(self.client, model),
+            policy,
+            sandbox=self.gates,
+            publisher=user,
         )
         if not report.passed:
             self.audit.record(
