@@ -59,9 +59,9 @@ def _per_call(key: str) -> float:
     return time.perf_counter() - t0
 
 
-def run(samples: int = 5) -> dict:
+def measure(client, run_id: str, samples: int) -> dict:
+    """The three ways, on ``run_id`` (the active MLflow run), ``samples`` times interleaved."""
     import mlflow
-    from mlflow import MlflowClient
 
     from hubml.extensions.tracking import track
 
@@ -72,6 +72,38 @@ def run(samples: int = 5) -> dict:
         "hubml_loop_s": [],
         "hubml_requests": [],
     }
+    with mlflow.start_run(run_id=run_id):
+        client.log_batch(run_id, metrics=[])  # warm the connection and the server
+        for sample in range(samples):
+            # a new key per sample: every point is a new row, as in training
+            for name in ("raw", "hubml") if sample % 2 == 0 else ("hubml", "raw"):
+                if name == "raw":
+                    result["raw_s"].append(_raw(client, run_id, f"raw_{sample}"))
+                else:
+                    total, loop, requests = _hubml(f"hubml_{sample}")
+                    result["hubml_s"].append(total)
+                    result["hubml_loop_s"].append(loop)
+                    result["hubml_requests"].append(requests)
+        result["per_call_s"] = _per_call("per_call")
+        track.flush()
+        # every hubml point arrived, once
+        history = client.get_metric_history(run_id, "hubml_0")
+        result["hubml_points_on_server"] = len(history)
+        assert sorted(m.step for m in history) == list(range(POINTS)), (
+            "hubml lost or doubled points"
+        )
+    result["raw_median_s"] = statistics.median(result["raw_s"])
+    result["hubml_median_s"] = statistics.median(result["hubml_s"])
+    result["hubml_loop_median_s"] = statistics.median(result["hubml_loop_s"])
+    result["per_call_over_hubml"] = result["per_call_s"] / result["hubml_median_s"]
+    result["hubml_over_raw"] = result["hubml_median_s"] / result["raw_median_s"]
+    return result
+
+
+def run(samples: int = 5) -> dict:
+    import mlflow
+    from mlflow import MlflowClient
+
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_mlflow(Path(tmp) / "mlflow")
@@ -79,35 +111,10 @@ def run(samples: int = 5) -> dict:
             mlflow.set_tracking_uri(server.url)
             client = MlflowClient(server.url)
             run_id = client.create_run(client.create_experiment("fastlog-bench")).info.run_id
-            with mlflow.start_run(run_id=run_id):
-                client.log_batch(run_id, metrics=[])  # warm the connection and the server
-                for sample in range(samples):
-                    # a new key per sample: every point is a new row, as in training
-                    for name in ("raw", "hubml") if sample % 2 == 0 else ("hubml", "raw"):
-                        if name == "raw":
-                            result["raw_s"].append(_raw(client, run_id, f"raw_{sample}"))
-                        else:
-                            total, loop, requests = _hubml(f"hubml_{sample}")
-                            result["hubml_s"].append(total)
-                            result["hubml_loop_s"].append(loop)
-                            result["hubml_requests"].append(requests)
-                result["per_call_s"] = _per_call("per_call")
-                track.flush()
-                # every hubml point arrived, once
-                history = client.get_metric_history(run_id, "hubml_0")
-                result["hubml_points_on_server"] = len(history)
-                assert sorted(m.step for m in history) == list(range(POINTS)), (
-                    "hubml lost or doubled points"
-                )
+            return measure(client, run_id, samples)
         finally:
             mlflow.set_tracking_uri(previous)
             server.stop()
-    result["raw_median_s"] = statistics.median(result["raw_s"])
-    result["hubml_median_s"] = statistics.median(result["hubml_s"])
-    result["hubml_loop_median_s"] = statistics.median(result["hubml_loop_s"])
-    result["per_call_over_hubml"] = result["per_call_s"] / result["hubml_median_s"]
-    result["hubml_over_raw"] = result["hubml_median_s"] / result["raw_median_s"]
-    return result
 
 
 def report(result: dict) -> str:

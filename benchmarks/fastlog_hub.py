@@ -8,28 +8,19 @@ Goals (issue 11): per-call / hubml >= 50x, hubml / raw log_batch <= 1.2x.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.fastlog import POINTS, _hubml, _per_call, _raw
+from benchmarks.fastlog import measure
 
 
 def run(samples: int = 5) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from hubml.extensions.tracking import track
     from tests.hubprocess import start_hub
     from tests.integration.test_tracking_service import wait_for_mlflow
 
-    result: dict = {
-        "points": POINTS,
-        "raw_s": [],
-        "hubml_s": [],
-        "hubml_loop_s": [],
-        "hubml_requests": [],
-    }
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
         hub = start_hub(Path(tmp) / "hub", {"tracking": {"enabled": True}})
@@ -41,34 +32,11 @@ def run(samples: int = 5) -> dict:
             mlflow.set_tracking_uri(url)
             client = MlflowClient(url)
             run_id = client.create_run(client.create_experiment("fastlog-hub-bench")).info.run_id
-            with mlflow.start_run(run_id=run_id):
-                client.log_batch(run_id, metrics=[])
-                for sample in range(samples):
-                    for name in ("raw", "hubml") if sample % 2 == 0 else ("hubml", "raw"):
-                        if name == "raw":
-                            result["raw_s"].append(_raw(client, run_id, f"raw_{sample}"))
-                        else:
-                            total, loop, requests = _hubml(f"hubml_{sample}")
-                            result["hubml_s"].append(total)
-                            result["hubml_loop_s"].append(loop)
-                            result["hubml_requests"].append(requests)
-                result["per_call_s"] = _per_call("per_call")
-                track.flush()
-                history = client.get_metric_history(run_id, "hubml_0")
-                result["hubml_points_on_server"] = len(history)
-                assert sorted(m.step for m in history) == list(range(POINTS)), (
-                    "hubml lost or doubled points"
-                )
+            return measure(client, run_id, samples)
         finally:
             os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
             mlflow.set_tracking_uri(previous)
             hub.stop()
-    result["raw_median_s"] = statistics.median(result["raw_s"])
-    result["hubml_median_s"] = statistics.median(result["hubml_s"])
-    result["hubml_loop_median_s"] = statistics.median(result["hubml_loop_s"])
-    result["per_call_over_hubml"] = result["per_call_s"] / result["hubml_median_s"]
-    result["hubml_over_raw"] = result["hubml_median_s"] / result["raw_median_s"]
-    return result
 
 
 def report(result: dict) -> str:
