@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -153,6 +154,15 @@ def drop_privileges(pw) -> None:
     if os.getuid() == 0 or os.geteuid() == 0:  # pragma: no cover - setuid failing silently
         raise RuntimeError(f"could not drop root privileges to {pw.pw_name}")
     os.umask(0o077)
+
+
+def platform_python() -> set[Path]:
+    """The folders users' accounts must reach to run the platform's Python (its venv and base)."""
+    return {
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        Path(sys.executable).resolve().parent,
+    }
 
 
 def make_traversable(path: Path) -> list[str]:

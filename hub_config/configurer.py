@@ -381,12 +381,7 @@ def prepare_host(settings: Settings) -> None:
         accounts.PLATFORM_ACCOUNT, run_dir, system=True, home=accounts.PLATFORM_HOME
     )
     accounts.harden_data_dir(settings.data_dir, platform)
-    reach = {
-        Path(sys.prefix).resolve(),
-        Path(sys.base_prefix).resolve(),
-        Path(sys.executable).resolve().parent,
-        settings.data_dir.resolve(),
-    }
+    reach = {*accounts.platform_python(), settings.data_dir.resolve()}
     for path in sorted(reach):
         for changed in accounts.make_traversable(path):
             print(

@@ -155,8 +155,9 @@ class TrackingContext(ServiceContext):
 def routes() -> list:
     from .frontdoor import FrontDoorHandler
     from .registry.handlers import ROUTES
+    from .registry.pages import PAGE_ROUTES
 
-    return [*ROUTES, ("(.*)", FrontDoorHandler)]
+    return [*ROUTES, *PAGE_ROUTES, ("(.*)", FrontDoorHandler)]
 
 
 def main() -> int:

@@ -638,6 +638,42 @@ def test_bob_may_not_touch_alices_model(hub, hub_runs):
     assert after["aliases"] == {CHAMPION: "1"} and len(after["versions"]) == 1
 
 
+def test_the_model_page_shows_gates_and_history_readably(hub, hub_runs):
+    """What MLflow shows as raw JSON tags, as a page: owner, versions' gates, every alias move."""
+    import requests
+
+    name = "api-page"
+    ok(
+        api(
+            hub,
+            ALICE,
+            "POST",
+            f"{name}/publish",
+            {"run_id": hub_runs["alice"], "reason": "<b>first</b>"},
+        ),
+        201,
+    )
+    ok(api(hub, BOB, "POST", f"{name}/versions/1/approve", {"reason": "reviewed"}))
+    r = requests.get(
+        hub.at(f"/services/mlflow/hubml/models/{name}"),
+        headers={"Authorization": f"token {hub.tokens[BOB]}"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text
+    page = r.text
+    assert "Owner: alice" in page and "@champion" in page
+    assert "✅ <b>metric</b>" in page and "<b>inference</b>" in page and "p95 latency" in page
+    assert "approve" in page and "reviewed" in page and "— → 1" in page  # @champion: none → v1
+    assert "&lt;b&gt;first&lt;/b&gt;" in page and "<b>first</b>" not in page  # reasons are text
+    assert '{"model_uri"' not in page  # no raw JSON
+    r = requests.get(
+        hub.at("/services/mlflow/hubml/models/no-such-model"),
+        headers={"Authorization": f"token {hub.tokens[BOB]}"},
+        timeout=60,
+    )
+    assert r.status_code == 404 and "no-such-model" in r.text
+
+
 def test_a_policy_on_an_unused_name_is_404_and_the_name_stays_free(hub, hub_runs):
     name = "api-free"
     refused(

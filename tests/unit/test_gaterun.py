@@ -31,6 +31,10 @@ def account(tmp_path_factory):
         return GATE_ACCOUNT
     from hubml.hub_config import accounts
 
+    # as the hub does at start: the account must reach the platform's Python (a fresh clone's
+    # folder may be 0700)
+    for path in accounts.platform_python():
+        accounts.make_traversable(path)
     return accounts.ensure_account(GATE_ACCOUNT, tmp_path_factory.mktemp("run")).pw_name
 
 

@@ -111,6 +111,7 @@ class RegistryService(ModelMaintenance):
                     "run_id": v.run_id,
                     "author": v.tags.get(AUTHOR_TAG),
                     "gates_passed": v.tags.get(GATES_PASSED_TAG) == "true",
+                    "gates": _gate_report(v.tags.get(GATES_TAG)),
                     "created_ms": v.creation_timestamp,
                 }
                 for v in versions
@@ -383,3 +384,12 @@ class RegistryService(ModelMaintenance):
                 actor=user,
                 reason=reason,
             )
+
+
+def _gate_report(raw: str | None) -> dict | None:
+    """A version's gate report as the gated flow wrote it (None for versions made around it)."""
+    try:
+        report = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
