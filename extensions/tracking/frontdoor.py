@@ -12,6 +12,7 @@ and the request goes to the private MLflow server with the start's secret (:mod:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -118,6 +119,10 @@ class FrontDoorHandler(ServiceHandler):
             "GET", "api/2.0/mlflow/registered-models/get", {"name": need.key}
         )
         model = data.get("registered_model", {}) if code == 200 else {}
+        # where its aliases point before the request: the audit records each move
+        self._aliases_before = {
+            a.get("alias"): str(a.get("version")) for a in model.get("aliases") or []
+        }
         return access.Facts(bool(model), tag_map(model.get("tags")))
 
     async def identity(self, plan: access.Plan) -> access.Identity:
@@ -158,6 +163,12 @@ class FrontDoorHandler(ServiceHandler):
 
     async def forward(self):
         plan = await self.authorize()
+        if plan.rule.kind == "admin" and plan.path.endswith(
+            ("registered-models/delete", "registered-models/rename")
+        ):
+            name = json.loads(plan.body or b"{}").get("name")
+            if isinstance(name, str) and name:
+                await self.facts(access.Need("model", name))  # its aliases, for the audit
         path = plan.path
         method = self.request.method
         body = plan.body
@@ -240,7 +251,25 @@ class FrontDoorHandler(ServiceHandler):
                 self.write(with_ui_defaults(b"".join(index)))
         except (ConnectionError, OSError):
             raise APIError(503, "the tracking server is unavailable; try again shortly") from None
+        if self.get_status() == 200 and plan.rule.kind in ("alias", "admin"):
+            await self.audit(plan)
         self.finish()
+
+    async def audit(self, plan: access.Plan) -> None:
+        """Alias moves (and an admin's renaming or deleting a model, which moves its aliases)
+        made through MLflow's own API go in the registry's audit log like the gated ones."""
+        entries = audit_entries(
+            self.request.method,
+            plan,
+            getattr(self, "_aliases_before", {}),
+            self.user_name,
+        )
+        if not entries:
+            return
+        audit = self.ctx.registry().audit
+        loop = asyncio.get_running_loop()
+        for entry in entries:
+            await loop.run_in_executor(None, lambda e=entry: audit.record(**e))
 
 
 # MLflow's UI opens on GenAI screens unless the browser remembers the classic view: hubml's
@@ -258,6 +287,56 @@ def with_ui_defaults(page: bytes) -> bytes:
         return page
     head += len(b"<head>")
     return page[:head] + UI_DEFAULTS + page[head:]
+
+
+def audit_entries(method: str, plan: access.Plan, before: dict, actor: str) -> list[dict]:
+    """What the audit log records for a write MLflow accepted (pure; empty for other writes)."""
+    body = json.loads(plan.body or b"{}")
+    name = body.get("name")
+    how = "through MLflow's API"
+    if plan.path.endswith("registered-models/alias"):
+        alias = body.get("alias")
+        if method == "POST":
+            version = str(body.get("version"))
+            return [
+                dict(
+                    action="set_alias",
+                    model=name,
+                    actor=actor,
+                    alias=alias,
+                    from_version=before.get(alias),
+                    to_version=version,
+                    reason=how,
+                )
+            ]
+        return [
+            dict(
+                action="delete_alias",
+                model=name,
+                actor=actor,
+                alias=alias,
+                from_version=before.get(alias),
+                to_version=None,
+                reason=how,
+            )
+        ]
+    if plan.path.endswith(("registered-models/delete", "registered-models/rename")):
+        verb = "delete_model" if plan.path.endswith("delete") else "rename_model"
+        why = how + (f"; renamed to {body.get('new_name')!r}" if verb == "rename_model" else "")
+        moves = [
+            dict(
+                action=verb,
+                model=name,
+                actor=actor,
+                alias=alias,
+                from_version=version,
+                to_version=None,
+                reason=why,
+            )
+            for alias, version in sorted(before.items())
+        ]
+        return moves or [dict(action=verb, model=name, actor=actor, reason=why)]
+    return []
 
 
 async def mlflow_json(ctx, method: str, path: str, params: dict | None = None, body=None):

@@ -335,6 +335,39 @@ def test_colleagues_read_everything_and_owners_and_admins_write(hub, alices):
         {"experiment_id": a["exp"], "key": "hubml.owner"},
     )
     assert r.status_code == 403
+    # alias moves through MLflow's own API are audited like the gated ones
+    history = ok(call(hub, alice, "GET", f"hubml/api/models/{a['model']}/history"))["entries"]
+    moves = [
+        (e["action"], e["alias"], e["from_version"], e["to_version"], e["actor"]) for e in history
+    ]
+    assert ("set_alias", "staging", None, "1", "alice") in moves  # alices() set it
+    assert ("set_alias", "staging", "1", "1", "alice") in moves  # and again above
+    source = f"mlflow-artifacts:/{a['exp']}/{a['run']}/artifacts"
+    ok(call(hub, admin, "POST", api + "registered-models/create", {"name": "routes-tmp"}))
+    ok(
+        call(
+            hub,
+            admin,
+            "POST",
+            api + "model-versions/create",
+            {"name": "routes-tmp", "source": source, "run_id": a["run"]},
+        )
+    )
+    ok(
+        call(
+            hub,
+            admin,
+            "POST",
+            api + "registered-models/alias",
+            {"name": "routes-tmp", "alias": "old", "version": "1"},
+        )
+    )
+    ok(call(hub, admin, "DELETE", api + "registered-models/delete", {"name": "routes-tmp"}))
+    history = ok(call(hub, admin, "GET", "hubml/api/models/routes-tmp/history"))["entries"]
+    assert [(e["action"], e["alias"], e["from_version"]) for e in history] == [
+        ("set_alias", "old", None),
+        ("delete_model", "old", "1"),
+    ]
     r = call(
         hub,
         bob,
