@@ -521,33 +521,17 @@ GATE_TIMEOUT_S = 20
 GATE_MEMORY_MB = 1024
 
 
-def wait_for_mlflow(hub, timeout=60):
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = requests.get(
-            hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
-            params={"max_results": 1},
-            headers={"Authorization": f"token {hub.token}"},
-            timeout=10,
-        )
-        if r.status_code == 200:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"mlflow service not answering: {r.status_code} {r.text[:300]}")
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     from tests.hubprocess import start_hub
+    from tests.integration.test_tracking_service import wait_for_mlflow
 
     # short gate limits, so a candidate that hangs or hoards fails in seconds (a plain sklearn
     # model needs ~510 MiB of address space in the runner service's warm fork, ~640 in a fresh one)
     tracking = {"enabled": True, "gate_timeout_s": GATE_TIMEOUT_S, "gate_memory_mb": GATE_MEMORY_MB}
     hub = start_hub(tmp_path_factory.mktemp("registry-hub"), {"tracking": tracking})
     try:
-        wait_for_mlflow(hub)
+        wait_for_mlflow(hub, hub.token)
         hub.tokens = {ADMIN: hub.token, **{u: hub.user_token(u) for u in (ALICE, BOB, CAROL)}}
         assert hub.api("POST", "groups/reviewers").status_code in (201, 409)
         r = hub.api("POST", "groups/reviewers/users", json={"users": [CAROL]})
