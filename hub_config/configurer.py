@@ -25,6 +25,7 @@ from .topology import (
     Topology,
     catalog_trait,
     free_port,
+    gates_in_cluster,
     in_cluster,
     make_topology,
 )
@@ -41,9 +42,10 @@ def isolated(settings: Settings) -> bool:
     return not in_cluster(settings) and accounts.isolated(settings.hub.isolation)
 
 
-def _kube_env(settings) -> dict:
-    """What the kubernetes job executor needs to find its cluster (a service gets no other env)."""
-    if settings.jobs.executor != "kubernetes":
+def _kube_env(settings, wanted: bool) -> dict:
+    """What a service that submits Kubernetes Jobs needs to find its cluster (a service gets no
+    other env): the jobs service with the kubernetes executor, mlflow with gates in the cluster."""
+    if not wanted:
         return {}
     keys = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HOME")
     return {k: os.environ[k] for k in keys if k in os.environ}
@@ -266,7 +268,9 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
     user_services = []
     # registry gates run candidate models as their publishers' accounts, which only the root
     # runner service can become (not isolated: in a child of the mlflow service, as its user)
-    gates_via_runners = settings.tracking.enabled and isolated(settings)
+    # (in a cluster: a Kubernetes Job per probe, submitted by the service itself)
+    gates_in_jobs = settings.tracking.enabled and gates_in_cluster(settings)
+    gates_via_runners = settings.tracking.enabled and isolated(settings) and not gates_in_jobs
     if settings.tracking.enabled:
         mlflow = service(
             "mlflow",
@@ -278,6 +282,7 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
             from hubml.extensions.tracking.gatesandbox import GATE_RUNNER_ENV
 
             mlflow["environment"][GATE_RUNNER_ENV] = str(socket_path(settings.data_dir))
+        mlflow["environment"].update(_kube_env(settings, gates_in_jobs))
         services.append(mlflow)
         user_services.append("mlflow")
         # approvals depend on group membership, which the service asks the hub about
@@ -290,7 +295,7 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
             "hubml.extensions.jobs.service",
             **user_facing("jobs", "Notebook jobs and schedules (papermill)"),
         )
-        jobs["environment"].update(_kube_env(settings))
+        jobs["environment"].update(_kube_env(settings, settings.jobs.executor == "kubernetes"))
         services.append(jobs)
         user_services.append("jobs")
         # runs execute as their user: the service mints short-lived tokens for them (MLflow, and

@@ -223,6 +223,12 @@ class TrackingSection(_Model):
     # killed after that), and the cap on its address space in MiB (RLIMIT_AS)
     gate_timeout_s: float = Field(120, gt=0, le=3600)
     gate_memory_mb: int = Field(4096, ge=256, le=1048576)
+    # where candidates are probed: local (a child process, as the publisher's account through
+    # the runner service when the hub is root), kubernetes (a batch/v1 Job per probe on the
+    # candidate's profile), auto (kubernetes when the spawner or the jobs executor is)
+    gate_executor: Literal["auto", "local", "kubernetes"] = "auto"
+    # kubernetes: seconds a gate's pod may take to be scheduled and pull its image
+    gate_start_timeout_s: float = Field(300, gt=0, le=3600)
 
 
 class JobsSection(_Model):

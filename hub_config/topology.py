@@ -30,6 +30,14 @@ def in_cluster(settings: Settings) -> bool:
     return settings.hub.spawner == "kubernetes"
 
 
+def gates_in_cluster(settings: Settings) -> bool:
+    """Whether the registry's gates probe candidates in Kubernetes Jobs (``tracking.gate_executor``)."""
+    chosen = settings.tracking.gate_executor
+    if chosen == "auto":
+        return in_cluster(settings) or settings.jobs.executor == "kubernetes"
+    return chosen == "kubernetes"
+
+
 def public_url(settings: Settings) -> str:
     """The origin people open (no trailing slash); users and services live on subdomains of it."""
     return settings.hub.public_url or f"http://localhost:{settings.hub.port}"

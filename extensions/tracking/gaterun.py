@@ -40,6 +40,8 @@ MAX_FILE_MB = 1024  # RLIMIT_FSIZE: no single file the model writes grows past t
 MAX_COLUMNS = 4096  # prediction columns described to the parent
 MAX_TEXT = 300  # characters of an error or stderr line in a reason
 MAX_REQUEST_BYTES = 1 << 16
+# what the NVIDIA device plugin and container runtime tell a pod's processes about its GPUs
+GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES")
 # Per-process thread pools of the numeric libraries: one thread each keeps the address space
 # small (OpenBLAS reserves a buffer per thread) and leaves the machine's cores to its users
 THREAD_CAPS = {
@@ -61,9 +63,16 @@ WARM_MODULES = (
 )
 
 
-def make_child_env(home: str) -> dict[str, str]:
+def make_child_env(home: str, gpu: bool = False) -> dict[str, str]:
     """The child's whole environment: nothing of the service's (tokens, secrets, database
-    URLs, MLflow settings) reaches it. ``home`` is its private temp dir (HOME, TMPDIR)."""
+    URLs, MLflow settings) reaches it. ``home`` is its private temp dir (HOME, TMPDIR).
+    ``gpu``: a gate pod on a GPU profile, whose GPUs are the model's (the device plugin's
+    variables pass through); otherwise the child sees no GPU."""
+    devices = (
+        {k: v for k, v in os.environ.items() if k in GPU_VARIABLES}
+        if gpu
+        else {"CUDA_VISIBLE_DEVICES": ""}
+    )
     return {
         "PATH": os.pathsep.join(
             [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
@@ -73,8 +82,8 @@ def make_child_env(home: str) -> dict[str, str]:
         "TMPDIR": home,
         "PYTHONNOUSERSITE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
-        # the gate measures CPU latency; the machine's GPUs belong to its users' servers
-        "CUDA_VISIBLE_DEVICES": "",
+        # on one machine the gate measures CPU latency; the GPUs belong to users' servers
+        **devices,
         # pyarrow's default pool (mimalloc) reserves 1 GiB of address space when the cap
         # allows it and so makes RLIMIT_AS fail at caps that would otherwise pass
         "ARROW_DEFAULT_MEMORY_POOL": "system",
@@ -93,11 +102,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def set_limits(memory_mb: int, cpu_s: int, file_mb: int) -> None:
-    """Hard limits too, so the model cannot raise them again."""
+    """Hard limits too, so the model cannot raise them again. ``memory_mb`` 0: no address-space
+    cap (a gate pod on a GPU profile, capped by its container's memory limit instead)."""
     import resource
 
+    if memory_mb:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     for which, soft, hard in (
-        (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
         # SIGXCPU at the soft limit, so the parent can tell it from other SIGKILLs
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 5),
         (resource.RLIMIT_FSIZE, file_mb << 20, file_mb << 20),

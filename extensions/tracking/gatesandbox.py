@@ -38,8 +38,8 @@ default pool (mimalloc), which pandas uses to read the input example, reserves 1
 cap allows it, hence ``ARROW_DEFAULT_MEMORY_POOL=system``; and OpenBLAS reserves a buffer per
 thread, hence the thread caps. ``DEFAULT_MEMORY_MB`` (4 GiB) leaves a plain model over 3 GiB of
 headroom while a model allocating 8 GiB fails at once with MemoryError. Libraries that reserve
-huge address ranges (CUDA, some JITs) cannot run under ``RLIMIT_AS`` at all: gate those in a
-sandbox with a cgroup memory limit instead.
+huge address ranges (CUDA, some JITs) cannot run under ``RLIMIT_AS`` at all: on Kubernetes a
+GPU profile's gate pod (:mod:`.gatekube`) has the container's memory limit as its cap instead.
 
 What this does not protect against: the network (the child can connect wherever the host can,
 without credentials), files readable by its account (world-readable files, ``/tmp``, and, run
@@ -230,13 +230,39 @@ def probe_isolated(
     if problem := _not_a_model(model_dir):
         return problem
     pw = _child_account(account)
+    run = run_child(model_dir, trials, timeout_s=timeout_s, memory_mb=memory_mb, pw=pw)
+    probe = verdict(run, trials, timeout_s, memory_mb, cpu_seconds(timeout_s))
+    log.info(
+        "gate probe of %s as uid %s: %s (%.1f s)",
+        model_dir,
+        pw.pw_uid if pw else os.getuid(),
+        probe.reason,
+        run.wall_s,
+    )
+    return probe
+
+
+def run_child(
+    model_dir: str,
+    trials: int,
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    pw=None,
+    address_cap: bool = True,
+    gpu: bool = False,
+) -> ChildRun:
+    """Start ``python -I -m ...gaterun`` on ``model_dir`` (as ``pw``'s account when given), feed
+    it the request and supervise it to the end: how it went, for :func:`.gateverdict.verdict`.
+    ``address_cap`` false leaves ``RLIMIT_AS`` unset (a container's memory limit caps it
+    instead: CUDA cannot start under it); ``gpu`` leaves the GPUs this process sees visible."""
     cpu_s = cpu_seconds(timeout_s)
     command = [
         sys.executable,
         "-I",  # no PYTHON* variables, no user site, no cwd on sys.path
         "-m",
         gaterun.CHILD_MODULE,
-        f"--memory-mb={memory_mb}",
+        f"--memory-mb={memory_mb if address_cap else 0}",
         f"--cpu-s={cpu_s}",
         f"--file-mb={gaterun.MAX_FILE_MB}",
     ]
@@ -258,7 +284,7 @@ def probe_isolated(
             proc = subprocess.Popen(
                 command,
                 cwd=work,
-                env=gaterun.make_child_env(str(work)),
+                env=gaterun.make_child_env(str(work), gpu=gpu),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -268,28 +294,23 @@ def probe_isolated(
             )
         except OSError as e:
             log.error("could not start the gate probe: %s", e)
-            return GateProbe(False, f"could not start the gate's sandbox: {e}")
+            return ChildRun(
+                [], b"", None, False, False, 0.0, refused=f"could not start the gate's sandbox: {e}"
+            )
         try:
             proc.stdin.write(request)  # a few hundred bytes: fits the pipe, never blocks
             proc.stdin.close()
         except OSError:  # the child died before reading: its exit status tells why
             pass
         try:
-            run = supervise(proc.stdout.fileno(), proc.stderr.fileno(), LocalChild(proc), timeout_s)
+            return supervise(
+                proc.stdout.fileno(), proc.stderr.fileno(), LocalChild(proc), timeout_s
+            )
         finally:
             proc.stdout.close()
             proc.stderr.close()
     finally:
         remove_tree(work)
-    probe = verdict(run, trials, timeout_s, memory_mb, cpu_s)
-    log.info(
-        "gate probe of %s as uid %s: %s (%.1f s)",
-        model_dir,
-        pw.pw_uid if pw else os.getuid(),
-        probe.reason,
-        run.wall_s,
-    )
-    return probe
 
 
 # -- through the runner service: as the publisher's account -----------------------------------
@@ -411,8 +432,12 @@ class GateSandbox:
             unix_user_prefix=settings.hub.unix_user_prefix,
         )
 
-    def probe(self, model_dir: str, trials: int, publisher: str) -> GateProbe:
-        """Probe the model in ``model_dir`` for hub user ``publisher`` (blocks: a thread)."""
+    def probe(
+        self, model_dir: str, trials: int, publisher: str, *, profile=None, groups=()
+    ) -> GateProbe:
+        """Probe the model in ``model_dir`` for hub user ``publisher`` (blocks: a thread).
+        ``profile`` and ``groups`` choose a gate pod's profile on Kubernetes; here the probe
+        runs on this machine's CPU whatever the profile."""
         if self.runner_socket:
             return probe_via_runner(
                 self.runner_socket,
@@ -442,5 +467,7 @@ class GateSandbox:
 class InProcessGates:
     """Gates in this very process, as before the sandbox: the benchmarks' baseline only."""
 
-    def probe(self, model_dir: str, trials: int, publisher: str) -> GateProbe:
+    def probe(
+        self, model_dir: str, trials: int, publisher: str, *, profile=None, groups=()
+    ) -> GateProbe:
         return probe_in_process(model_dir, trials)

@@ -136,15 +136,15 @@ class TrackingContext(ServiceContext):
         if self._registry is None:
             from mlflow import MlflowClient
 
-            from .gatesandbox import GateSandbox
             from .registry import AuditLog, RegistryService, default_audit_url
 
             audit_url = self.settings.tracking.audit_db_url or default_audit_url(
                 self.settings.data_dir / "mlflow"
             )
             client = MlflowClient(tracking_uri=f"{self.mlflow.url}{self.prefix.rstrip('/')}")
-            # candidates run as their publishers' accounts (runner service), never in here
-            gates = GateSandbox.from_settings(self.settings)
+            # candidates run as their publishers' accounts (runner service) or in a Job of
+            # their own in the cluster, never in here
+            gates = make_gates(self.settings)
             self._registry = RegistryService(client, AuditLog(audit_url), gates=gates)
         return self._registry
 
@@ -152,12 +152,29 @@ class TrackingContext(ServiceContext):
         return {**super().health(), "mlflow": "up" if self.mlflow.alive() else "down"}
 
 
+def make_gates(settings):
+    """The registry's sandbox for candidate models: a Kubernetes Job per probe where the
+    settings say so (:mod:`.gatekube`), else a child process (:mod:`.gatesandbox`)."""
+    from hubml.hub_config.topology import gates_in_cluster
+
+    if gates_in_cluster(settings):
+        from hubml.extensions.common import urls
+
+        from .gatekube import KubeGates
+
+        return KubeGates.from_settings(settings, urls.service_internal_url("mlflow"))
+    from .gatesandbox import GateSandbox
+
+    return GateSandbox.from_settings(settings)
+
+
 def routes() -> list:
     from .frontdoor import FrontDoorHandler
+    from .gatekube import ROUTES as GATE_POD_ROUTES
     from .registry.handlers import ROUTES
     from .registry.pages import PAGE_ROUTES
 
-    return [*ROUTES, *PAGE_ROUTES, ("(.*)", FrontDoorHandler)]
+    return [*ROUTES, *PAGE_ROUTES, *GATE_POD_ROUTES, ("(.*)", FrontDoorHandler)]
 
 
 def main() -> int:

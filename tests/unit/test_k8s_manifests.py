@@ -370,3 +370,159 @@ def test_no_hub_or_service_credential_reaches_a_users_server_job_or_app_pod(tmp_
         else:  # the server's own token, which JupyterHub generates for that server at spawn
             assert tokens == ["JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN"]
             assert {env[k] for k in tokens} == {"<generated-by-jupyterhub-at-spawn>"}
+
+
+# -- registry gates in the cluster (extensions/tracking/gatekube.py) ---------------------------
+
+
+def _gate_job(settings, slug, user="alice"):
+    from hubml.extensions.tracking.gatekube import gate_job_manifest
+
+    return gate_job_manifest(
+        settings,
+        slug,
+        user,
+        "0123456789abcdef",
+        "http://hub:8091/services/mlflow/hubml/gates/0123456789abcdef/",
+        "the-gates-own-secret",
+        memory_mb=4096,
+        deadline_s=451,
+    )
+
+
+@pytest.mark.parametrize("slug", ["cpu-small", "gpu-a100"])
+def test_a_gate_job_is_the_publishers_pod_without_credentials_volumes_or_the_chart_labels(
+    settings, slug
+):
+    gpus, selector, cpu, _, image = EXPECTED[slug]
+    job = _gate_job(settings, slug)
+    pod = pod_manifest(settings, slug, "alice")
+    assert job["kind"] == "Job" and job["metadata"]["name"] == "hubml-gate-0123456789abcdef"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 451
+    spec = job["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    # same image, node and GPU as the profile (a GPU model is gated on a GPU, with its libraries)
+    assert c["image"] == image and spec.get("nodeSelector") == selector
+    assert spec.get("tolerations") == pod["spec"].get("tolerations")
+    assert c["resources"]["limits"].get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+    assert (
+        c["resources"]["limits"]["cpu"]
+        == pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+    )
+    # the gate's memory cap (plus the pod runner's own share) is the container's limit
+    assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"] == "4352Mi"
+    assert c["command"] == ["python", "-m", "hubml.extensions.tracking.gatepod"]
+    assert "args" not in c and "volumeMounts" not in c and "volumes" not in spec
+    assert "initContainers" not in spec and spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env == {
+        "HUBML_GATE_URL": "http://hub:8091/services/mlflow/hubml/gates/0123456789abcdef/",
+        "HUBML_GATE_TOKEN": "the-gates-own-secret",
+        "JUPYTERHUB_USER": "alice",
+        "PYTHONUNBUFFERED": "1",
+    }
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "hubml-gate"
+    assert "component" not in labels and "hub.jupyter.org/network-access-hub" not in labels
+
+
+def test_the_gates_network_policy_selects_gate_pods_only_and_lets_them_reach_mlflow_only(settings):
+    from hubml.hub_config.topology import SERVICE_PORTS
+
+    [policy] = yaml.safe_load_all((DEPLOY / "gates-networkpolicy.yaml").read_text())
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+
+    def selected(labels):
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    gate = _gate_job(settings, "cpu-small")["spec"]["template"]["metadata"]["labels"]
+    assert selected(gate)
+    # neither a user's server nor a notebook job's pod is under it (they have policies of their own)
+    from hubml.extensions.jobs.kube import k8s_job_manifest
+
+    assert not selected(pod_manifest(settings, "cpu-small", "alice")["metadata"]["labels"])
+    run = k8s_job_manifest(settings, "cpu-small", "alice", "t.ipynb", {})
+    assert not selected(run["spec"]["template"]["metadata"]["labels"])
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["spec"]["ingress"] == []
+    ports = {
+        (p["protocol"], p["port"], tuple(sorted(to["podSelector"]["matchLabels"].items())))
+        for rule in policy["spec"]["egress"]
+        for to in rule["to"]
+        for p in rule["ports"]
+    }
+    assert ports == {
+        ("TCP", SERVICE_PORTS["mlflow"], (("component", "hub"),)),
+        ("UDP", 53, (("k8s-app", "kube-dns"),)),
+        ("TCP", 53, (("k8s-app", "kube-dns"),)),
+    }
+
+
+def test_a_gate_runs_on_the_runs_profile_only_if_the_publisher_may_use_it(settings):
+    from hubml.extensions.tracking.gatekube import choose_profile
+
+    default = settings.default_profile.slug
+    assert choose_profile(settings, "gpu-a100", {"gpu-users"})[0] == "gpu-a100"
+    # a run tagged with a GPU profile by someone outside gpu-users is gated on the default
+    slug, why = choose_profile(settings, "gpu-a100", set())
+    assert slug == default and "not a profile they may use" in why
+    assert choose_profile(settings, "no-such-profile", set())[0] == default
+    assert choose_profile(settings, None, set()) == (
+        default,
+        "the default profile (the run names none)",
+    )
+
+
+def test_gates_go_to_the_cluster_where_the_settings_say_and_mlflow_then_finds_it(
+    tmp_path, monkeypatch
+):
+    from hubml.hub_config.topology import gates_in_cluster
+
+    def settings_with(extra):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump(extra))
+        return load_settings(path, environ={"HUBML_DATA_DIR": str(tmp_path)})
+
+    assert not gates_in_cluster(settings_with({}))
+    assert gates_in_cluster(settings_with({"jobs": {"executor": "kubernetes"}}))
+    assert not gates_in_cluster(
+        settings_with({"jobs": {"executor": "kubernetes"}, "tracking": {"gate_executor": "local"}})
+    )
+    assert gates_in_cluster(settings_with({"tracking": {"gate_executor": "kubernetes"}}))
+    c = Config()
+    with_gates = settings_with({"tracking": {"gate_executor": "kubernetes"}})
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    apply_settings(c, with_gates)
+    [mlflow] = [s for s in c.JupyterHub.services if s["name"] == "mlflow"]
+    assert "KUBECONFIG" in mlflow["environment"]
+    assert "HUBML_GATE_RUNNER" not in mlflow["environment"]
+
+
+def test_a_gate_pods_report_is_checked_field_by_field():
+    from hubml.extensions.tracking.gatekube import child_run_from
+
+    run = child_run_from(
+        {
+            "messages": [{"phase": "load"}, "junk", {"result": {"ok": False}}],
+            "stderr": "x" * 100_000,
+            "returncode": 0,
+            "timed_out": False,
+            "overflow": False,
+            "wall_s": 1.5,
+            "refused": None,
+        }
+    )
+    assert run.messages == [{"phase": "load"}, {"result": {"ok": False}}]
+    assert len(run.stderr) == 16 << 10 and run.wall_s == 1.5
+    for bad, says in (
+        ([], "JSON object"),
+        ({"messages": "x"}, "messages"),
+        ({"messages": [], "returncode": "0"}, "returncode"),
+        ({"messages": [], "timed_out": "yes"}, "timed_out"),
+        ({"messages": [], "wall_s": -1}, "wall_s"),
+        ({"messages": [], "stderr": 3}, "stderr"),
+        ({"messages": [], "refused": 3}, "refused"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            child_run_from(bad)

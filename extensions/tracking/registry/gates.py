@@ -240,13 +240,16 @@ def run_gates(
     *,
     sandbox=None,
     publisher: str = "",
+    profile: str | None = None,
+    groups=(),
 ) -> GateReport:
     """Run gates (a) metric vs champion, (b) test inference, (c) p95 latency; register nothing.
 
     Gates (b) and (c) run the candidate in ``sandbox`` (a :class:`.gatesandbox.GateSandbox`,
     default: a child of this process) as hub user ``publisher``'s account where the sandbox
-    can. All three always report, so one publish attempt tells the user everything that is
-    wrong.
+    can; ``profile`` (the candidate run's ``hubml.profile``) and ``groups`` (the publisher's)
+    choose where a Kubernetes sandbox runs it. All three always report, so one publish attempt
+    tells the user everything that is wrong.
     """
     from mlflow.artifacts import download_artifacts
 
@@ -259,7 +262,9 @@ def run_gates(
             )
         except Exception as e:
             raise RegistryError(f"could not download {model_uri}: {first_line(e)}", 404) from e
-        probe = (sandbox or GateSandbox()).probe(model_dir, policy.latency_trials, publisher)
+        probe = (sandbox or GateSandbox()).probe(
+            model_dir, policy.latency_trials, publisher, profile=profile, groups=groups
+        )
     results.append(inference_result(probe))
     if probe.ok and probe.latencies_ms:
         results.append(check_latency(probe.latencies_ms, policy.latency_budget_ms, probe.rows))

@@ -198,6 +198,8 @@ class RegistryService(ModelMaintenance):
             policy,
             sandbox=self.gates,
             publisher=user,
+            profile=run.data.tags.get("hubml.profile"),
+            groups=actor.groups,
         )
         if not report.passed:
             self.audit.record(
