@@ -28,6 +28,8 @@ from ..catalog import (
 from ..settings import Profile
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
+# a published app runs on its owner's named server app-<name> (extensions/apps/store.py)
+APP_SERVER_PREFIX = "app-"
 
 
 def http_error(status: int, message: str) -> web.HTTPError:
@@ -148,8 +150,14 @@ class ProfileSpawnerMixin(HasTraits):
                 f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5
             )
             await self.apply_profile(profile)
-            if isinstance(user_options, dict) and user_options.get("app") is not None:
-                self.apply_app(user_options["app"])
+            app = user_options.get("app") if isinstance(user_options, dict) else None
+            if app is None and self.name.startswith(APP_SERVER_PREFIX):
+                # an app's server runs its app, however it is started (the hub's "Launch"
+                # button, REST without options, a restart): never a Jupyter server, which its
+                # shares would open to the people the app was shared with
+                app = self.name[len(APP_SERVER_PREFIX) :]
+            if app is not None:
+                self.apply_app(app)
         except Exception:
             self._spawn_finished = True
             raise
@@ -164,7 +172,7 @@ class ProfileSpawnerMixin(HasTraits):
 
         if not isinstance(app, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", app):
             raise http_error(400, "'app' must be an app name (lowercase letters, digits and '-').")
-        if self.name != f"app-{app}":
+        if self.name != f"{APP_SERVER_PREFIX}{app}":
             raise http_error(
                 400,
                 f"An app runs on its own named server 'app-{app}', not on {self.name or 'the default server'!r}.",

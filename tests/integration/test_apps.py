@@ -131,6 +131,51 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     ), gone.status_code
 
 
+def _wait_named_ready(hub, user, server, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = hub.api("GET", f"users/{user}").json()["servers"].get(server)
+        if model and model.get("ready"):
+            return model
+        assert model and model.get("pending"), f"{server} is neither ready nor pending: {model}"
+        time.sleep(0.2)
+    raise TimeoutError(f"{server} not ready in {timeout}s")
+
+
+def test_an_apps_server_started_by_the_hub_itself_is_the_app_never_a_jupyterlab(hub):
+    """The hub's "Launch Server app-<name>" (or REST without options) starts the app's launcher:
+    bob, whom the app is shared with, never gets alice's files or kernels through it."""
+    alice = token(hub, "alice")
+    api = Apps(hub, alice)
+    r = api(
+        "POST", "apps", json={"name": "relaunch", "source": "app.py", "files": {"app.py": GREETER}}
+    )
+    assert r.status_code == 201, r.text
+    hub.ensure_user("bob")
+    r = api("POST", "apps/relaunch/shares", json={"users": ["bob"]})
+    assert r.status_code == 201, r.text
+    bob = token(hub, "bob", ["access:servers!server=alice/app-relaunch"])
+    url = "/user/alice/app-relaunch/"
+    try:
+        for options in ({}, {"profile": "cpu-small"}):
+            r = hub.api("DELETE", "users/alice/servers/app-relaunch", token=alice)
+            assert r.status_code in (202, 204), r.text
+            deadline = time.monotonic() + 30
+            while "app-relaunch" in hub.api("GET", "users/alice").json()["servers"]:
+                assert time.monotonic() < deadline, "the app's server did not stop"
+                time.sleep(0.2)
+            r = hub.api("POST", "users/alice/servers/app-relaunch", token=alice, json=options)
+            assert r.status_code in (201, 202), r.text
+            _wait_named_ready(hub, "alice", "app-relaunch")
+            page = app_get(hub, url, bob)
+            assert page.status_code == 200 and "gradio" in page.text.lower(), options
+            for path in ("api/contents", "api/kernels", "lab", "api/terminals"):
+                for tok in (alice, bob):
+                    assert app_get(hub, url + path, tok).status_code == 404, (options, path)
+    finally:
+        api("DELETE", "apps/relaunch")
+
+
 def test_an_app_that_crashes_at_start_leaves_nothing_behind(hub):
     alice = token(hub, "alice")
     api = Apps(hub, alice)

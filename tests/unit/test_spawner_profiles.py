@@ -136,3 +136,34 @@ def test_selector_escapes_catalog_text(tmp_path):
 def test_form_data_becomes_a_profile_option(tmp_path):
     sp = local_spawner(tmp_path)
     assert sp.run_options_from_form({"profile": ["gpu-t4"]}) == {"profile": "gpu-t4"}
+
+
+def named(server: str):
+    """What a named server's spawner reads its name from (the hub's record of it)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=server, user=None, server=None, state=None)
+
+
+@pytest.mark.parametrize("options", [{}, {"profile": "cpu-small"}])
+def test_an_apps_server_runs_the_app_however_it_is_started(tmp_path, options):
+    """The hub's own "Launch" button and a REST start without options start app-<name> as the
+    app (the launcher, no Jupyter API), never as a JupyterLab its shares would open."""
+    sp = local_spawner(
+        tmp_path,
+        orm_spawner=named("app-greeter"),
+        apps_runtime_url="http://127.0.0.1:1/services/apps/",
+    )
+    apply(sp, options)
+    assert sp.cmd[-2:] == ["-m", "hubml.extensions.apps.launcher"] and sp.args == []
+    assert sp.environment["HUBML_APP_NAME"] == "greeter"
+
+
+def test_an_apps_server_without_the_apps_service_does_not_start(tmp_path):
+    sp = local_spawner(tmp_path, orm_spawner=named("app-greeter"))
+    code, msg = status_and_message(sp, {})
+    assert code == 400 and "Apps are not enabled" in msg
+    # a server whose name merely contains "app" is an ordinary server
+    other = local_spawner(tmp_path, orm_spawner=named("myapp-1"))
+    apply(other, {})
+    assert "HUBML_APP_NAME" not in other.environment
