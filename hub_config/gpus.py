@@ -6,6 +6,17 @@ hand the same device index to two holders. Each holding records the PID (and tha
 start time, against PID reuse) of the process using the device; a holding whose process is gone
 is dropped the next time anybody reads the ledger. So a crashed server, job or hub cannot leak a
 device: liveness, not bookkeeping, decides.
+
+A hand-off (the jobs service reserves, the runner service starts the run, the service records
+the run's process) has a moment where the holder named in the ledger is the service while the
+run already has the device: a job's holding therefore also names its run's lock file, which
+the service locks before it starts the runner and the runner holds for its whole life. A
+holding is alive while its process is, *or* while that file is locked (seen in ``/proc/locks``,
+without taking the lock), so a service killed mid-hand-off does not free a device its run uses.
+
+The file is replaced atomically (written, fsynced, renamed). A ledger that cannot be read or
+does not have the ledger's shape fails closed: :class:`LedgerUnreadable`, nothing is handed out
+until an operator repairs or removes it; it is never read as empty.
 """
 
 from __future__ import annotations
@@ -121,6 +132,40 @@ class GPUUnavailable(Exception):
         super().__init__(msg)
 
 
+class LedgerUnreadable(RuntimeError):
+    """The ledger exists but cannot be trusted: no device is handed out until it is fixed."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = path
+        super().__init__(
+            f"the GPU ledger {path} is unreadable ({what}); no GPU is handed out until it is "
+            "fixed: check which processes use the GPUs (nvidia-smi), then repair the file or "
+            "remove it (a removed ledger is rebuilt empty, so only when no GPU is in use)"
+        )
+
+
+def flock_held(path: str | Path) -> bool:
+    """Whether some process holds a ``flock`` on ``path`` (``/proc/locks``; the lock is not
+    taken, so this never races with its holder). Matched on the inode number alone: a device
+    number can differ between ``stat`` and ``/proc/locks`` (overlay file systems), and a false
+    "held" only keeps a holding its owner releases explicitly."""
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        return False
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return True  # cannot tell: keep the holding (its owner releases it explicitly)
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->" after the id
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
+
+
 class GPULedger:
     """Device allocations shared by every process that uses ``path``."""
 
@@ -147,16 +192,46 @@ class GPULedger:
 
     def _read(self) -> dict[int, dict]:
         try:
-            raw = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return {int(k): v for k, v in raw.items()}
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}  # first use
+        except (OSError, UnicodeDecodeError) as e:
+            raise LedgerUnreadable(self.path, f"{type(e).__name__}: {e}") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            what = "empty" if not text.strip() else f"not JSON: {e}"
+            raise LedgerUnreadable(self.path, what) from None
+        if not isinstance(raw, dict):
+            raise LedgerUnreadable(self.path, "not a JSON object of device indices")
+        holdings = {}
+        for key, holding in raw.items():
+            if not (
+                key.isdigit()
+                and isinstance(holding, dict)
+                and isinstance(holding.get("owner"), str)
+                and isinstance(holding.get("pid"), int)
+            ):
+                raise LedgerUnreadable(self.path, f"device {key!r} is not a holding")
+            holdings[int(key)] = holding
+        return holdings
 
     def _write(self, holdings: dict[int, dict]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in holdings.items()}, indent=1))
+        data = json.dumps({str(k): v for k, v in holdings.items()}, indent=1).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self._keep_owner(tmp)
         os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _keep_owner(self, path: Path) -> None:
         """The hub (root) and the jobs service (the platform's account) share the ledger: what
@@ -168,7 +243,10 @@ class GPULedger:
     @staticmethod
     def _alive(holding: dict) -> bool:
         started = process_start_time(int(holding.get("pid", 0)))
-        return started is not None and started == holding.get("pid_start")
+        if started is not None and started == holding.get("pid_start"):
+            return True
+        # handed over to a process that holds this lock file (a job's runner)
+        return bool(holding.get("lock")) and flock_held(holding["lock"])
 
     def _matching(self, model: str) -> list[Device]:
         return [d for d in self.devices if model_matches(model, d.model)]
@@ -186,11 +264,20 @@ class GPULedger:
         with self._locked() as state:
             return dict(state["holdings"])
 
-    def reserve(self, owner: str, model: str, count: int, pid: int | None = None) -> list[int]:
-        """Hold ``count`` free devices of ``model`` for ``owner``, on behalf of ``pid``.
+    def reserve(
+        self,
+        owner: str,
+        model: str,
+        count: int,
+        pid: int | None = None,
+        lock: str | Path | None = None,
+    ) -> list[int]:
+        """Hold ``count`` free devices of ``model`` for ``owner``, on behalf of ``pid`` (and,
+        once it is locked, of whoever holds the file ``lock``).
 
-        Raises :class:`GPUUnavailable` and holds nothing when not enough are free. An owner that
-        already holds devices gets those back (a retried start does not double-book).
+        Raises :class:`GPUUnavailable` and holds nothing when not enough are free, and
+        :class:`LedgerUnreadable` when the ledger cannot be trusted. An owner that already
+        holds devices gets those back (a retried start does not double-book).
         """
         pid = pid or os.getpid()
         matching = self._matching(model)
@@ -210,6 +297,7 @@ class GPULedger:
                     "pid": pid,
                     "pid_start": process_start_time(pid),
                     "since": time.time(),
+                    **({"lock": str(lock)} if lock else {}),
                 }
             return chosen
 
@@ -221,9 +309,15 @@ class GPULedger:
                     h["pid"], h["pid_start"] = pid, process_start_time(pid)
 
     def release(self, owner: str) -> list[int]:
-        with self._locked() as state:
-            held = state["holdings"]
-            mine = [i for i, h in held.items() if h["owner"] == owner]
-            for i in mine:
-                del held[i]
+        """Drop ``owner``'s holdings; with an unreadable ledger nothing can be dropped (and
+        nothing is handed out either): logged, ``[]``."""
+        try:
+            with self._locked() as state:
+                held = state["holdings"]
+                mine = [i for i, h in held.items() if h["owner"] == owner]
+                for i in mine:
+                    del held[i]
+        except LedgerUnreadable as e:
+            log.error("could not release the GPUs of %s: %s", owner, e)
+            return []
         return sorted(mine)

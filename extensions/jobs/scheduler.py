@@ -61,6 +61,14 @@ class Scheduler:
     def run_dir(self, run) -> Path:
         return self.data_dir / "jobs" / "runs" / run.owner / run.job_id / run.id
 
+    def _gpu_lock(self, run) -> Path | None:
+        """The file a run's runner holds locked while it lives (this host's runs only)."""
+        if getattr(self.executor, "cluster_gpus", False):
+            return None
+        from .executor import lock_path
+
+        return lock_path(self.run_dir(run))
+
     def ledger(self):
         if self._ledger is None:
             from hubml.hub_config.gpus import GPULedger, inventory_from_settings, ledger_path
@@ -247,7 +255,7 @@ class Scheduler:
 
     async def start(self, run) -> bool:
         """Claim ``run`` and hand it to the executor; False when it has to wait (GPU busy)."""
-        from hubml.hub_config.gpus import GPUUnavailable
+        from hubml.hub_config.gpus import GPUUnavailable, LedgerUnreadable
 
         ready = getattr(self.executor, "ready", None)
         if ready is not None and not ready():
@@ -263,9 +271,15 @@ class Scheduler:
         # on this host GPUs come from the ledger; a cluster's scheduler places its own
         if profile.gpu_model and not getattr(self.executor, "cluster_gpus", False):
             try:
-                devices = self.ledger().reserve(owner, profile.gpu_model, profile.gpu_count)
+                # the run's lock file keeps the holding alive through the hand-off to its runner
+                devices = self.ledger().reserve(
+                    owner, profile.gpu_model, profile.gpu_count, lock=self._gpu_lock(run)
+                )
             except GPUUnavailable as e:
                 log.debug("run %s waits for a GPU: %s", run.id, e)
+                return False
+            except LedgerUnreadable as e:
+                log.error("run %s waits: %s", run.id, e)
                 return False
         with self.engine.begin() as conn:
             claimed = conn.execute(

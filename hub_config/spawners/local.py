@@ -11,7 +11,7 @@ from traitlets import Any, Dict, List, Unicode
 
 from .. import accounts
 from ..catalog import visible_profiles
-from ..gpus import Device, GPULedger, GPUUnavailable
+from ..gpus import Device, GPULedger, GPUUnavailable, LedgerUnreadable
 from ..settings import Profile, parse_memory
 from .base import Availability, ProfileSpawnerMixin, http_error
 
@@ -131,7 +131,14 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def profile_availability(self, profile: Profile) -> Availability:
         if not profile.gpu_model:
             return Availability(True, "Available now", "ok")
-        free, total = self._ledger().availability(profile.gpu_model)
+        try:
+            free, total = self._ledger().availability(profile.gpu_model)
+        except LedgerUnreadable:
+            return Availability(
+                False,
+                "Unavailable: the GPU ledger needs an administrator (see the hub's log)",
+                "no",
+            )
         model = profile.gpu_model
         if total == 0:
             return Availability(False, f"Unavailable on this host: no {model} GPU", "no")
@@ -165,6 +172,15 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         model, count = profile.gpu_model, profile.gpu_count
         try:
             devices = self._ledger().reserve(self.gpu_owner, model, count, pid=os.getpid())
+        except LedgerUnreadable as e:
+            self.log.error("%s", e)
+            message = (
+                f"Cannot start {profile.display_name}: the hub cannot tell which GPUs are free "
+                "(its GPU ledger is unreadable), so it hands none out. An administrator has been "
+                "told in the hub's log; CPU profiles still start."
+            )
+            self.emit(message, 100)
+            raise http_error(503, message) from None
         except GPUUnavailable as e:
             alternatives = [
                 p.slug

@@ -94,3 +94,118 @@ def test_processes_racing_for_one_device_get_it_once(tmp_path):
     ]
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert outs.count("[0]") == 1 and outs.count("busy") == 7
+
+
+# -- a hand-off killed midway, and a ledger that cannot be trusted ----------------------------
+
+HANDOFF = textwrap.dedent("""
+    import fcntl, os, subprocess, sys, time
+    from hubml.hub_config.gpus import Device, GPULedger
+    ledger_file, lock_file, step = sys.argv[1:4]
+    led = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
+    # what the jobs service does for a GPU run: reserve, lock the run's file and start its
+    # runner with the lock, then name the runner in the ledger
+    led.reserve("job:r1", "A100", 1, lock=lock_file)
+    if step == "reserved":
+        print("at", step, flush=True); time.sleep(60)
+    fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[fd], start_new_session=True
+    )
+    os.close(fd)
+    print("runner", runner.pid, flush=True)
+    if step == "launched":
+        print("at", step, flush=True); time.sleep(60)
+    led.attach("job:r1", runner.pid)
+    print("at", step, flush=True); time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("step", ["reserved", "launched", "attached"])
+def test_a_service_killed_at_any_step_of_a_gpu_hand_off_never_makes_two_holders(tmp_path, step):
+    """kill -9 of the service at each step, ten times: while its run lives, the device is the
+    run's; a run that never started leaves it free."""
+    import os
+    import signal
+
+    for attempt in range(10):
+        ledger_file, lock_file = tmp_path / f"ledger{attempt}.json", tmp_path / f"run{attempt}.lock"
+        service = subprocess.Popen(
+            [sys.executable, "-c", HANDOFF, str(ledger_file), str(lock_file), step],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        runner = None
+        try:
+            for line in service.stdout:
+                if line.startswith("runner "):
+                    runner = int(line.split()[1])
+                if line.startswith("at "):
+                    break
+            service.send_signal(signal.SIGKILL)
+            service.wait()
+            led = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
+            if runner is None:  # killed before it started a run: nothing holds the device
+                assert led.reserve("server:bob/", "A100", 1) == [0]
+                continue
+            with pytest.raises(GPUUnavailable, match="in use by job:r1"):
+                led.reserve("server:bob/", "A100", 1)
+            os.kill(runner, signal.SIGKILL)
+            _wait_gone(runner)
+            runner = None
+            assert led.reserve("server:bob/", "A100", 1) == [0]
+        finally:
+            if runner is not None:
+                os.kill(runner, signal.SIGKILL)
+            service.kill()
+            service.wait()
+
+
+def _wait_gone(pid, timeout=10):
+    import time
+
+    from hubml.hub_config.gpus import process_start_time
+
+    deadline = time.monotonic() + timeout
+    while process_start_time(pid) is not None:
+        assert time.monotonic() < deadline, f"process {pid} still there"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("", "empty"),
+        ('{"0": {"owner": "server:alice/", "pid": 12', "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"0": "alice"}', "device '0' is not a holding"),
+    ],
+)
+def test_a_truncated_or_garbled_ledger_hands_out_nothing_and_says_so(tmp_path, content, says):
+    from hubml.hub_config.gpus import LedgerUnreadable
+
+    led = ledger(tmp_path)
+    path = tmp_path / "ledger.json"
+    path.write_text(content)
+    with pytest.raises(LedgerUnreadable, match=says) as info:
+        led.reserve("server:bob/", "A100", 1)
+    assert str(path) in str(info.value) and "no GPU is handed out" in str(info.value)
+    with pytest.raises(LedgerUnreadable):
+        led.availability("A100")
+    assert led.release("server:alice/") == []
+    assert path.read_text() == content  # never overwritten with an empty ledger
+
+
+def test_a_garbled_ledger_refuses_gpu_spawns_with_a_readable_message(tmp_path):
+    from tests.mocking import local_spawner
+    from tests.unit.test_spawner_profiles import apply, status_and_message
+
+    sp = local_spawner(tmp_path, groups=("gpu-users",), inventory=[(0, "Tesla T4")])
+    (tmp_path / "gpu-ledger.json").write_text('{"0": {"owner": "server:alice/"')
+    code, msg = status_and_message(sp, {"profile": "gpu-t4"})
+    assert code == 503 and "GPU ledger is unreadable" in msg and "CPU profiles still start" in msg
+    assert not sp.profile_availability(sp.profiles[2]).ok
+    cpu = local_spawner(tmp_path)
+    apply(cpu, {"profile": "cpu-small"})
+    assert cpu.environment["CUDA_VISIBLE_DEVICES"] == ""
