@@ -273,11 +273,20 @@ class FrontDoorHandler(ServiceHandler):
 
 
 # MLflow's UI opens on GenAI screens unless the browser remembers the classic view: hubml's
-# users train models, so the classic view is the default (anyone may still switch)
+# users train models, so the classic view is the default (anyone may still switch). Its
+# assistant is not configured here (its routes are refused, which hides its button off
+# loopback); its panel and buttons carry data-assistant-ui and are hidden in case one opens.
+# Telemetry is off on the server, so the home page's telemetry notice and the browser's
+# telemetry worker are turned off too (MLflow's keys: <name>_v1, JSON values).
 UI_DEFAULTS = (
-    b"<script>try{var k='mlflow.workflowType_v1';"
-    b"if(!localStorage.getItem(k))localStorage.setItem(k,JSON.stringify('machine_learning'))"
+    b"<script>try{var d={'mlflow.workflowType_v1':'\"machine_learning\"',"
+    b"'mlflow.telemetry.info.alert.dismissed_v1':'true',"
+    b"'mlflow.settings.telemetry.enabled_v1':'false',"
+    b"'mlflow.assistant.panelOpen_v1':'false'};"
+    b"for(var k in d)if(!localStorage.getItem(k)||k.indexOf('telemetry')>0||k.indexOf('assistant')>0)"
+    b"localStorage.setItem(k,d[k])"
     b"}catch(e){}</script>"
+    b"<style>[data-assistant-ui]{display:none!important}</style>"
 )
 
 

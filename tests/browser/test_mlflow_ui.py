@@ -132,3 +132,36 @@ def test_the_ui_opens_on_the_classic_ml_view(hub, champion, page):
     tags = {t["key"]: t["value"] for t in r.json()["experiment"]["tags"]}
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["hubml.owner"] == "alice"
+
+
+def test_no_assistant_and_no_telemetry_notice_on_the_home_and_experiment_pages(hub, champion, page):
+    """MLflow's assistant is not configured here and telemetry is off: its button, panel and
+    side-nav entry and the home page's telemetry notice are not shown."""
+    login(page, hub, "bob")
+    assistant_calls = []
+    page.on(
+        "response",
+        lambda r: assistant_calls.append(r.status) if "/mlflow/assistant/" in r.url else None,
+    )
+    page.goto(hub.service_url("mlflow") + "#/")
+    page.get_by_text("Welcome to MLflow").first.wait_for(timeout=30_000)
+    r = requests.get(
+        hub.at("/services/mlflow/api/2.0/mlflow/experiments/get-by-name"),
+        params={"experiment_name": "alice-ui"},
+        headers={"Authorization": f"token {hub.user_token('bob')}"},
+        timeout=30,
+    )
+    experiment = r.json()["experiment"]["experiment_id"]
+    pages = {"home": "#/", "experiment": f"#/experiments/{experiment}/runs"}
+    for name, fragment in pages.items():
+        page.goto(hub.service_url("mlflow") + fragment)
+        page.wait_for_load_state("networkidle")
+        if name == "experiment":
+            page.get_by_text("alice-ui").first.wait_for(timeout=30_000)
+        assert page.locator("[data-assistant-ui]:visible").count() == 0, name
+        assert page.get_by_text("MLflow Assistant").locator("visible=true").count() == 0, name
+        assert page.get_by_role("button", name="Assistant", exact=True).count() == 0, name
+        assert page.get_by_text("Information about UI telemetry").count() == 0, name
+    # the UI asked for the assistant's configuration and was refused (that is what hides it)
+    assert assistant_calls and all(status in (403, 404) for status in assistant_calls)
+    assert page.evaluate("localStorage.getItem('mlflow.settings.telemetry.enabled_v1')") == "false"
