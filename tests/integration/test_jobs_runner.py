@@ -292,8 +292,16 @@ def test_a_runner_is_signalled_only_by_who_holds_its_lock(world):
     assert as_platform(lambda: signal_with(run_dir / "runner.lock")) == {"ok": True}
     result = wait_result("runc")
     assert result["status"] == "failed" and "stopped from outside" in result["error"]
-    with open(run_dir / "runner.lock") as f:  # the run is over: its lock is free
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # the run is over: its lock is free once the runner has exited (it sends its result first)
+    deadline = time.monotonic() + 30
+    with open(run_dir / "runner.lock") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the runner's lock is still held"
+                time.sleep(0.1)
 
 
 # -- gate probes: a registry gate's candidate model, run as its publisher's account -----------
