@@ -8,12 +8,13 @@ from tornado import web
 class APIError(web.HTTPError):
     """A refusal a person can act on: the status, what was wrong and what is allowed.
 
-    ``extra`` fields are added to the JSON reply (for example ``log_tail`` of a crashed app).
+    ``extra`` fields are added to the JSON reply (for example ``log_tail`` of a crashed app);
+    ``headers`` are sent with it (for example ``Retry-After`` with a 503).
     """
 
-    def __init__(self, status: int, message: str, **extra):
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
         super().__init__(status, message.replace("%", "%%"))
-        self.message, self.extra = message, extra
+        self.message, self.extra, self.headers = message, extra, dict(headers or {})
 
 
 def error_message(exc: BaseException | None, fallback: str) -> str:

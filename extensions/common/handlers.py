@@ -113,6 +113,8 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = error_message(exc, self._reason)
+        for key, value in getattr(exc, "headers", {}).items():
+            self.set_header(key, value)
         if self.page and not self.request.path.startswith(self.ctx.prefix + "api/"):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(

@@ -58,6 +58,7 @@ def _code_name(status: int) -> str:
         400: "INVALID_PARAMETER_VALUE",
         403: "PERMISSION_DENIED",
         404: "RESOURCE_DOES_NOT_EXIST",
+        503: "TEMPORARILY_UNAVAILABLE",  # MLflow's clients retry these
     }.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
 
 
@@ -77,6 +78,8 @@ class FrontDoorHandler(ServiceHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "message", None) or getattr(exc, "log_message", None) or self._reason
+        for key, value in getattr(exc, "headers", {}).items():
+            self.set_header(key, value)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error_code": _code_name(status_code), "message": message}))
 
@@ -231,8 +234,7 @@ class FrontDoorHandler(ServiceHandler):
             self.write(chunk)
             self.flush()
 
-        if not self.ctx.mlflow.alive():
-            raise APIError(503, "the tracking server is restarting; try again in a few seconds")
+        check_up(self.ctx)
         req = httpclient.HTTPRequest(
             url,
             method=method,
@@ -249,8 +251,12 @@ class FrontDoorHandler(ServiceHandler):
             await self.ctx.http.fetch(req, raise_error=False)
             if index is not None:
                 self.write(with_ui_defaults(b"".join(index)))
-        except (ConnectionError, OSError):
-            raise APIError(503, "the tracking server is unavailable; try again shortly") from None
+        except (OSError, httpclient.HTTPClientError) as e:
+            # refused, reset, timed out: MLflow is restarting (the supervisor is on it)
+            log.warning("%s %s: the tracking server did not answer: %s", method, path, e)
+            if self._headers_written:
+                raise  # part of an answer was sent: the connection is closed, not answered
+            raise unavailable() from None
         if self.get_status() == 200 and plan.rule.kind in ("alias", "admin"):
             await self.audit(plan)
         self.finish()
@@ -348,19 +354,52 @@ def audit_entries(method: str, plan: access.Plan, before: dict, actor: str) -> l
     return []
 
 
+RETRY_AFTER_S = 5
+
+
+def unavailable() -> APIError:
+    return APIError(
+        503,
+        "the tracking server is restarting; try again in a few seconds",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def check_up(ctx) -> None:
+    """503 (with Retry-After) unless the private MLflow server is running."""
+    if ctx.mlflow.alive():
+        return
+    if ctx.mlflow.refused:
+        raise APIError(
+            503,
+            "the tracking store is unavailable: an administrator has to restore it (the mlflow "
+            "service's log says what is wrong); nothing was changed",
+        )
+    raise unavailable()
+
+
 async def mlflow_json(ctx, method: str, path: str, params: dict | None = None, body=None):
-    """Call the private MLflow server (with the start's secret); (status, JSON)."""
+    """Call the private MLflow server (with the start's secret); (status, JSON). A server that
+    does not answer, or answers 5xx, is a 503 for the caller: never a decision on no facts."""
+    check_up(ctx)
     url = f"{ctx.mlflow.url}{ctx.prefix}{path}"
     if params:
         url += "?" + urlencode(params)
-    resp = await ctx.http.fetch(
-        url,
-        method=method,
-        body=json.dumps(body) if body is not None else None,
-        raise_error=False,
-        headers={"Content-Type": "application/json", HEADER: ctx.mlflow.secret},
-        request_timeout=60,
-    )
+    try:
+        resp = await ctx.http.fetch(
+            url,
+            method=method,
+            body=json.dumps(body) if body is not None else None,
+            raise_error=False,
+            headers={"Content-Type": "application/json", HEADER: ctx.mlflow.secret},
+            request_timeout=60,
+        )
+    except (OSError, httpclient.HTTPClientError) as e:
+        log.warning("%s %s: the tracking server did not answer: %s", method, path, e)
+        raise unavailable() from None
+    if resp.code >= 500:
+        log.warning("%s %s: the tracking server answered %s", method, path, resp.code)
+        raise unavailable()
     try:
         return resp.code, (json.loads(resp.body) if resp.body else {})
     except ValueError:

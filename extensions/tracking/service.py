@@ -17,6 +17,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from tornado import httpclient, ioloop
 
@@ -49,7 +51,12 @@ class MLflowServer:
     """
 
     def __init__(
-        self, backend_store_uri: str, artifacts_destination: str, prefix: str, workers: int = 1
+        self,
+        backend_store_uri: str,
+        artifacts_destination: str,
+        prefix: str,
+        workers: int = 1,
+        data_dir: Path | None = None,
     ):
         self.backend_store_uri = backend_store_uri
         self.artifacts_destination = artifacts_destination
@@ -58,6 +65,10 @@ class MLflowServer:
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         self.proc: subprocess.Popen | None = None
+        # where the store marker lives (:mod:`.store`); None: no check (tests' own servers)
+        self.data_dir = data_dir
+        self.refused: str | None = None  # why MLflow is not started: its store is unavailable
+        self._store_known = False
 
     @property
     def url(self) -> str:
@@ -98,24 +109,88 @@ class MLflowServer:
         )
         return env
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Start ``mlflow server`` in a process group of its own, unless its store is not the
+        one this hub used (``refused`` says why; the front door answers 503)."""
+        from . import store
+
+        if self.data_dir is not None:
+            try:
+                self._store_known = store.check(self.backend_store_uri, self.data_dir)
+            except store.StoreUnavailable as e:
+                if self.refused != str(e):
+                    log.error("%s", e)
+                self.refused = str(e)
+                return False
+        self.refused = None
         log.info(
             "starting mlflow server on %s (backend %s)",
             self.url,
-            self.backend_store_uri.split("@")[-1],
+            store.describe(self.backend_store_uri),
         )
-        self.proc = subprocess.Popen(self.command(), env=self.environment(), preexec_fn=_pdeathsig)
+        # its own process group: the server and its uvicorn workers stop together, and a
+        # worker left behind by a killed server cannot keep the port
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            preexec_fn=_pdeathsig,
+            start_new_session=True,
+        )
+        return True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
+    def remember_store(self) -> None:
+        """Once MLflow has made its tables, note that this hub's data lives there."""
+        from . import store
+
+        if self._store_known or self.data_dir is None or not self.alive():
+            return
+        try:
+            if store.check(self.backend_store_uri, self.data_dir):
+                store.remember(self.backend_store_uri, self.data_dir)
+                self._store_known = True
+        except store.StoreUnavailable:
+            pass  # the next restart says so
+
+    def kill_group(self, grace_s: float = 5.0) -> None:
+        """End every process of the server's group (SIGKILL), waiting up to ``grace_s``."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
             try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            self.proc.wait(1)
+
+    def restart_if_dead(self) -> None:
+        """The supervisor's tick: a server that died (or never started) is started again,
+        after the rest of its process group is gone."""
+        if self.alive():
+            self.remember_store()
+            return
+        if self.proc is not None:
+            log.warning("mlflow server exited with %s; restarting", self.proc.returncode)
+            self.kill_group()
+            self.proc = None
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(15)
+        self.kill_group()
 
 
 class TrackingContext(ServiceContext):
@@ -149,7 +224,10 @@ class TrackingContext(ServiceContext):
         return self._registry
 
     def health(self) -> dict:
-        return {**super().health(), "mlflow": "up" if self.mlflow.alive() else "down"}
+        state = (
+            "up" if self.mlflow.alive() else "store unavailable" if self.mlflow.refused else "down"
+        )
+        return {**super().health(), "mlflow": state}
 
 
 def make_gates(settings):
@@ -186,22 +264,14 @@ def main() -> int:
     backend = tracking.backend_store_uri or f"sqlite:///{data / 'mlflow.db'}"
     artifacts = tracking.artifacts_destination or str(data / "artifacts")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlflow/")
-    server = MLflowServer(backend, artifacts, prefix, workers=tracking.workers)
+    server = MLflowServer(backend, artifacts, prefix, workers=tracking.workers, data_dir=data)
     # this process's own MLflow client (the registry) talks to the private server with the secret
     os.environ[SECRET_ENV] = server.secret
     server.start()
     ctx = TrackingContext(settings, server)
     app = make_app(ctx, routes(), max_body_size=2 * 1024**3)
 
-    def supervise():
-        if not server.alive():
-            log.warning(
-                "mlflow server exited with %s; restarting",
-                server.proc.returncode if server.proc else None,
-            )
-            server.start()
-
-    ioloop.PeriodicCallback(supervise, 2000).start()
+    ioloop.PeriodicCallback(server.restart_if_dead, 1000).start()
     try:
         serve(app, "mlflow", on_stop=server.stop, max_body_size=2 * 1024**3)
     finally:

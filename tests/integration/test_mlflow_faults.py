@@ -1,0 +1,134 @@
+"""The mlflow service under faults: its MLflow server killed alone, its store removed.
+
+A real hub with its mlflow service; the faults are what an operator meets: ``kill -9`` of the
+``mlflow server`` process (its uvicorn worker used to stay behind holding the port) and a
+SQLite store that disappeared (MLflow used to create an empty one in its place)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.integration.test_tracking_service import wait_for_mlflow
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    from tests.hubprocess import start_hub
+
+    hub = start_hub(tmp_path_factory.mktemp("mlflow-faults"), {"tracking": {"enabled": True}})
+    try:
+        wait_for_mlflow(hub, hub.token)
+        hub.alice = hub.user_token("alice")
+        yield hub
+    finally:
+        hub.stop()
+
+
+def mlflow_server(hub) -> psutil.Process:
+    """This hub's ``mlflow server`` process (the leader of its process group)."""
+    db = str(hub.data_dir / "mlflow")
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd[1:4] == ["-m", "mlflow", "server"]:
+            try:
+                if db in p.environ().get("MLFLOW_BACKEND_STORE_URI", ""):
+                    return p
+            except psutil.Error:
+                continue
+    raise AssertionError("no mlflow server process of this hub")
+
+
+def search(hub):
+    return requests.post(
+        hub.at("/services/mlflow/api/2.0/mlflow/experiments/search"),
+        json={"max_results": 5},
+        headers={"Authorization": f"token {hub.alice}"},
+        timeout=30,
+    )
+
+
+def statuses_until_back(hub, timeout=30) -> list[int]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = search(hub)
+        seen.append(r.status_code)
+        if r.status_code == 200 and 503 in seen:
+            return seen
+        if r.status_code == 503:
+            assert r.headers.get("Retry-After") or "store" in r.json()["message"], r.text
+        time.sleep(0.1)
+    raise AssertionError(f"not back in {timeout} s: {seen[-20:]}")
+
+
+def test_mlflow_server_killed_alone_comes_back_without_orphans_and_never_a_500(hub):
+    r = requests.post(
+        hub.at("/services/mlflow/api/2.0/mlflow/experiments/create"),
+        json={"name": "survives"},
+        headers={"Authorization": f"token {hub.alice}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    leader = mlflow_server(hub)
+    group = os.getpgid(leader.pid)
+    assert group == leader.pid  # a process group of its own
+    members = [p for p in psutil.process_iter() if _pgid(p) == group]
+    assert len(members) >= 2, members  # the server and its uvicorn worker(s)
+
+    killed = time.monotonic()
+    leader.send_signal(signal.SIGKILL)
+    seen = statuses_until_back(hub)
+
+    assert time.monotonic() - killed < 15, seen
+    assert set(seen) <= {200, 503}, seen  # "restarting" answers, never a 500
+    assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    names = [e["name"] for e in search(hub).json()["experiments"]]
+    assert "survives" in names
+
+
+def test_a_removed_store_is_refused_not_replaced_by_an_empty_one(hub):
+    db = hub.data_dir / "mlflow" / "mlflow.db"
+    marker = hub.data_dir / "mlflow" / "store.json"
+    deadline = time.monotonic() + 10
+    while not marker.exists():  # the service notes the store once MLflow has made its tables
+        assert time.monotonic() < deadline, "no store marker"
+        time.sleep(0.2)
+    aside = db.with_name("mlflow.db.aside")
+    os.rename(db, aside)
+    try:
+        mlflow_server(hub).send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            r = search(hub)
+            if r.status_code == 503 and "store is unavailable" in r.json()["message"]:
+                break
+            assert r.status_code in (200, 503) and time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert str(hub.data_dir) not in r.text  # no internal path in the answer
+        health = requests.get(hub.at("/services/mlflow/hubml/health"), timeout=10).json()
+        assert health["mlflow"] == "store unavailable"
+        time.sleep(2)  # several supervisor ticks: it never starts MLflow on an empty store
+        assert not db.exists()
+        with pytest.raises(AssertionError):
+            mlflow_server(hub)
+    finally:
+        os.rename(aside, db)
+    # restored: the service starts MLflow again on it, and nothing is lost
+    seen = statuses_until_back(hub)
+    assert set(seen) <= {200, 503}, seen
+    assert "survives" in [e["name"] for e in search(hub).json()["experiments"]]
+
+
+def _pgid(p: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except OSError:
+        return None
