@@ -22,9 +22,12 @@ from pathlib import Path
 from hubml.extensions.common import urls
 from hubml.extensions.common.app import (
     ServiceContext,
+    StoreUnavailable,
     load_service_settings,
     make_app,
+    open_store,
     serve,
+    serve_unavailable,
     setup_logging,
 )
 from hubml.extensions.jobs.db import make_engine
@@ -59,8 +62,16 @@ def main() -> int:
     settings = load_service_settings()
     (settings.data_dir / "apps").mkdir(parents=True, exist_ok=True)
     url = settings.apps.db_url or f"sqlite:///{settings.data_dir / 'apps' / 'apps.db'}"
-    engine = make_engine(url)
-    metadata.create_all(engine)
+
+    def init(url):
+        engine = make_engine(url)
+        metadata.create_all(engine)
+        return engine
+
+    try:
+        engine = open_store("apps", url, init)
+    except StoreUnavailable as problem:
+        return serve_unavailable("apps", problem)
     ctx = AppsContext(settings, engine)
     app = make_app(ctx, ROUTES)
 

@@ -117,3 +117,69 @@ def serve(app: web.Application, name: str, *, on_start=None, on_stop=None, **lis
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     loop.start()
+
+
+# -- a store that cannot be opened ------------------------------------------------------------
+
+
+class StoreUnavailable(Exception):
+    """A service's store cannot be opened; the message is one line: what, why, what to do."""
+
+
+def open_store(name: str, url: str, init) -> object:
+    """The service's SQLAlchemy engine for ``url``, made and initialised by ``init(url)``;
+    :class:`StoreUnavailable` (one readable line) when the store is corrupt or unreachable."""
+    try:
+        return init(url)
+    except Exception as e:
+        from sqlalchemy.engine import make_url
+
+        try:
+            where = make_url(url).render_as_string(hide_password=True)
+        except Exception:
+            where = "its configured URL"
+        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
+        raise StoreUnavailable(
+            f"the {name} store {where} cannot be opened ({first}): restore it from a backup, or "
+            f"move it aside to start with an empty one, then restart the hub; until then the "
+            f"{name} service answers 503 and the rest of the hub works"
+        ) from None
+
+
+class UnavailableHandler(web.RequestHandler):
+    """Every request to a service whose store cannot be opened: a 503 saying so (JSON)."""
+
+    def initialize(self, name: str, prefix: str):
+        self.name, self.prefix = name, prefix
+
+    def prepare(self):
+        path = self.request.path.rstrip("/")
+        health = path.endswith("hubml/health")
+        # the service's root answers 200: JupyterHub waits for a non-5xx answer there before
+        # it finishes starting, and would otherwise stop the whole hub after its timeout
+        root = path == self.prefix.rstrip("/")
+        self.set_status(200 if root else 503)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Retry-After", "60")
+        self.finish(
+            {
+                "status": "store unavailable" if health or root else 503,
+                "service": self.name,
+                "message": (
+                    f"the {self.name} service cannot open its store; an administrator has been "
+                    "told (the service's log says what to do). Nothing was changed."
+                ),
+            }
+        )
+
+
+def serve_unavailable(name: str, problem: StoreUnavailable) -> int:
+    """Stay up (JupyterHub stops the whole hub when a service exits while it starts) and answer
+    503 until an operator fixes the store; the log has the one line that says how."""
+    log.error("%s", problem)
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
+    app = web.Application(
+        [(prefix.rstrip("/") + "(/.*)?", UnavailableHandler, {"name": name, "prefix": prefix})]
+    )
+    serve(app, name)
+    return 1

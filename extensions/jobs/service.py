@@ -20,9 +20,12 @@ from tornado import httpclient
 from hubml.extensions.common import urls
 from hubml.extensions.common.app import (
     ServiceContext,
+    StoreUnavailable,
     load_service_settings,
     make_app,
+    open_store,
     serve,
+    serve_unavailable,
     setup_logging,
 )
 from hubml.extensions.common.netcheck import CheckedResolver, URLNotAllowed, check_url_syntax
@@ -114,8 +117,16 @@ def make_executor(settings):
 def main() -> int:
     setup_logging()
     settings = load_service_settings()
-    engine = make_engine(db_url(settings))
-    init_db(engine)
+
+    def init(url):
+        engine = make_engine(url)
+        init_db(engine)
+        return engine
+
+    try:
+        engine = open_store("jobs", db_url(settings), init)
+    except StoreUnavailable as problem:
+        return serve_unavailable("jobs", problem)
     ctx = JobsContext(settings, engine)
     executor = make_executor(settings)
     scheduler = Scheduler(
