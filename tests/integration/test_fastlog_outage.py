@@ -111,6 +111,8 @@ def test_track_api_end_to_end(tmp_path, monkeypatch):
     from hubml.extensions.tracking import track
 
     monkeypatch.setenv("HUBML_USER", "alice")  # turns on hubml's run-context provider
+    # an experiment another module made active on its own server means nothing on this one
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     server = start_mlflow(tmp_path / "mlflow")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server.url)
