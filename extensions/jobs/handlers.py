@@ -36,6 +36,7 @@ from .notebooks import (
 )
 from .rules import FIELDS, PATCHABLE, check_fields, check_parameters_size
 from .runner_api import RunnerHandler
+from .scheduler import RunGoing
 
 log = logging.getLogger("hubml.jobs")
 
@@ -249,7 +250,10 @@ class RunsHandler(JobsBase):
 
     async def post(self, job_id):
         job = self.owned_job(job_id)
-        run_id = self.ctx.scheduler.run_now(job)
+        try:
+            run_id = self.ctx.scheduler.run_now(job)
+        except RunGoing as e:
+            raise APIError(409, str(e), run_id=e.run_id) from None
         with self.ctx.engine.connect() as conn:
             run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
         self.send(run_model(run, self.ctx.public, self.ctx.mlflow_public), 201)

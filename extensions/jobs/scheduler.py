@@ -38,6 +38,17 @@ async def _call(result):
     return await result if inspect.isawaitable(result) else result
 
 
+class RunGoing(Exception):
+    """A manual run of a ``concurrency: skip`` job while one of its runs is going."""
+
+    def __init__(self, job_id: str, run_id: str, status: str):
+        self.job_id, self.run_id, self.status = job_id, run_id, status
+        super().__init__(
+            f"run {run_id} of this job is {status}, and the job does not overlap runs "
+            "(concurrency: skip): wait for it or cancel it, or set concurrency to queue"
+        )
+
+
 class Scheduler:
     def __init__(self, engine, settings, executor, data_dir: Path, ctx=None, mlflow_url: str = ""):
         self.engine = engine
@@ -219,7 +230,17 @@ class Scheduler:
         return run_id
 
     def run_now(self, job) -> str:
+        """A manual run. With ``concurrency: skip`` and a run going, :class:`RunGoing` (a
+        person asked for a run: recording it as skipped would answer "yes" and run nothing)."""
         with self.engine.begin() as conn:
+            if job.concurrency == "skip":
+                going = conn.execute(
+                    select(runs.c.id, runs.c.status)
+                    .where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
+                    .limit(1)
+                ).first()
+                if going is not None:
+                    raise RunGoing(job.id, going.id, going.status)
             run_id = self._insert_run(conn, job, utcnow(), "manual")
         self.wake.set()
         return run_id
@@ -369,6 +390,7 @@ class Scheduler:
                     )
                 continue
             result_file = run_dir / "result.json"
+            ran_s = None
             if result_file.exists():
                 result = json.loads(result_file.read_text())
                 status, error, mlflow_id = (
@@ -376,6 +398,7 @@ class Scheduler:
                     result.get("error"),
                     result.get("mlflow_run_id"),
                 )
+                ran_s = result.get("runner_seconds")
                 if run.cancel_requested and status != "succeeded":
                     status, error = "cancelled", "cancelled by request"
             elif run.cancel_requested:
@@ -401,24 +424,35 @@ class Scheduler:
                     ),
                     None,
                 )
-            self._finish(run.id, status, error, mlflow_id)
+            self._finish(run.id, status, error, mlflow_id, ran_s=ran_s)
 
     def _finish(
-        self, run_id: str, status: str, error: str | None, mlflow_run_id: str | None = None
+        self,
+        run_id: str,
+        status: str,
+        error: str | None,
+        mlflow_run_id: str | None = None,
+        ran_s: float | None = None,
     ) -> None:
+        """Record how a run ended. ``ran_s``: the runner's own measure of its run; a run that
+        ended while this service was down is not charged the time until it noticed."""
         now = utcnow()
         with self.engine.begin() as conn:
             run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
             if run is None or run.status not in ACTIVE:
                 return
             duration = (now - run.started_at).total_seconds() if run.started_at else 0.0
+            finished = now
+            if isinstance(ran_s, int | float) and 0 <= ran_s < duration and run.started_at:
+                duration = float(ran_s)
+                finished = run.started_at + dt.timedelta(seconds=duration)
             done = conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
                 .values(
                     status=status,
                     error=error,
-                    finished_at=now,
+                    finished_at=finished,
                     duration_s=round(duration, 3),
                     cost_usd=round(duration / 3600 * run.price_per_hour, 6),
                     mlflow_run_id=mlflow_run_id,

@@ -17,6 +17,11 @@ During an outage the data stays in memory and the batch is retried with exponent
 ``INVALID_PARAMETER_VALUE``) are not retried: the batch is dropped with a warning on stderr
 naming its keys, so one bad request cannot wedge the queue.
 
+The backlog is bounded (``max_backlog`` items, default ``DEFAULT_MAX_BACKLOG`` or
+``$HUBML_TRACK_MAX_BACKLOG``: about 150 MB of metric points): in a long outage, metric points
+logged past it are not kept (counted as ``overflow`` in ``status()``, with one warning per
+outage naming how many); params and tags are always kept, so the run's record stays whole.
+
 MLflow is imported only inside functions (``import mlflow`` costs 1.5-2 s).
 """
 
@@ -37,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 # MLflow's limits (mlflow/utils/validation.py): per log_batch request and per entity.
+DEFAULT_MAX_BACKLOG = 1_000_000  # items kept while MLflow is unreachable (~150 B a metric point)
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
@@ -385,9 +391,19 @@ class BatchLogger:
         client: Any = None,
         *,
         request_timeout: float | tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+        max_backlog: int | None = None,
     ):
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty str, got {run_id!r}")
+        if max_backlog is None:
+            max_backlog = int(os.environ.get("HUBML_TRACK_MAX_BACKLOG") or DEFAULT_MAX_BACKLOG)
+        if isinstance(max_backlog, bool) or not isinstance(max_backlog, int) or max_backlog < 1:
+            raise ValueError(
+                f"max_backlog must be a whole number of items ≥ 1, got {max_backlog!r}"
+            )
+        self._max_backlog = max_backlog
+        self._overflow = 0  # metric points not kept: the backlog was full
+        self._overflow_warned = False
         if client is None:
             from mlflow import MlflowClient
 
@@ -440,12 +456,25 @@ class BatchLogger:
         return Metric(key, value, timestamp, step)
 
     def _put(self, items: list) -> None:
+        warn = None
         with self._cv:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed; start a new logger for more data")
+            room = self._max_backlog - self.backlog
+            if len(items) > room:
+                # full (a long outage): params and tags are kept, new metric points are not
+                kept = [i for i in items if i.__class__ is not Metric]
+                points = [i for i in items if i.__class__ is Metric][: max(0, room - len(kept))]
+                self._overflow += len(items) - len(kept) - len(points)
+                items = kept + points
+                if not self._overflow_warned:
+                    self._overflow_warned = True
+                    warn = self._full_message()
             self._enqueued += len(items)
             for item in items:
                 self._queue.put(item)
+        if warn:
+            _warn(warn)
 
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: int | None = None
@@ -460,8 +489,22 @@ class BatchLogger:
         with self._cv:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed; start a new logger for more data")
-            self._enqueued += 1
-            self._queue.put(item)
+            if self._enqueued - self._sent - self._dropped < self._max_backlog:
+                self._enqueued += 1
+                self._queue.put(item)
+                return
+            self._overflow += 1  # full: a long outage (see the module docstring)
+            if self._overflow_warned:
+                return
+            self._overflow_warned = True
+        _warn(self._full_message())
+
+    def _full_message(self) -> str:
+        return (
+            f"the backlog of run {self.run_id} is full ({self._max_backlog} items waiting for "
+            "MLflow): new metric points are not kept until it drains (params and tags are); "
+            "status()['overflow'] counts them"
+        )
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
@@ -538,6 +581,7 @@ class BatchLogger:
                 "pending": self.backlog,
                 "sent": self._sent,
                 "dropped": self._dropped,
+                "overflow": self._overflow,
                 "requests": self._requests,
                 "retries": self._retries,
                 "last_error": self._last_error,
@@ -553,6 +597,7 @@ class BatchLogger:
                 f"OUTAGE for {time.time() - s['outage_since']:.0f}s, last error: {s['last_error']}"
             )
         dropped = f" dropped={s['dropped']}" if s["dropped"] else ""
+        dropped += f" overflow={s['overflow']}" if s["overflow"] else ""
         return (
             f"<BatchLogger run={self.run_id} pending={s['pending']} sent={s['sent']}{dropped} "
             f"requests={s['requests']} retries={s['retries']} {state}>"
@@ -700,9 +745,13 @@ class BatchLogger:
         with self._cv:
             since, self._outage_since = self._outage_since, None
             backlog = self.backlog - batch.items
+            overflow = self._overflow
+            if since is not None:
+                self._overflow_warned = False  # the next outage that fills it says so again
         if since is not None:
+            lost = f"; {overflow} metric point(s) were not kept (backlog full)" if overflow else ""
             _warn(
-                f"MLflow reachable again for run {self.run_id} after {time.time() - since:.0f}s; {backlog} item(s) still queued"
+                f"MLflow reachable again for run {self.run_id} after {time.time() - since:.0f}s; {backlog} item(s) still queued{lost}"
             )
         with self._cv:
             self._sent += batch.items

@@ -368,6 +368,11 @@ def test_cancel_a_running_job(hub, alice):
     long = notebook("print('go', flush=True)", "import time\ntime.sleep(300)")
     job = alice.create(notebook="long.ipynb", content=long, profile="cpu-small")
     run = alice.wait_status(job["id"], "running")
+    # "Run now" while it runs (concurrency: skip): refused saying why, nothing recorded
+    r = alice("POST", f"jobs/{job['id']}/runs")
+    assert r.status_code == 409 and r.json()["run_id"] == run["id"], r.text
+    assert "concurrency: skip" in r.json()["message"] and "cancel it" in r.json()["message"]
+    assert len(alice("GET", f"jobs/{job['id']}/runs").json()["runs"]) == 1
     time.sleep(2)
     r = alice("POST", f"runs/{run['id']}/cancel")
     assert r.status_code == 202, r.text
@@ -414,6 +419,9 @@ def test_kill_9_during_a_run_and_at_a_due_slot_loses_and_duplicates_nothing(hub,
         alice("GET", f"runs/{run['id']}/log").text,
     )
     assert "finished" in output_cells(hub, alice, run)
+    # charged for what it ran (the runner's own measure: ~6 s and a kernel start), not for
+    # the time the service was down
+    assert run["duration_s"] < 16, run
 
     # a schedule due while the service is dead: exactly one run for that slot afterwards
     sched = alice.create(

@@ -460,3 +460,30 @@ def test_http_sender_fails_fast_without_mlflows_retries(tmp_path):
     )
     fake = FakeClient()
     assert fastlog.sender_for(fake) is fake
+
+
+def test_a_long_outage_keeps_at_most_the_backlog_cap_and_says_so(client, make_logger, capsys):
+    client.down = True
+    lg = make_logger(client, max_backlog=100)
+    lg.log_param("lr", 0.1)
+    for step in range(150):
+        lg.log_metric("loss", 0.5, step=step)
+    lg.log_params({"epochs": 3})  # params and tags are kept even when it is full
+    lg.set_tag("phase", "train")
+    status = lg.status()
+    assert status["pending"] == 102 and status["overflow"] == 51, status
+    assert "overflow=51" in repr(lg)
+    err = capsys.readouterr().err
+    assert err.count("backlog of run run1 is full (100 items") == 1, err
+    deadline = time.monotonic() + 10
+    while lg.status()["outage_since"] is None:  # the sender has met the outage
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    client.down = False
+    lg.flush(10)
+    assert [m.step for m in client.metrics()] == list(range(99))
+    params = {p.key for call in client.calls for p in call[1]}
+    assert params == {"lr", "epochs"}
+    assert "51 metric point(s) were not kept" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="max_backlog"):
+        BatchLogger("run1", client, max_backlog=0)
