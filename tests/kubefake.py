@@ -352,6 +352,33 @@ class FakeCluster:
         with self.lock:
             return [name for (_, name) in self.jobs]
 
+    def calls_and_role(self) -> tuple[set, set]:
+        """``(used, allowed)``: the (API group, resource, verb) of every call made to this
+        cluster, and what the shipped Role (hub_config/deploy/jobs-rbac.yaml) grants."""
+        import re
+
+        import yaml
+
+        rbac = Path(__file__).resolve().parents[1] / "hub_config" / "deploy" / "jobs-rbac.yaml"
+        role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "Role")
+        allowed = {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        verbs = {"POST": "create", "DELETE": "delete"}
+        used = set()
+        for method, uri in self.requests:
+            m = re.match(r"/apis?/(?:(batch)/)?v1/namespaces/[^/]+/(\w+)(/[^/?]+)?(/log)?", uri)
+            assert m, uri
+            group, resource, name, sub = m.group(1) or "", m.group(2), m.group(3), m.group(4)
+            used.add(
+                (group, resource + (sub or ""), verbs.get(method) or ("get" if name else "list"))
+            )
+        return used, allowed
+
     def alive_processes(self) -> list[psutil.Process]:
         with self.lock:
             return [p for pod in self.pods.values() for p in pod.tree if p.is_running()]

@@ -147,6 +147,23 @@ def cluster_jobs_url(settings) -> str:
     return f"http://{settings.kubernetes.hub_service}:{SERVICE_PORTS['jobs']}/services/jobs/"
 
 
+async def cluster_client():
+    """``(ApiClient, where)`` for the cluster: the in-cluster service account (in the hub
+    pod), else ``$KUBECONFIG`` or ``~/.kube/config``."""
+    from kubernetes_asyncio import client, config
+
+    conf = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=conf)
+        where = "in-cluster service account"
+    except config.ConfigException:
+        await config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=conf
+        )
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    return client.ApiClient(conf), where
+
+
 class KubernetesExecutor:
     """Submits each run as a Job in ``kubernetes.namespace`` and follows it.
 
@@ -165,22 +182,11 @@ class KubernetesExecutor:
 
     async def _client(self):
         if self._api is None:
-            from kubernetes_asyncio import client, config
-
-            conf = client.Configuration()
-            try:
-                config.load_incluster_config(client_configuration=conf)
-                where = "in-cluster service account"
-            except config.ConfigException:
-                await config.load_kube_config(
-                    config_file=os.environ.get("KUBECONFIG"), client_configuration=conf
-                )
-                where = os.environ.get("KUBECONFIG") or "~/.kube/config"
-            self._api = client.ApiClient(conf)
+            self._api, where = await cluster_client()
             log.info(
                 "kubernetes executor: %s at %s, namespace %s; pods reach the service at %s",
                 where,
-                conf.host,
+                self._api.configuration.host,
                 self.namespace,
                 self.jobs_url,
             )

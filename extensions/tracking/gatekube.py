@@ -43,7 +43,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import tarfile
 import tempfile
@@ -440,7 +439,7 @@ class KubeGates:
         except Exception as e:  # the catalog cannot build this user's pod
             log.exception("could not build the gate's Job")
             return failed(f"the gate's Job could not be built: {e}"), None
-        api = await _api_client()
+        api, _ = await kube.cluster_client()
         try:
             batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
             try:
@@ -518,20 +517,6 @@ class KubeGates:
 async def _pod_of(core, namespace: str, name: str):
     pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
     return pods.items[0] if pods.items else None
-
-
-async def _api_client():
-    """A client for the cluster: the in-cluster service account, else ``$KUBECONFIG``."""
-    from kubernetes_asyncio import client, config
-
-    conf = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=conf)
-    except config.ConfigException:
-        await config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=conf
-        )
-    return client.ApiClient(conf)
 
 
 def cluster_mlflow_url(settings) -> str:

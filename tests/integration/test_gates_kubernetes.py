@@ -295,26 +295,6 @@ def test_a_gate_that_cannot_start_or_is_refused_fails_with_the_clusters_reason(h
 
 
 def test_every_call_the_gates_made_is_allowed_by_the_shipped_role(cluster):
-    import re
-    from pathlib import Path
-
-    import yaml
-
-    rbac = Path(__file__).resolve().parents[2] / "hub_config" / "deploy" / "jobs-rbac.yaml"
-    role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "Role")
-    allowed = {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-    verbs = {"POST": "create", "DELETE": "delete"}
-    used = set()
-    for method, uri in cluster.requests:
-        m = re.match(r"/apis?/(?:(batch)/)?v1/namespaces/[^/]+/(\w+)(/[^/?]+)?(/log)?", uri)
-        assert m, uri
-        group, resource, name, sub = m.group(1) or "", m.group(2), m.group(3), m.group(4)
-        used.add((group, resource + (sub or ""), verbs.get(method) or ("get" if name else "list")))
+    used, allowed = cluster.calls_and_role()
     assert ("batch", "jobs", "create") in used and ("batch", "jobs", "delete") in used
     assert used <= allowed, used - allowed

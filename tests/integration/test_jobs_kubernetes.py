@@ -313,28 +313,7 @@ def test_a_job_the_cluster_refuses_fails_the_run_with_the_clusters_reason(hub, c
 
 def test_every_call_the_executor_made_is_allowed_by_the_shipped_role(cluster):
     """hub_config/deploy/jobs-rbac.yaml grants what the executor needs, judged by what it did."""
-    import re
-    from pathlib import Path
-
-    import yaml
-
-    rbac = Path(__file__).resolve().parents[2] / "hub_config" / "deploy" / "jobs-rbac.yaml"
-    role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "Role")
-    allowed = {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-    verbs = {"POST": "create", "DELETE": "delete"}
-    used = set()
-    for method, uri in cluster.requests:
-        m = re.match(r"/apis?/(?:(batch)/)?v1/namespaces/[^/]+/(\w+)(/[^/?]+)?(/log)?", uri)
-        assert m, uri
-        group, resource, name, sub = m.group(1) or "", m.group(2), m.group(3), m.group(4)
-        verb = verbs.get(method) or ("get" if name else "list")
-        used.add((group, resource + (sub or ""), verb))
+    used, allowed = cluster.calls_and_role()
     assert {
         ("batch", "jobs", "create"),
         ("batch", "jobs", "list"),
