@@ -336,9 +336,8 @@ class KubeGates:
     """The registry's sandbox on Kubernetes: one Job per probe (``tracking.gate_executor``)."""
 
     settings: Any
-    service_url: (
-        str  # where pods reach this service's prefix, e.g. http://hub:8091/services/mlflow/
-    )
+    # where pods reach this service's prefix, e.g. http://hub:8091/services/mlflow/
+    service_url: str
     timeout_s: float = 120.0
     memory_mb: int = 4096
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
@@ -439,7 +438,11 @@ class KubeGates:
         except Exception as e:  # the catalog cannot build this user's pod
             log.exception("could not build the gate's Job")
             return failed(f"the gate's Job could not be built: {e}"), None
-        api, _ = await kube.cluster_client()
+        try:
+            api, _ = await kube.cluster_client()
+        except Exception as e:  # no service account, no kubeconfig
+            log.error("the gate cannot reach the Kubernetes API: %s", e)
+            return failed("the gate cannot reach the Kubernetes API (see the service's log)"), None
         try:
             batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
             try:
@@ -449,8 +452,17 @@ class KubeGates:
                     f"Kubernetes refused the gate's Job ({e.status} {e.reason}): "
                     f"{kube._api_message(e)}"
                 ), None
+            except Exception as e:  # the API server did not answer
+                log.error("could not submit the gate's Job %s: %s", name, e)
+                return failed(
+                    f"the gate could not reach the Kubernetes API ({type(e).__name__})"
+                ), None
             try:
                 return await self._wait(gate, batch, core, namespace, name)
+            except Exception as e:  # the API server went away, the Job was deleted from outside
+                log.warning("lost track of the gate's Job %s: %s", name, e)
+                reason = getattr(e, "reason", None) or type(e).__name__
+                return failed(f"the gate lost track of its Kubernetes Job ({reason})"), None
             finally:
                 try:
                     await batch.delete_namespaced_job(

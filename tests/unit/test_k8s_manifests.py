@@ -526,3 +526,29 @@ def test_a_gate_pods_report_is_checked_field_by_field():
     ):
         with pytest.raises(ValueError, match=says):
             child_run_from(bad)
+
+
+def test_a_gate_that_cannot_reach_the_cluster_fails_with_a_reason(settings, tmp_path, monkeypatch):
+    from hubml.extensions.tracking.gatekube import KubeGates
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "hub", "user": {"token": "t"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "hub"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    gates = KubeGates(settings, "http://hub:8091/services/mlflow/", timeout_s=5, memory_mb=512)
+    probe = gates.probe(str(model), 3, "alice")
+    assert not probe.ok and "could not reach the Kubernetes API" in probe.reason, probe.reason
+    assert len(gates.exchange) == 0  # the gate's secret is gone with it
