@@ -252,10 +252,26 @@ def test_concurrency_skip_records_the_skipped_slot(tmp_path):
     sched = scheduler_for(tmp_path)
     job = add_job(sched.engine, schedule=None)
     first = sched.run_now(job)
-    second = sched.run_now(job)
+    with sched.engine.begin() as conn:  # a schedule's slot comes due while the first is queued
+        second = sched._insert_run(conn, job, utcnow(), "schedule")
     with sched.engine.connect() as conn:
         status = dict(conn.execute(select(runs.c.id, runs.c.status)).all())
     assert status == {first: "queued", second: "skipped"}
+
+
+def test_run_now_while_a_run_is_going_is_refused_not_recorded_as_skipped(tmp_path):
+    from hubml.extensions.jobs.scheduler import RunGoing
+
+    sched = scheduler_for(tmp_path)
+    job = add_job(sched.engine, schedule=None)
+    first = sched.run_now(job)
+    with pytest.raises(RunGoing, match=f"run {first} of this job is queued"):
+        sched.run_now(job)
+    with sched.engine.connect() as conn:
+        assert conn.execute(select(runs.c.id)).scalars().all() == [first]
+    queued = add_job(sched.engine, "j2", schedule=None, concurrency="queue")
+    sched.run_now(queued)
+    sched.run_now(queued)  # concurrency: queue takes both
 
 
 def test_a_claimed_run_whose_runner_never_started_is_queued_again(tmp_path):
