@@ -248,7 +248,7 @@ def make_gates(settings):
 
 def routes() -> list:
     from .frontdoor import FrontDoorHandler
-    from .gatekube import ROUTES as GATE_POD_ROUTES
+    from .gateexchange import ROUTES as GATE_POD_ROUTES
     from .registry.handlers import ROUTES
     from .registry.pages import PAGE_ROUTES
 

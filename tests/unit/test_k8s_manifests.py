@@ -500,7 +500,7 @@ def test_gates_go_to_the_cluster_where_the_settings_say_and_mlflow_then_finds_it
 
 
 def test_a_gate_pods_report_is_checked_field_by_field():
-    from hubml.extensions.tracking.gatekube import child_run_from
+    from hubml.extensions.tracking.gateexchange import child_run_from
 
     run = child_run_from(
         {
