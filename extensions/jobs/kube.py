@@ -58,13 +58,6 @@ def k8s_job_manifest(
     the service's business, so ``backoffLimit`` is 0; ``activeDeadlineSeconds`` is the run's
     timeout plus a grace period (:func:`job_deadline`) for the runner to stop the kernel and send the partial output.
     """
-    from kubernetes_asyncio.client import (
-        ApiClient,
-        V1Job,
-        V1JobSpec,
-        V1ObjectMeta,
-        V1PodTemplateSpec,
-    )
 
     from hubml.hub_config import k8s
 
@@ -100,29 +93,56 @@ def k8s_job_manifest(
         "hubml.io/run-id": run_id,
     }
     labels.pop("component", None)
+    annotations = {
+        "hubml.io/user": username,
+        "hubml.io/notebook": notebook,
+        "hubml.io/profile": profile_slug,
+        "hubml.io/parameters": json.dumps(parameters or {}, sort_keys=True),
+    }
+    return batch_job(
+        settings,
+        job_name(run_id),
+        pod,
+        labels,
+        annotations,
+        deadline_s=job_deadline(timeout_s),
+        ttl_s=7 * 24 * 3600,
+    )
+
+
+def batch_job(
+    settings, name: str, pod: dict, labels: dict, annotations: dict, *, deadline_s: int, ttl_s: int
+) -> dict:
+    """A ``batch/v1`` Job (no retries: ``backoffLimit`` 0) whose pod is ``pod`` (a KubeSpawner
+    pod as a dict, its spec already adapted), built and serialised by the kubernetes client."""
+    from kubernetes_asyncio.client import (
+        ApiClient,
+        V1Job,
+        V1JobSpec,
+        V1ObjectMeta,
+        V1PodTemplateSpec,
+    )
+
+    from hubml.hub_config import k8s
+
     job = V1Job(
         api_version="batch/v1",
         kind="Job",
         metadata=V1ObjectMeta(
-            name=job_name(run_id),
+            name=name,
             namespace=settings.kubernetes.namespace,
             labels=labels,
-            annotations={
-                "hubml.io/user": username,
-                "hubml.io/notebook": notebook,
-                "hubml.io/profile": profile_slug,
-                "hubml.io/parameters": json.dumps(parameters or {}, sort_keys=True),
-            },
+            annotations=annotations,
         ),
         spec=V1JobSpec(
             backoff_limit=0,
-            active_deadline_seconds=job_deadline(timeout_s),
-            ttl_seconds_after_finished=7 * 24 * 3600,
+            active_deadline_seconds=deadline_s,
+            ttl_seconds_after_finished=ttl_s,
             template=V1PodTemplateSpec(
                 metadata=V1ObjectMeta(
                     labels=labels, annotations=pod["metadata"].get("annotations")
                 ),
-                spec=spec,
+                spec=pod["spec"],
             ),
         ),
     )

@@ -84,14 +84,7 @@ def gate_job_manifest(
 ) -> dict:
     """The ``batch/v1`` Job that probes one candidate: ``username``'s pod from KubeSpawner on
     ``profile_slug``, stripped to what a gate needs (see the module's docstring)."""
-    from kubernetes_asyncio.client import (
-        ApiClient,
-        V1Job,
-        V1JobSpec,
-        V1ObjectMeta,
-        V1PodTemplateSpec,
-    )
-
+    from hubml.extensions.jobs import kube
     from hubml.hub_config import k8s
 
     pod = k8s.pod_manifest(settings, profile_slug, username)
@@ -121,33 +114,10 @@ def gate_job_manifest(
     resources.setdefault("requests", {})["memory"] = memory
     labels = {k: v for k, v in pod["metadata"].get("labels", {}).items() if k not in _CHART_LABELS}
     labels.update({"app.kubernetes.io/component": COMPONENT, "hubml.io/gate-id": gate_id})
-    job = V1Job(
-        api_version="batch/v1",
-        kind="Job",
-        metadata=V1ObjectMeta(
-            name=job_name(gate_id),
-            namespace=settings.kubernetes.namespace,
-            labels=labels,
-            annotations={"hubml.io/user": username, "hubml.io/profile": profile_slug},
-        ),
-        spec=V1JobSpec(
-            backoff_limit=0,
-            active_deadline_seconds=deadline_s,
-            ttl_seconds_after_finished=600,
-            template=V1PodTemplateSpec(
-                metadata=V1ObjectMeta(
-                    labels=labels, annotations=pod["metadata"].get("annotations")
-                ),
-                spec=spec,
-            ),
-        ),
+    annotations = {"hubml.io/user": username, "hubml.io/profile": profile_slug}
+    return kube.batch_job(
+        settings, job_name(gate_id), pod, labels, annotations, deadline_s=deadline_s, ttl_s=600
     )
-
-    async def serialize():
-        async with ApiClient() as api:
-            return api.sanitize_for_serialization(job)
-
-    return k8s._run(serialize())
 
 
 def choose_profile(settings, requested: str | None, groups) -> tuple[str | None, str]:
