@@ -26,5 +26,18 @@ def configure(c, settings_file=None, environ=None) -> None:
     except SettingsError as e:
         print(f"hubml: invalid settings: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    from .configurer import running_hub
+    from .topology import in_cluster
+
+    other = None if in_cluster(settings) else running_hub(settings)
+    if other is not None:
+        print(
+            f"hubml: a hub is already running on {settings.data_dir} (pid {other}); a second one "
+            f"would take its proxy and services away. Stop it first (kill {other}), or give "
+            "this one another hub.data_dir.",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)
     prepare_host(settings)
     apply_settings(c, settings)

@@ -24,7 +24,6 @@ from .topology import (
     SERVER_EXTENSION_ARG,
     Topology,
     catalog_trait,
-    free_port,
     gates_in_cluster,
     in_cluster,
     make_topology,
@@ -102,18 +101,33 @@ def notices(settings: Settings) -> list[str]:
     return out
 
 
+def running_hub(settings: Settings) -> int | None:
+    """The pid of a hub running on this data dir (its pid file names a live ``jupyterhub``
+    other than this process), else None: a hub killed with SIGKILL leaves a stale file."""
+    try:
+        pid = int((settings.data_dir / "jupyterhub.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and b"jupyterhub" in cmdline else None
+
+
 def update_hub(c, settings: Settings, topo: Topology) -> None:
     data = settings.data_dir
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{settings.hub.port}/"
     # users' servers and apps, and each service, on origins of their own (see docs "Trust model")
     c.JupyterHub.subdomain_host = topo.public_url
     c.JupyterHub.public_url = topo.public_url + "/"
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{free_port()}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{topo.ports['hub_api']}"
     c.JupyterHub.db_url = settings.hub.db_url or f"sqlite:///{data / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
     c.JupyterHub.log_level = settings.hub.log_level
     c.JupyterHub.default_url = "/hub/spawn"
+    # a restart (SIGTERM, crash, upgrade) keeps users' servers and apps, and the proxy that
+    # routes to them, running: the next start finds them by their saved state and adopts them
+    c.JupyterHub.cleanup_servers = settings.hub.stop_servers_on_exit
+    c.JupyterHub.cleanup_proxy = settings.hub.stop_servers_on_exit
     c.JupyterHub.template_paths = [str(HERE / "templates")]
     said = notices(settings)
     if said:
@@ -124,9 +138,9 @@ def update_hub(c, settings: Settings, topo: Topology) -> None:
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 10}
 
 
-def update_proxy(c, settings: Settings) -> None:
+def update_proxy(c, settings: Settings, topo: Topology) -> None:
     c.ConfigurableHTTPProxy.command = proxy_command()
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{free_port()}"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{topo.ports['proxy_api']}"
     c.ConfigurableHTTPProxy.pid_file = str(settings.data_dir / "proxy.pid")
     c.ConfigurableHTTPProxy.should_start = True
 
@@ -361,7 +375,7 @@ def apply_settings(c, settings: Settings, topo: Topology | None = None) -> Topol
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topo = topo or make_topology(settings)
     update_hub(c, settings, topo)
-    update_proxy(c, settings)
+    update_proxy(c, settings, topo)
     update_auth(c, settings)
     update_spawner(c, settings, topo)
     update_services(c, settings, topo)

@@ -98,8 +98,10 @@ def main() -> int:
 
     from hubml.extensions.common.app import load_service_settings, setup_logging
     from hubml.extensions.common.hub import HubAPI
+    from hubml.extensions.common.parent import exit_with_parent
 
     setup_logging()
+    exit_with_parent("hubml-policy")
     settings = load_service_settings()
     profiles = {p.slug: p for p in settings.profiles}
     interval = settings.hub.policy_interval

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .yamlsource import SettingsError, Source, load_yaml
@@ -129,6 +130,31 @@ class Profile(_Model):
         return not self.allowed_groups or bool(set(self.allowed_groups) & set(groups))
 
 
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class InternalPorts(_Model):
+    """Loopback ports of the hub's own parts on one machine; 0: picked once, then kept."""
+
+    hub_api: Port = 0
+    proxy_api: Port = 0
+    mlflow: Port = 0
+    jobs: Port = 0
+    apps: Port = 0
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        given = [(k, v) for k, v in self.model_dump().items() if v]
+        seen: dict[int, str] = {}
+        for key, port in given:
+            if port in seen:
+                raise ValueError(
+                    f"{key} and {seen[port]} are both {port}: each needs a port of its own"
+                )
+            seen[port] = key
+        return self
+
+
 class HubSection(_Model):
     port: int = Field(ge=1, le=65535)
     ip: str = "127.0.0.1"
@@ -142,6 +168,10 @@ class HubSection(_Model):
     # auto: a Unix account per user when the hub runs as root; shared: one for everybody
     isolation: Literal["auto", "shared"] = "auto"
     unix_user_prefix: str = Field("hubml-", pattern=r"^[a-z][a-z0-9]{0,11}-$")
+    internal_ports: InternalPorts = InternalPorts()
+    # a hub that stops (or restarts) leaves users' servers, apps and job runs running, and the
+    # next start adopts them; true: every server and app stops with the hub
+    stop_servers_on_exit: bool = False
 
     @field_validator("public_url")
     @classmethod
@@ -152,6 +182,15 @@ class HubSection(_Model):
                 f"(scheme, lower-case host, optional port, no path), not {value!r}"
             )
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _public_port_apart(self):
+        for key, port in self.internal_ports.model_dump().items():
+            if port and port == self.port:
+                raise ValueError(
+                    f"internal_ports.{key} is {port}, the hub's public port: choose another"
+                )
+        return self
 
 
 class AuthSection(_Model):
@@ -299,6 +338,12 @@ def _merge(base: dict, over: dict, path: tuple, origin: dict[tuple, Source], src
 
 
 def _origin_of(path: tuple, origin: dict[tuple, Source], fallback: Source) -> Source:
+    path = tuple(path)
+    if path not in origin:
+        # a mapping merged key by key (a check of the whole mapping): the file that set its keys
+        for key, src in origin.items():
+            if key[: len(path)] == path and src is not fallback:
+                return src
     for n in range(len(path), 0, -1):
         if tuple(path[:n]) in origin:
             return origin[tuple(path[:n])]

@@ -6,6 +6,8 @@ settings object flows one way (settings → topology → hub configuration and s
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from dataclasses import dataclass, field
 
@@ -18,12 +20,52 @@ ADMIN_SERVICE = "hubml-admin"
 # and users' pods reach them; deploy/values.yaml opens the same ports (hub.service.extraPorts)
 SERVICE_PORTS = {"mlflow": 8091, "jobs": 8092, "apps": 8093}
 SERVICES = tuple(SERVICE_PORTS)
+# the hub's own loopback parts on one machine (hub.internal_ports), kept per data dir
+INTERNAL_PORTS = ("hub_api", "proxy_api", *SERVICES)
+PORTS_FILE = "ports.json"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def internal_ports(settings: Settings) -> dict[str, int]:
+    """The loopback port of each of the hub's parts (:data:`INTERNAL_PORTS`): the number the
+    settings give, else the one this data dir used before (``ports.json``), else a free one,
+    then remembered. The same ports at every start are what let a restarted hub find its proxy
+    and services, and users' servers reach the hub and services they were started with."""
+    chosen = settings.hub.internal_ports.model_dump()
+    path = settings.data_dir / PORTS_FILE if settings.hub.data_dir else None
+    kept: dict = {}
+    if path is not None:
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            kept = {}  # none yet, or garbled: picked again below
+        if not isinstance(kept, dict):
+            kept = {}
+    taken = {settings.hub.port, *(p for p in chosen.values() if p)}
+    ports: dict[str, int] = {}
+    for name in INTERNAL_PORTS:
+        port = chosen.get(name) or 0
+        if not port:
+            old = kept.get(name)
+            if isinstance(old, int) and 1024 <= old <= 65535 and old not in taken:
+                port = old
+            else:
+                port = free_port()
+                while port in taken:
+                    port = free_port()
+        taken.add(port)
+        ports[name] = port
+    if path is not None and ports != kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{PORTS_FILE}.{os.getpid()}")
+        tmp.write_text(json.dumps(ports, indent=1) + "\n")
+        os.replace(tmp, path)
+    return ports
 
 
 def in_cluster(settings: Settings) -> bool:
@@ -58,6 +100,8 @@ class Topology:
     proxy_url: str
     # name -> where the proxy and processes reach the service (its front door), no trailing slash
     service_urls: dict[str, str] = field(default_factory=dict)
+    # the hub's own ports (:data:`INTERNAL_PORTS`): hub_api, proxy_api and each service's
+    ports: dict[str, int] = field(default_factory=dict)
 
     def service_base(self, name: str) -> str:
         """Base URL of a service for processes: ``http://127.0.0.1:<port>/services/<name>/``."""
@@ -65,13 +109,17 @@ class Topology:
 
 
 def make_topology(settings: Settings, cluster: bool | None = None) -> Topology:
-    """Addresses for this start: fixed service ports in a cluster (``cluster``, default: whether
-    the settings say Kubernetes), free loopback ports on one machine."""
+    """Addresses for this start: the chart's fixed ports in a cluster (``cluster``, default:
+    whether the settings say Kubernetes), this data dir's loopback ports on one machine."""
     if in_cluster(settings) if cluster is None else cluster:
         hub = settings.kubernetes.hub_service
         urls = {name: f"http://{hub}:{port}" for name, port in SERVICE_PORTS.items()}
         proxy = settings.kubernetes.proxy_url
+        ports = {"hub_api": 8081, "proxy_api": 8001, **SERVICE_PORTS}
     else:
-        urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICES}
+        ports = internal_ports(settings)
+        urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
         proxy = f"http://{settings.hub.ip}:{settings.hub.port}"
-    return Topology(public_url=public_url(settings), proxy_url=proxy, service_urls=urls)
+    return Topology(
+        public_url=public_url(settings), proxy_url=proxy, service_urls=urls, ports=ports
+    )

@@ -222,6 +222,7 @@ def start_hub(
     config: Path | None = None,
     timeout: float = 45,
     port: int | None = None,
+    log_name: str = "hub.log",
 ) -> RunningHub:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -243,11 +244,14 @@ def start_hub(
     settings.setdefault("tracking", {"enabled": False})
     settings.setdefault("jobs", {"enabled": False})
     settings.setdefault("apps", {"enabled": False})
+    # a test's hub takes its servers with it when it stops (the default keeps them running
+    # through restarts: tests/integration/test_hub_restart.py)
+    settings["hub"] = {"stop_servers_on_exit": True, **settings.get("hub", {})}
     if settings is not None:
         path = data_dir / "settings.yaml"
         path.write_text(yaml.safe_dump(settings))
         env["HUBML_SETTINGS"] = str(path)
-    log_path = data_dir / "hub.log"
+    log_path = data_dir / log_name
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [

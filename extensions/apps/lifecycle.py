@@ -252,6 +252,59 @@ async def revoke(ctx, record) -> None:
     log.info("revoked %s share %s of %s/%s", record.kind, record.target, record.owner, record.app)
 
 
+async def reconcile(ctx, restart: bool) -> None:
+    """Make the listing true. An app listed running whose server is not is started again when
+    ``restart`` (the first pass after this service starts, i.e. after a hub restart that stopped
+    it), else recorded stopped with the reason (its owner or an admin stopped it at the hub); an
+    app listed stopped whose server was started at the hub (its launch button) is running."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(apps).where(apps.c.status.in_(("running", "stopped")))).all()
+    by_owner: dict[str, list] = {}
+    for row in rows:
+        by_owner.setdefault(row.owner, []).append(row)
+    for owner, listed in by_owner.items():
+        code, user = await ctx.hub.request("GET", f"users/{quote(owner)}")
+        if code != 200:
+            continue  # the hub cannot say: leave the records as they are
+        servers = user.get("servers") or {}
+        for row in listed:
+            server = servers.get(server_name(row.name)) or {}
+            up = bool(server.get("ready") or server.get("pending") == "spawn")
+            if row.status == "stopped":
+                if server.get("ready"):
+                    log.info("app %s/%s was started at the hub: running", owner, row.name)
+                    _record(ctx, owner, row.name, "stopped", status="running", started_at=utcnow())
+                continue
+            if up:
+                continue
+            if not restart:
+                reason = "its server was stopped at the hub (by its owner or an administrator)"
+                log.info("app %s/%s: %s", owner, row.name, reason)
+                _record(ctx, owner, row.name, "running", status="stopped", stopped_reason=reason)
+                continue
+            log.info(
+                "app %s/%s is listed running but its server is not: starting it", owner, row.name
+            )
+            try:
+                await start_app(ctx, owner, row.name, row.profile)
+            except APIError as e:
+                reason = f"it could not be started again after a hub restart: {e.message}"
+                log.warning("app %s/%s: %s", owner, row.name, reason)
+                _record(ctx, owner, row.name, "running", status="stopped", stopped_reason=reason)
+
+
+def _record(ctx, owner: str, name: str, was: str, **values) -> None:
+    """Set ``values`` on the app's record if it still has the status ``was``."""
+    if values.get("status") == "running":
+        values.setdefault("stopped_reason", None)
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(apps)
+            .where(apps.c.owner == owner, apps.c.name == name, apps.c.status == was)
+            .values(**values)
+        )
+
+
 async def sweep(ctx) -> None:
     """Note who accepted links, revoke expired shares, stop idle apps."""
     now = utcnow()

@@ -33,7 +33,7 @@ from hubml.extensions.common.app import (
 from hubml.extensions.jobs.db import make_engine
 
 from .handlers import ROUTES
-from .lifecycle import sweep
+from .lifecycle import reconcile, sweep
 from .store import metadata
 
 log = logging.getLogger("hubml.apps")
@@ -76,8 +76,12 @@ def main() -> int:
     app = make_app(ctx, ROUTES)
 
     async def sweeper():
+        # the first pass that reaches the hub starts again the apps a hub restart stopped
+        restart = True
         while True:
             try:
+                await reconcile(ctx, restart=restart)
+                restart = False
                 await sweep(ctx)
             except Exception:
                 log.exception("sweep failed")

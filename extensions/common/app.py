@@ -97,13 +97,43 @@ def service_port(default: int = 5000) -> int:
     return urlsplit(url).port or default if url else default
 
 
+def listen_when_free(app, name: str, port: int, address: str, wait_s: float = 15, **listen):
+    """Listen on ``port``, waiting up to ``wait_s`` while it is taken (the copy a killed hub left
+    behind stops itself within a second: :mod:`.parent`); then one line and exit status 1."""
+    import errno
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            app.listen(port, address=address, xheaders=True, **listen)
+            return
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            if time.monotonic() > deadline:
+                log.error(
+                    "%s: port %s is taken by another process, so this service cannot start; "
+                    "stop that process, or give the service another port "
+                    "(hub.internal_ports.%s, kept in the data dir's ports.json)",
+                    name,
+                    port,
+                    name,
+                )
+                raise SystemExit(1) from None
+            time.sleep(0.2)
+
+
 def serve(app: web.Application, name: str, *, on_start=None, on_stop=None, **listen) -> None:
     """Listen where JupyterHub said, run ``on_start`` (a coroutine function) once the loop runs,
     and stop on SIGTERM/SIGINT after ``on_stop`` (a plain function)."""
+    from .parent import exit_with_parent
+
     port = service_port()
     address = os.environ.get("HUBML_SERVICE_BIND", "127.0.0.1")
-    app.listen(port, address=address, xheaders=True, **listen)
+    listen_when_free(app, name, port, address, **listen)
     log.info("%s service on %s:%s (pid %s)", name, address or "*", port, os.getpid())
+    exit_with_parent(name)
     loop = ioloop.IOLoop.current()
     if on_start is not None:
         loop.add_callback(lambda: asyncio.ensure_future(on_start()))

@@ -12,6 +12,16 @@ from tornado import httpclient
 log = logging.getLogger("hubml.hub")
 
 
+class HubUnavailable(RuntimeError):
+    """The hub does not answer, or answers that it cannot now (it is restarting): what was asked
+    is to be tried again, not refused."""
+
+
+def hub_down(code: int) -> bool:
+    """Whether a status from :meth:`HubAPI.request` means the hub itself is not there now."""
+    return code == 599 or code in (502, 503, 504)
+
+
 class HubAPI:
     """``await hub.request("GET", "users/alice")`` → ``(status, JSON body)``.
 
@@ -39,7 +49,8 @@ class HubAPI:
                 },
                 body=json.dumps(body) if body is not None else None,
             )
-        except OSError as e:
+        except (OSError, httpclient.HTTPClientError) as e:
+            # (a connection the hub closed, as when it is killed, is HTTPStreamClosedError)
             return 599, {"message": f"the hub did not answer ({e})"}
         try:
             data = json.loads(resp.body) if resp.body else {}
@@ -51,8 +62,12 @@ class HubAPI:
 
     # -- the calls services make --------------------------------------------------------------
 
-    async def user(self, name: str) -> dict | None:
+    async def user(self, name: str, strict: bool = False) -> dict | None:
+        """The user's model, None if there is none (or the hub did not answer); with
+        ``strict``, a hub that does not answer raises :class:`HubUnavailable` instead."""
         code, model = await self.request("GET", f"users/{quote(name)}")
+        if strict and hub_down(code):
+            raise HubUnavailable(f"cannot ask about {name}: {model.get('message') or code}")
         return model if code == 200 else None
 
     async def groups_of(self, name: str) -> set[str]:
@@ -62,12 +77,15 @@ class HubAPI:
     async def mint_token(
         self, user: str, scopes: list[str], expires_in: int, note: str
     ) -> dict | None:
-        """A new token of ``user`` with ``scopes`` (``{"id", "token"}``), or None if refused."""
+        """A new token of ``user`` with ``scopes`` (``{"id", "token"}``), or None if refused;
+        :class:`HubUnavailable` when the hub does not answer (try again later)."""
         code, model = await self.request(
             "POST",
             f"users/{quote(user)}/tokens",
             {"expires_in": int(expires_in), "note": note, "scopes": scopes},
         )
+        if hub_down(code):
+            raise HubUnavailable(f"no token for {user}: {model.get('message') or code}")
         if code not in (200, 201):
             log.warning("the hub refused a token for %s (%s): %s", user, code, model.get("message"))
             return None

@@ -17,6 +17,7 @@ from tornado import httpclient
 
 from . import urls
 from .errors import APIError
+from .hub import HubUnavailable
 
 log = logging.getLogger("hubml.userfiles")
 
@@ -44,7 +45,8 @@ def clean_path(path, what: str = "file", suffix: str | None = None) -> str:
 
 
 async def server_running(ctx, user: str) -> bool:
-    model = await ctx.hub.user(user)
+    """Whether ``user``'s default server is ready; HubUnavailable when the hub cannot say."""
+    model = await ctx.hub.user(user, strict=True)
     server = ((model or {}).get("servers") or {}).get("")
     return bool(server and server.get("ready"))
 
@@ -55,8 +57,21 @@ async def fetch_from_server(
     """The saved bytes of ``path`` in ``user``'s home, from their running server.
 
     APIError 409 when the server is not running (saying what to do instead), 404 when the file
-    does not exist there, 413 past ``max_bytes``.
+    does not exist there, 413 past ``max_bytes``, 503 (with Retry-After) when the hub does not
+    answer, as while it restarts.
     """
+    try:
+        return await _fetch(ctx, user, path, what, max_bytes)
+    except HubUnavailable as e:
+        raise APIError(
+            503,
+            f"{what}: the hub is not answering (it may be restarting), so {path} cannot be read "
+            f"now; try again in a few seconds ({e})",
+            headers={"Retry-After": "5"},
+        ) from None
+
+
+async def _fetch(ctx, user: str, path: str, what: str, max_bytes: int) -> bytes:
     if not await server_running(ctx, user):
         raise APIError(
             409,

@@ -225,7 +225,10 @@ class Runners:
         else:
             os.umask(0o077)
         with contextlib.suppress(OSError):  # nobody attaches to the runner, not even its owner
-            ctypes.CDLL(None).prctl(4, 0)  # PR_SET_DUMPABLE
+            libc = ctypes.CDLL(None)
+            libc.prctl(4, 0)  # PR_SET_DUMPABLE
+            # what ps and top show for it (its command line is still this service's)
+            libc.prctl(15, b"hubml-runner", 0, 0, 0)  # PR_SET_NAME
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
@@ -323,6 +326,8 @@ def serve(runners: Runners, path: Path, warm_up=None) -> None:
     """Accept the jobs service's connections and answer them, one request at a time (this
     process forks: it keeps no threads). ``warm_up`` runs once the socket exists, so early
     requests wait in its backlog instead of finding no socket."""
+    from hubml.extensions.common.parent import hub_gone, hub_parent
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -347,9 +352,13 @@ def serve(runners: Runners, path: Path, warm_up=None) -> None:
         path,
         "a Unix account per user" if runners.isolated else "one shared account",
     )
+    # a hub killed with SIGKILL cannot stop this process: it stops itself (runs go on)
+    parent = hub_parent()
     while True:
+        if hub_gone("hubml-runners", parent):
+            sys.exit(0)
         try:
-            events = sel.select()
+            events = sel.select(timeout=1 if parent else None)
         except InterruptedError:
             continue
         for key, _ in events:

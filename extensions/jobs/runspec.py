@@ -86,6 +86,10 @@ async def latest_notebook(sched, job, run_dir: Path) -> Path:
         raw = await fetch_from_server(sched.ctx, job.owner, job.notebook, "track_latest")
         parse_notebook(raw, job.notebook)
     except APIError as e:
+        if e.status_code == 503:  # the hub is restarting: the run waits, it is not refused
+            from hubml.extensions.common.hub import HubUnavailable
+
+            raise HubUnavailable(e.message) from None
         raise RunRefused(
             f"{e.message}. Turn track_latest off to run the snapshot taken when the "
             f"job was made ({job.content_hash[:12]})."

@@ -19,6 +19,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hubml.extensions.common.hub import HubUnavailable
+
 from . import cron, runspec
 from .db import ACTIVE, jobs, new_id, runs, utcnow
 from .runnerd import RunnersUnavailable
@@ -319,8 +321,9 @@ class Scheduler:
         try:
             spec = await self.spec(run, job, profile, devices)
             pid = await _call(self.executor.launch(spec))
-        except RunnersUnavailable as e:
-            # the runner service is restarting: the run waits in the queue, it did not fail
+        except (RunnersUnavailable, HubUnavailable) as e:
+            # the runner service or the hub is restarting: the run waits in the queue, it did
+            # not fail
             log.warning("run %s waits: %s", run.id, e)
             if devices:
                 self.ledger().release(owner)

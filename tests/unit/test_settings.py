@@ -230,3 +230,38 @@ def test_kubernetes_job_executor_settings(tmp_path):
     assert error_of(path).startswith(
         f"{path}:4: kubernetes.proxy_url: must be an http(s) URL such as http://proxy-public"
     )
+
+
+def test_internal_ports_must_be_distinct_and_apart_from_the_public_port(tmp_path):
+    path = write(tmp_path, "hub:\n  internal_ports: {hub_api: 9100, jobs: 9100}\n")
+    msg = error_of(path)
+    assert msg.startswith(f"{path}:2: hub.internal_ports:"), msg
+    assert "jobs and hub_api are both 9100: each needs a port of its own" in msg
+    path = write(tmp_path, "hub:\n  port: 9200\n  internal_ports: {apps: 9200}\n")
+    assert "internal_ports.apps is 9200, the hub's public port" in error_of(path)
+    path = write(tmp_path, "hub:\n  internal_ports: {proxy_api: 70000}\n")
+    assert "hub.internal_ports.proxy_api" in error_of(path)
+
+
+def test_internal_ports_are_picked_once_per_data_dir_and_kept(tmp_path):
+    import json
+
+    from hubml.hub_config.topology import INTERNAL_PORTS, make_topology
+
+    settings = load_settings(None, environ={"HUBML_DATA_DIR": str(tmp_path / "data")})
+    first = make_topology(settings)
+    assert sorted(first.ports) == sorted(INTERNAL_PORTS)
+    assert len(set(first.ports.values())) == len(INTERNAL_PORTS)
+    assert settings.hub.port not in first.ports.values()
+    kept = json.loads((tmp_path / "data" / "ports.json").read_text())
+    assert kept == first.ports
+    # the next start of this data dir: the same addresses, so a restarted hub finds everything
+    again = make_topology(settings)
+    assert again.ports == first.ports and again.service_urls == first.service_urls
+    assert again.service_urls["jobs"] == f"http://127.0.0.1:{first.ports['jobs']}"
+    # a number in the settings wins; a garbled file is picked again, not fatal
+    path = write(tmp_path, "hub:\n  internal_ports: {jobs: 9321}\n")
+    pinned = load_settings(path, environ={"HUBML_DATA_DIR": str(tmp_path / "data")})
+    assert make_topology(pinned).ports["jobs"] == 9321
+    (tmp_path / "data" / "ports.json").write_text("{not json")
+    assert sorted(make_topology(settings).ports) == sorted(INTERNAL_PORTS)
