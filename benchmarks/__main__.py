@@ -5,7 +5,17 @@ import json
 import platform
 import sys
 
-from benchmarks import apps, fastlog, fastlog_hub, gates, imports, jobs, service_memory, spawn
+from benchmarks import (
+    apps,
+    fastlog,
+    fastlog_hub,
+    faults,
+    gates,
+    imports,
+    jobs,
+    service_memory,
+    spawn,
+)
 from tests.hubprocess import resolve_localhost
 
 BENCHMARKS = {
@@ -17,6 +27,7 @@ BENCHMARKS = {
     "apps": apps,
     "jobs": jobs,
     "gates": gates,
+    "faults": faults,
 }
 
 

@@ -18,17 +18,15 @@ def configure(c, settings_file=None, environ=None) -> None:
     """
     import sys
 
-    from .configurer import apply_settings, prepare_host
+    from .configurer import apply_settings, leave_nothing_if_start_fails, prepare_host, running_hub
     from .settings import load_settings
+    from .topology import in_cluster
 
     try:
         settings = load_settings(settings_file, environ)
     except SettingsError as e:
         print(f"hubml: invalid settings: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    from .configurer import running_hub
-    from .topology import in_cluster
-
     other = None if in_cluster(settings) else running_hub(settings)
     if other is not None:
         print(
@@ -41,3 +39,5 @@ def configure(c, settings_file=None, environ=None) -> None:
         raise SystemExit(2)
     prepare_host(settings)
     apply_settings(c, settings)
+    if not in_cluster(settings):
+        leave_nothing_if_start_fails(settings)

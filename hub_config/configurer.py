@@ -8,12 +8,14 @@ happen on the machine before the hub starts (Unix accounts, the data dir's modes
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -110,6 +112,36 @@ def running_hub(settings: Settings) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid != os.getpid() and b"jupyterhub" in cmdline else None
+
+
+def leave_nothing_if_start_fails(settings: Settings) -> None:
+    """A hub that exits before it finished starting (a managed service that would not start,
+    a port taken) skips JupyterHub's cleanup and would leave the proxy it started running: end
+    that proxy (by its pid file) at exit. The services stop themselves (their parent is gone)."""
+    import atexit
+
+    pid_file = settings.data_dir / "proxy.pid"
+
+    def end_proxy() -> None:
+        from jupyterhub.app import JupyterHub
+
+        if not JupyterHub.initialized():
+            return
+        started = getattr(JupyterHub.instance(), "_start_future", None)
+        if started is None or started.done():
+            return  # it started: stopping is JupyterHub's (and keeping servers is deliberate)
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"configurable-http-proxy" in cmdline:
+            print(f"hubml: the hub did not start; stopping its proxy (pid {pid})", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                pid_file.unlink()
+
+    atexit.register(end_proxy)
 
 
 def update_hub(c, settings: Settings, topo: Topology) -> None:

@@ -279,6 +279,10 @@ class JobsSection(_Model):
     max_concurrent_runs_per_user: int = Field(2, ge=1, le=256)
     # runs missed while the service was down: run once, skip them, or run each
     catch_up: Literal["once", "none", "all"] = "once"
+    # history kept per job: the newest keep_runs finished runs, none finished more than
+    # keep_days ago (0: no limit); outputs go with their runs. A job may set its own.
+    keep_runs: int = Field(200, ge=0, le=1_000_000)
+    keep_days: int = Field(90, ge=0, le=36500)
     # local: papermill processes on this host. kubernetes: a batch/v1 Job per run, in
     # kubernetes.namespace, from the same catalog translation as the spawner
     executor: Literal["local", "kubernetes"] = "local"

@@ -32,28 +32,20 @@ class AppsClient:
     def request(self, method: str, path: str, body=None) -> dict:
         import requests
 
+        from ._http import call
+
         if not self.base.startswith("http"):
             raise AppsAPIError(
                 0, "no apps service is configured for this server (HUBML_APPS_URL is not set)"
             )
         try:
-            resp = requests.request(
-                method,
-                self.base + path,
-                json=body,
-                timeout=180,
-                headers={"Authorization": f"token {self.token}"},
+            status, data, reason = call(
+                method, self.base + path, self.token, body=body, timeout=180
             )
         except requests.RequestException as e:
             raise AppsAPIError(0, f"the apps service did not answer ({type(e).__name__})") from None
-        try:
-            data = resp.json() if resp.content else {}
-        except ValueError:
-            data = {"message": resp.text[:300]}
-        if resp.status_code >= 400:
-            raise AppsAPIError(
-                resp.status_code, data.get("message", resp.reason), data.get("log_tail", "")
-            )
+        if status >= 400:
+            raise AppsAPIError(status, data.get("message", reason), data.get("log_tail", ""))
         return data
 
 

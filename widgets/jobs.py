@@ -54,27 +54,20 @@ class JobsClient:
     def request(self, method: str, path: str, body=None, params=None) -> dict:
         import requests
 
+        from ._http import call
+
         if not self.base.startswith("http"):
             raise JobsAPIError(
                 0, "no jobs service is configured for this server (HUBML_JOBS_URL is not set)"
             )
         try:
-            resp = requests.request(
-                method,
-                self.base + path,
-                json=body,
-                params=params,
-                timeout=60,
-                headers={"Authorization": f"token {self.token}"},
+            status, data, reason = call(
+                method, self.base + path, self.token, body=body, params=params, timeout=60
             )
         except requests.RequestException as e:
             raise JobsAPIError(0, f"the jobs service did not answer ({type(e).__name__})") from None
-        try:
-            data = resp.json() if resp.content else {}
-        except ValueError:
-            data = {"message": resp.text[:200]}
-        if resp.status_code >= 400:
-            raise JobsAPIError(resp.status_code, data.get("message", resp.reason))
+        if status >= 400:
+            raise JobsAPIError(status, data.get("message", reason))
         return data
 
 

@@ -37,27 +37,20 @@ class RegistryClient:
 
         import requests
 
+        from ._http import call
+
         name, _, rest = path.partition("/")
         url = self.base + quote(name, safe="") + (f"/{rest}" if rest else "")
         try:
-            resp = requests.request(
-                method,
-                url,
-                json=body,
-                params=params,
-                timeout=300,
-                headers={"Authorization": f"token {self.token}"},
+            status, data, reason = call(
+                method, url, self.token, body=body, params=params, timeout=300
             )
         except requests.RequestException as e:
             raise RegistryAPIError(
                 0, f"the tracking service did not answer ({type(e).__name__})"
             ) from None
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {"message": resp.text[:200]}
-        if resp.status_code >= 400 and resp.status_code != 422:
-            raise RegistryAPIError(resp.status_code, data.get("message", resp.reason), data)
+        if status >= 400 and status != 422:
+            raise RegistryAPIError(status, data.get("message", reason), data)
         return data
 
 

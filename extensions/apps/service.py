@@ -34,7 +34,7 @@ from hubml.extensions.jobs.db import make_engine
 
 from .handlers import ROUTES
 from .lifecycle import reconcile, sweep
-from .store import metadata
+from .store import init_store
 
 log = logging.getLogger("hubml.apps")
 SWEEP_S = 5
@@ -65,7 +65,7 @@ def main() -> int:
 
     def init(url):
         engine = make_engine(url)
-        metadata.create_all(engine)
+        init_store(engine)
         return engine
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text
 
@@ -42,6 +43,16 @@ shares = Table(
     Column("created_at", DateTime, nullable=False),
     Column("accepted_by", JSON, nullable=False, default=list),  # links: who accepted them
 )
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def init_store(engine) -> None:
+    """Create or upgrade the store's schema (alembic revisions in ``migrations/``)."""
+    from hubml.extensions.common.migrate import upgrade
+
+    upgrade(engine, "apps", MIGRATIONS, ("apps", "shares"))
 
 
 def server_name(app: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -62,6 +63,9 @@ jobs = Table(
     Column("notify_on", JSON, nullable=False),
     Column("paused", Boolean, nullable=False, default=False),
     Column("next_run_at", DateTime, index=True),  # UTC, naive
+    # history kept for this job (null: the service's jobs.keep_runs / jobs.keep_days)
+    Column("keep_runs", Integer),
+    Column("keep_days", Integer),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -80,7 +84,7 @@ runs = Table(
     Column("not_before", DateTime, nullable=False),  # retries wait out their backoff
     Column("created_at", DateTime, nullable=False),
     Column("started_at", DateTime),
-    Column("finished_at", DateTime),
+    Column("finished_at", DateTime, index=True),
     Column("duration_s", Float),
     Column("cost_usd", Float),
     Column("price_per_hour", Float, nullable=False),
@@ -132,5 +136,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
 def init_db(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """Create or upgrade the store's schema (alembic revisions in ``migrations/``)."""
+    from hubml.extensions.common.migrate import upgrade
+
+    upgrade(engine, "jobs", MIGRATIONS, ("jobs", "runs"))

@@ -27,6 +27,9 @@ def job_model(ctx, job, last_run=None) -> dict:
         "webhook_url": job.webhook_url,
         "notify_on": job.notify_on,
         "paused": job.paused,
+        # the history kept: this job's own limits, else the service's (0: no limit)
+        "keep_runs": job.keep_runs if job.keep_runs is not None else ctx.settings.jobs.keep_runs,
+        "keep_days": job.keep_days if job.keep_days is not None else ctx.settings.jobs.keep_days,
         "next_run_at": iso(job.next_run_at) if not job.paused else None,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),

@@ -28,6 +28,8 @@ FIELDS = {
     "webhook_url",
     "notify_on",
     "track_latest",
+    "keep_runs",
+    "keep_days",
 }
 PATCHABLE = FIELDS - {"notebook", "content"} | {"paused"}
 
@@ -126,6 +128,9 @@ class JobRules:
                     "track_latest: true (run the latest saved notebook) or false (run the snapshot)",
                 )
             out["track_latest"] = body["track_latest"]
+        for key, hi in (("keep_runs", 1_000_000), ("keep_days", 36500)):
+            if key in body:  # null: the service's own jobs.keep_runs / jobs.keep_days
+                out[key] = None if body[key] is None else whole_number(body, key, 0, 1, hi)
         if "paused" in body:
             if not isinstance(body["paused"], bool):
                 raise APIError(400, "paused: true or false")

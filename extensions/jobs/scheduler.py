@@ -14,6 +14,7 @@ import datetime as dt
 import inspect
 import json
 import logging
+import time
 from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
@@ -21,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from hubml.extensions.common.hub import HubUnavailable
 
-from . import cron, runspec
+from . import catchup, history, runspec
+from .catchup import GRACE
 from .db import ACTIVE, jobs, new_id, runs, utcnow
 from .runnerd import RunnersUnavailable
 from .runspec import RunRefused
@@ -30,8 +32,8 @@ log = logging.getLogger("hubml.jobs.scheduler")
 
 TICK = 1.0
 # a slot this late counts as missed (the catch-up policy decides); earlier ones just run
-GRACE = dt.timedelta(seconds=60)
-MAX_CATCH_UP = 100
+# how often finished runs past their job's retention are pruned
+PRUNE_EVERY_S = 300
 KILL_GRACE_S = 15  # after the runner's own timeout, the service kills it
 
 
@@ -64,6 +66,7 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.notify = None  # async callable(run_row, job_row) for webhooks
         self._ledger = None
+        self._pruned_at = float("-inf")
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -123,38 +126,24 @@ class Scheduler:
         self.fire_due()
         await self.finish_ended()
         await self.dispatch()
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            await asyncio.to_thread(self.prune)
+
+    def prune(self, now: dt.datetime | None = None) -> int:
+        """Finished runs past their job's retention go, with their folders (:mod:`.history`)."""
+        return history.prune(self.engine, self.settings.jobs, self.run_dir, now)
 
     # -- schedules -----------------------------------------------------------------------------
 
     def slots(self, job, now: dt.datetime) -> tuple[list[dt.datetime], dt.datetime]:
         """(slots to run now, the job's next_run_at after them) under the catch-up policy."""
-        due = []
-        t = job.next_run_at
-        while t <= now and len(due) < MAX_CATCH_UP:
-            due.append(t)
-            t = cron.next_times(job.schedule, job.timezone, after=t)[0]
-        if t <= now:  # more than MAX_CATCH_UP missed: jump to the future
-            t = cron.next_times(job.schedule, job.timezone, after=now)[0]
-        on_time = [s for s in due if now - s <= GRACE]
-        missed = [s for s in due if now - s > GRACE]
-        policy = self.settings.jobs.catch_up
-        if policy == "all":
-            chosen = due
-        elif policy == "once":
-            chosen = on_time or missed[-1:]
-        else:
-            chosen = on_time
-        if missed:
-            log.info(
-                "job %s missed %d slot(s) (%s to %s); catch-up policy %r runs %d",
-                job.id,
-                len(missed),
-                missed[0],
-                missed[-1],
-                policy,
-                len(chosen),
-            )
-        return chosen, t
+        chosen, _, nxt = self.plan(job, now)
+        return chosen, nxt
+
+    def plan(self, job, now: dt.datetime):
+        """``(to run, [(slot, why not)], next_run_at)`` for a due job (:func:`.catchup.plan`)."""
+        return catchup.plan(job, now, self.settings.jobs.catch_up)
 
     def fire_due(self) -> int:
         now = utcnow()
@@ -168,7 +157,7 @@ class Scheduler:
                 )
             ).all()
         for job in due_jobs:
-            chosen, nxt = self.slots(job, now)
+            chosen, skipped, nxt = self.plan(job, now)
             try:
                 with self.engine.begin() as conn:
                     moved = conn.execute(
@@ -182,6 +171,8 @@ class Scheduler:
                         trigger = "schedule" if now - slot <= GRACE else "catch-up"
                         self._insert_run(conn, job, slot, trigger)
                         fired += 1
+                    for slot, why in skipped:  # every slot not run leaves a record saying why
+                        self._insert_run(conn, job, slot, "catch-up", skip_reason=why)
             except IntegrityError:
                 log.warning("job %s: slot already has a run; not firing it twice", job.id)
         if fired:
@@ -196,6 +187,7 @@ class Scheduler:
         trigger: str,
         attempt: int = 1,
         not_before: dt.datetime | None = None,
+        skip_reason: str | None = None,
     ) -> str:
         active = conn.execute(
             select(func.count())
@@ -203,7 +195,9 @@ class Scheduler:
             .where(runs.c.job_id == job.id, runs.c.status.in_(ACTIVE))
         ).scalar()
         status, error = "queued", None
-        if active and job.concurrency == "skip" and trigger != "retry":
+        if skip_reason:
+            status, error = "skipped", f"skipped: {skip_reason}"
+        elif active and job.concurrency == "skip" and trigger != "retry":
             status, error = (
                 "skipped",
                 "skipped: the previous run of this job was still going (concurrency: skip)",

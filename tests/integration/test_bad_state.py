@@ -6,6 +6,8 @@ left running, 404 on every URL)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -47,3 +49,38 @@ def test_a_corrupt_jobs_store_stops_the_jobs_service_alone_with_one_line(hub):
     assert "jobs.db cannot be opened (file is not a database)" in lines[0]
     assert "restore it from a backup" in lines[0]
     assert (hub.data_dir / "jobs" / "jobs.db").read_bytes().startswith(b"garbage header!!")
+
+
+def test_a_hub_that_cannot_start_a_service_says_why_and_leaves_no_process(tmp_path):
+    """The jobs service's port (pinned in the settings) is taken by another program: the service
+    says so in one line, the hub exits, and neither its proxy nor its other services stay."""
+    import socket
+
+    from tests.hubprocess import start_hub
+    from tests.integration.test_hub_restart import alive, hub_processes
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        with pytest.raises(RuntimeError, match="hub exited"):
+            start_hub(
+                tmp_path,
+                {"jobs": {"enabled": True}, "hub": {"internal_ports": {"jobs": port}}},
+                timeout=90,
+            )
+        log = (tmp_path / "hub.log").read_text()
+        lines = [line for line in log.splitlines() if f"port {port} is taken" in line]
+        assert len(lines) == 1 and "hub.internal_ports.jobs" in lines[0], lines
+        proxy_pid = (
+            int((tmp_path / "proxy.pid").read_text()) if (tmp_path / "proxy.pid").exists() else None
+        )
+        assert "the hub did not start; stopping its proxy" in log
+        deadline = time.monotonic() + 10
+        while any(hub_processes(tmp_path).values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(hub_processes(tmp_path).values()), hub_processes(tmp_path)
+        assert proxy_pid is None or not alive(proxy_pid)
+    finally:
+        squatter.close()

@@ -248,12 +248,26 @@ def test_bad_definitions_are_refused_with_a_clear_message_and_create_nothing(hub
         ({"concurrency": "parallel"}, 400, "concurrency: 'skip'"),
         ({"webhook_url": "file:///etc/passwd"}, 400, "webhook_url"),
         ({"color": "red"}, 400, "unknown field(s) color"),
+        ({"keep_runs": 0}, 400, "keep_runs: must be a whole number from 1 to 1000000"),
+        ({"keep_days": "forever"}, 400, "keep_days: must be a whole number from 1 to 36500"),
     ]
     for change, status, message in cases:
         body = {"notebook": "params.ipynb", "content": nb, "profile": "cpu-small", **change}
         r = alice("POST", "jobs", json=body)
         assert r.status_code == status, (change, r.status_code, r.text)
         assert message in r.json()["message"], (change, r.json())
+    # retention: the service's defaults unless the job says otherwise, and patchable
+    body = {
+        "notebook": "params.ipynb",
+        "content": nb,
+        "profile": "cpu-small",
+        "schedule": "0 2 * * *",
+    }
+    made = alice.create(**body, keep_runs=5)
+    assert (made["keep_runs"], made["keep_days"]) == (5, 90)
+    r = alice("PATCH", f"jobs/{made['id']}", json={"keep_runs": None, "keep_days": 7})
+    assert (r.json()["keep_runs"], r.json()["keep_days"]) == (200, 7), r.text
+    assert alice("DELETE", f"jobs/{made['id']}").status_code == 204
     r = alice("POST", "jobs", data="{not json")
     assert r.status_code == 400 and "not JSON" in r.json()["message"]
     assert len(alice("GET", "jobs").json()["jobs"]) == before

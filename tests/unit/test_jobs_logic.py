@@ -216,6 +216,93 @@ def test_catch_up_policy_for_slots_missed_while_down(tmp_path, policy, expected)
         assert chosen == [hour]  # the latest missed slot
 
 
+@pytest.mark.parametrize("policy", ["once", "all", "none"])
+def test_every_due_slot_not_run_is_recorded_skipped_with_the_reason(tmp_path, policy):
+    sched = scheduler_for(tmp_path, policy)
+    now = utcnow()
+    # every minute; down for five minutes, and the current minute's slot is on time
+    on_time = now.replace(second=0, microsecond=0)
+    if (now - on_time).total_seconds() > 50:
+        on_time += dt.timedelta(minutes=1)  # (keep the on-time slot within the grace)
+        now = on_time + dt.timedelta(seconds=1)
+    # (concurrency queue: with skip, catch-up runs after the first would wait for none)
+    job = add_job(
+        sched.engine,
+        schedule="* * * * *",
+        next_run_at=on_time - dt.timedelta(minutes=5),
+        concurrency="queue",
+    )
+    chosen, skipped, _ = sched.plan(job, now)
+    assert len(chosen) + len(skipped) == 6
+    with sched.engine.begin() as conn:
+        conn.execute(jobs.update().values(next_run_at=job.next_run_at))
+    original = sched.plan
+    sched.plan = lambda job, _now: original(job, now)
+    sched.fire_due()
+    with sched.engine.connect() as conn:
+        rows = conn.execute(select(runs).order_by(runs.c.scheduled_for)).all()
+    assert [r.scheduled_for for r in rows] == [
+        on_time - dt.timedelta(minutes=m) for m in range(5, -1, -1)
+    ]
+    ran = [r for r in rows if r.status == "queued"]
+    assert [r.scheduled_for for r in ran] == sorted(chosen)
+    for r in rows:
+        if r.status == "skipped":
+            assert r.error.startswith("skipped: missed while the jobs service was down"), r.error
+            assert r.trigger == "catch-up" and r.finished_at is not None
+    if policy == "once":  # the on-time run stands for the missed ones
+        assert [r.scheduled_for for r in ran] == [on_time]
+        assert "the on-time run of" in rows[0].error
+    if policy == "all":
+        assert len(ran) == 6
+    if policy == "none":
+        assert [r.scheduled_for for r in ran] == [on_time]
+        assert "catch-up none" in rows[0].error
+
+
+def test_history_keeps_the_newest_runs_and_the_recent_ones_with_their_folders(tmp_path):
+    sched = scheduler_for(tmp_path)
+    default = add_job(sched.engine, "j1", schedule=None)
+    own = add_job(sched.engine, "j2", schedule=None)
+    with sched.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == "j2").values(keep_runs=2, keep_days=None))
+    now = utcnow()
+    ids = {}
+    with sched.engine.begin() as conn:
+        for job in (default, own):
+            for days in (0, 1, 2, 3, 100, 200):
+                run_id = sched._insert_run(conn, job, now - dt.timedelta(days=days), "manual")
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(status="succeeded", finished_at=now - dt.timedelta(days=days))
+                )
+                ids[(job.id, days)] = run_id
+        going = sched._insert_run(conn, own, now - dt.timedelta(days=300), "manual")  # queued
+    with sched.engine.connect() as conn:
+        every = conn.execute(select(runs)).all()
+    for r in every:
+        sched.run_dir(r).mkdir(parents=True)
+        (sched.run_dir(r) / "output.ipynb").write_text("{}")
+    # the service's defaults (keep_runs 200, keep_days 90) for j1; j2 keeps its newest 2 and,
+    # with its own keep_days unset, nothing older than the service's 90 days
+    assert sched.prune() == 4 + 2
+    with sched.engine.connect() as conn:
+        kept = set(conn.execute(select(runs.c.id)).scalars())
+    assert kept == {
+        ids[("j1", 0)],
+        ids[("j1", 1)],
+        ids[("j1", 2)],
+        ids[("j1", 3)],
+        ids[("j2", 0)],
+        ids[("j2", 1)],
+        going,
+    }
+    for r in every:
+        assert sched.run_dir(r).exists() == (r.id in kept), r.id
+    assert sched.prune() == 0
+
+
 def test_a_slot_due_now_runs_under_every_policy(tmp_path):
     for policy in ("once", "all", "none"):
         sched = scheduler_for(tmp_path / policy, policy)

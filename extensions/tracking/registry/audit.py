@@ -21,6 +21,7 @@ from .validation import CHAMPION, MAX_ALIAS_LENGTH, MAX_MODEL_NAME_LENGTH
 # One JSON object per alias move, on its own logger so operators can route it to a SIEM
 audit_log = logging.getLogger("hubml.audit.registry")
 
+MIGRATIONS = Path(__file__).parent / "migrations"
 _metadata = sa.MetaData()
 _audit = sa.Table(
     "hubml_registry_audit",
@@ -76,7 +77,8 @@ def default_audit_url(data_dir: str | Path) -> str:
 class AuditLog:
     """Append-only record of registry actions in a SQL database (SQLite file or PostgreSQL).
 
-    There is deliberately no update or delete method. The table is created on first use.
+    There is deliberately no update or delete method. The table is created (or upgraded: its
+    alembic revisions are in ``migrations/``) on first use.
     """
 
     def __init__(self, url: str):
@@ -95,7 +97,9 @@ class AuditLog:
                 ):
                     Path(url.database).parent.mkdir(parents=True, exist_ok=True)
                 engine = sa.create_engine(url)
-                _metadata.create_all(engine)
+                from hubml.extensions.common.migrate import upgrade
+
+                upgrade(engine, "audit", MIGRATIONS, ("hubml_registry_audit",))
                 self._engine = engine
             return self._engine
 
