@@ -17,38 +17,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 
 def gpu_handoff(tries: int) -> dict:
-    from hubml.hub_config.gpus import Device, GPULedger, GPUUnavailable, process_start_time
-    from tests.unit.test_gpus import HANDOFF
+    from hubml.hub_config.gpus import Device, GPULedger, GPUUnavailable
+    from tests.gpuhandoff import STEPS, end, kill_service_at
 
     out = {"tries": 0, "double_holders": 0, "left_held": 0}
     with tempfile.TemporaryDirectory() as tmp:
-        for step in ("reserved", "launched", "attached"):
+        for step in STEPS:
             for i in range(tries):
-                ledger_file, lock_file = (
-                    Path(tmp) / f"{step}{i}.json",
-                    Path(tmp) / f"{step}{i}.lock",
-                )
-                service = subprocess.Popen(
-                    [sys.executable, "-c", HANDOFF, str(ledger_file), str(lock_file), step],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                runner = None
-                for line in service.stdout:
-                    if line.startswith("runner "):
-                        runner = int(line.split()[1])
-                    if line.startswith("at "):
-                        break
-                service.send_signal(signal.SIGKILL)
-                service.wait()
+                ledger_file = Path(tmp) / f"{step}{i}.json"
+                runner = kill_service_at(step, ledger_file, Path(tmp) / f"{step}{i}.lock")
                 out["tries"] += 1
                 ledger = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
                 if runner is not None:
@@ -58,9 +41,7 @@ def gpu_handoff(tries: int) -> dict:
                         ledger.release("server:bob/")
                     except GPUUnavailable:
                         pass
-                    os.kill(runner, signal.SIGKILL)
-                    while process_start_time(runner) is not None:
-                        time.sleep(0.02)
+                    end(runner)
                 try:
                     ledger.reserve("server:carol/", "A100", 1)
                 except GPUUnavailable:
@@ -187,19 +168,7 @@ def hub_restarts(tries: int) -> dict:
                 out["runs_lost"] += int(not any(r["status"] == "succeeded" for r in runs))
             requests.get(hub.user_url("alice") + "api/status", timeout=10)
         finally:
-            for server in ("users/alice/servers/app-greeter", "users/alice/server"):
-                hub.api("DELETE", server)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(
-                s.get("ready") or s.get("pending")
-                for s in (hub.api("GET", "users/alice").json().get("servers") or {}).values()
-            ):
-                time.sleep(0.2)
-            proxy = data / "proxy.pid"
-            proxy_pid = int(proxy.read_text()) if proxy.exists() else None
-            hub.stop()
-            if proxy_pid and alive(proxy_pid):
-                os.kill(proxy_pid, signal.SIGTERM)
+            hub.stop_leaving_nothing("alice", ("", "app-greeter"))
     return out
 
 

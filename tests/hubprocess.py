@@ -11,6 +11,7 @@ do (Python's resolver does not).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -212,6 +213,27 @@ class RunningHub:
                 self.proc.kill()
                 self.proc.wait()
         self.session.close()
+
+    def stop_leaving_nothing(self, user: str, servers: tuple[str, ...] = ("",)) -> None:
+        """Stop a hub that keeps servers through restarts (``hub.stop_servers_on_exit: false``):
+        ``user``'s ``servers`` first, then the hub, then the proxy it leaves running."""
+        if self.proc.poll() is None:
+            for server in servers:
+                self.api(
+                    "DELETE", f"users/{user}/servers/{server}" if server else f"users/{user}/server"
+                )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(
+                s.get("ready") or s.get("pending")
+                for s in (self.api("GET", f"users/{user}").json().get("servers") or {}).values()
+            ):
+                time.sleep(0.2)
+        pid_file = Path(self.data_dir) / "proxy.pid"
+        proxy = int(pid_file.read_text()) if pid_file.exists() else None
+        self.stop()
+        if proxy:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proxy, signal.SIGTERM)
 
 
 def start_hub(

@@ -114,24 +114,7 @@ def started(tmp_path_factory):
         JobsAPI(hub, hub.token).wait_up()
         yield data, port, hubs
     finally:
-        hub = hubs[-1]
-        # this hub keeps servers when it stops: stop them (and the proxy it leaves) first
-        if hub.proc.poll() is None:
-            for server in ("", "app-greeter"):
-                hub.api(
-                    "DELETE", f"users/alice/servers/{server}" if server else "users/alice/server"
-                )
-            with_servers = lambda: hub.api("GET", "users/alice").json().get("servers") or {}  # noqa: E731
-            deadline = time.monotonic() + 30
-            while any(s.get("ready") or s.get("pending") for s in with_servers().values()):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-        proxy = data / "proxy.pid"
-        proxy_pid = int(proxy.read_text()) if proxy.exists() else None
-        hub.stop()
-        if proxy_pid and alive(proxy_pid):
-            os.kill(proxy_pid, signal.SIGTERM)
+        hubs[-1].stop_leaving_nothing("alice", ("", "app-greeter"))
 
 
 def test_sigkill_and_sigterm_restarts_keep_the_server_the_app_and_the_job(started):

@@ -13,6 +13,7 @@ from hubml.hub_config.gpus import (
     model_matches,
     parse_nvidia_smi,
 )
+from tests.gpuhandoff import STEPS, end, kill_service_at
 
 
 def test_model_tokens_match_driver_names():
@@ -98,79 +99,25 @@ def test_processes_racing_for_one_device_get_it_once(tmp_path):
 
 # -- a hand-off killed midway, and a ledger that cannot be trusted ----------------------------
 
-HANDOFF = textwrap.dedent("""
-    import fcntl, os, subprocess, sys, time
-    from hubml.hub_config.gpus import Device, GPULedger
-    ledger_file, lock_file, step = sys.argv[1:4]
-    led = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
-    # what the jobs service does for a GPU run: reserve, lock the run's file and start its
-    # runner with the lock, then name the runner in the ledger
-    led.reserve("job:r1", "A100", 1, lock=lock_file)
-    if step == "reserved":
-        print("at", step, flush=True); time.sleep(60)
-    fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    runner = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[fd], start_new_session=True
-    )
-    os.close(fd)
-    print("runner", runner.pid, flush=True)
-    if step == "launched":
-        print("at", step, flush=True); time.sleep(60)
-    led.attach("job:r1", runner.pid)
-    print("at", step, flush=True); time.sleep(60)
-""")
 
-
-@pytest.mark.parametrize("step", ["reserved", "launched", "attached"])
+@pytest.mark.parametrize("step", STEPS)
 def test_a_service_killed_at_any_step_of_a_gpu_hand_off_never_makes_two_holders(tmp_path, step):
     """kill -9 of the service at each step, ten times: while its run lives, the device is the
     run's; a run that never started leaves it free."""
-    import os
-    import signal
-
     for attempt in range(10):
         ledger_file, lock_file = tmp_path / f"ledger{attempt}.json", tmp_path / f"run{attempt}.lock"
-        service = subprocess.Popen(
-            [sys.executable, "-c", HANDOFF, str(ledger_file), str(lock_file), step],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        runner = None
+        runner = kill_service_at(step, ledger_file, lock_file)
+        led = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
+        if runner is None:  # killed before it started a run: nothing holds the device
+            assert step == "reserved"
+            assert led.reserve("server:bob/", "A100", 1) == [0]
+            continue
         try:
-            for line in service.stdout:
-                if line.startswith("runner "):
-                    runner = int(line.split()[1])
-                if line.startswith("at "):
-                    break
-            service.send_signal(signal.SIGKILL)
-            service.wait()
-            led = GPULedger(ledger_file, [Device(0, "NVIDIA A100")])
-            if runner is None:  # killed before it started a run: nothing holds the device
-                assert led.reserve("server:bob/", "A100", 1) == [0]
-                continue
             with pytest.raises(GPUUnavailable, match="in use by job:r1"):
                 led.reserve("server:bob/", "A100", 1)
-            os.kill(runner, signal.SIGKILL)
-            _wait_gone(runner)
-            runner = None
-            assert led.reserve("server:bob/", "A100", 1) == [0]
         finally:
-            if runner is not None:
-                os.kill(runner, signal.SIGKILL)
-            service.kill()
-            service.wait()
-
-
-def _wait_gone(pid, timeout=10):
-    import time
-
-    from hubml.hub_config.gpus import process_start_time
-
-    deadline = time.monotonic() + timeout
-    while process_start_time(pid) is not None:
-        assert time.monotonic() < deadline, f"process {pid} still there"
-        time.sleep(0.05)
+            end(runner)
+        assert led.reserve("server:bob/", "A100", 1) == [0]
 
 
 @pytest.mark.parametrize(
