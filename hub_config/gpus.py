@@ -166,6 +166,27 @@ def flock_held(path: str | Path) -> bool:
     return False
 
 
+def lock_holders(path: str | Path) -> list[int]:
+    """PIDs of the processes that have ``path`` open (``/proc/<pid>/fd``; root sees them all)."""
+    target = os.path.realpath(path)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    found.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return sorted(found)
+
+
 class GPULedger:
     """Device allocations shared by every process that uses ``path``."""
 

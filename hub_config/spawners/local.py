@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import signal
 import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Any, Dict, List, Unicode
 
-from .. import accounts
+from .. import accounts, gpus
 from ..catalog import visible_profiles
 from ..gpus import Device, GPULedger, GPUUnavailable, LedgerUnreadable
 from ..settings import Profile, parse_memory
@@ -26,7 +32,8 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     A GPU profile reserves free devices of its model in the shared GPU ledger and exposes only
     those to the server through ``CUDA_VISIBLE_DEVICES``; CPU profiles see no GPU at all. The
     devices are released when the server stops or fails to start, and, because the ledger
-    follows the server's PID, when the hub or the server dies without cleaning up.
+    follows the server's PID (and, while the hub hands the devices over, a lock file the server
+    inherits), when the hub or the server dies without cleaning up.
     CPU and memory limits are passed to the server as ``CPU_LIMIT``/``MEM_LIMIT`` (JupyterHub's
     convention, shown by jupyter-resource-usage) but not enforced on a single machine.
     """
@@ -101,8 +108,6 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return paths
 
     async def _prepare_account(self) -> None:
-        from pathlib import Path
-
         home = Path(self.home_dir)
         if self.isolated:
             lock_dir = (
@@ -171,7 +176,9 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def _reserve(self, profile: Profile) -> list[int]:
         model, count = profile.gpu_model, profile.gpu_count
         try:
-            devices = self._ledger().reserve(self.gpu_owner, model, count, pid=os.getpid())
+            devices = self._ledger().reserve(
+                self.gpu_owner, model, count, pid=os.getpid(), lock=self._gpu_lock_path()
+            )
         except LedgerUnreadable as e:
             self.log.error("%s", e)
             message = (
@@ -207,10 +214,72 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.environ.get("PATH", ""))])
         return env
 
+    def _gpu_lock_path(self) -> str:
+        """The file this server's process holds locked while it lives: the ledger keeps the
+        holding through the hand-off from the hub to the server (see :mod:`..gpus`)."""
+        ledger = self._ledger().path
+        folder = ledger.parent / "gpu-locks"
+        name = quote(self.gpu_owner, safe="").replace("%", "_")
+        return str(folder / f"{name}.lock")
+
+    def _end_lost_server(self) -> list[int]:
+        """End the processes still holding this server's GPU lock file: a server the hub lost
+        (it was killed after starting it, before recording its PID). The hub has decided this
+        server is not running, so nothing may go on using its devices. SIGTERM, then SIGKILL
+        after a grace; returns the PIDs found."""
+        path = self._gpu_lock_path()
+        if not gpus.flock_held(path):
+            return []
+        lost = [pid for pid in gpus.lock_holders(path) if pid != os.getpid()]
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            for pid in lost:
+                if sig == signal.SIGTERM:
+                    self.log.warning(
+                        "ending process %s: an earlier start of %s that the hub lost (it holds "
+                        "GPU(s) of this server)",
+                        pid,
+                        self.gpu_owner,
+                    )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and gpus.flock_held(path):
+                time.sleep(0.05)
+            if not gpus.flock_held(path):
+                break
+        return lost
+
+    async def _lock_gpus(self) -> int:
+        """Open and lock this server's GPU lock file, for the server process to inherit."""
+        path = Path(self._gpu_lock_path())
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # readable by the hub's services: they check the holding through /proc/locks and stat
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        for attempt in (1, 2):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if attempt == 1:
+                    await asyncio.to_thread(self._end_lost_server)
+        os.close(fd)
+        raise http_error(
+            503,
+            f"the GPU(s) of {self.gpu_owner} are still used by processes of an earlier start "
+            f"that could not be ended ({gpus.lock_holders(path)}); an administrator has to "
+            "stop them",
+        )
+
     async def start(self):
+        lock_fd = None
         try:
             await self._prepare_account()
             self.emit("Starting your server", 30)
+            if self.gpu_devices:
+                # the server process inherits the locked file: if the hub dies before the PID
+                # below is recorded, the device stays the server's
+                lock_fd = await self._lock_gpus()
+                self.popen_kwargs = {**self.popen_kwargs, "pass_fds": (lock_fd,)}
             url = await super().start()
             if self.gpu_devices:
                 self._ledger().attach(self.gpu_owner, self.pid)
@@ -221,6 +290,9 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self._release()
             raise
         finally:
+            if lock_fd is not None:
+                os.close(lock_fd)  # the server holds it now
+                self.popen_kwargs = {k: v for k, v in self.popen_kwargs.items() if k != "pass_fds"}
             self._spawn_finished = True
 
     async def stop(self, now=False):
@@ -231,6 +303,9 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     def _release(self):
         if self.gpu_devices or self.gpu_inventory:
+            # the hub says this server is not running: whatever still uses its devices ends
+            # before they are handed out again
+            self._end_lost_server()
             released = self._ledger().release(self.gpu_owner)
             if released:
                 self.log.info("released GPU(s) %s held by %s", released, self.gpu_owner)

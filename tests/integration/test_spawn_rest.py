@@ -1,5 +1,6 @@
 """The REST contract of spawning, against a real hub, proxy and single-user servers."""
 
+import contextlib
 import json
 import os
 import signal
@@ -160,6 +161,58 @@ def test_hub_restart_leaves_no_gpu_allocated(hub_factory, tmp_path):
     ).status_code in (201, 202)
     again.wait_ready("bob")
     assert again.server_state("bob")["gpu_devices"] == [0]
+
+
+# the hub dies at the worst moment of a GPU spawn: the server process runs, the ledger still
+# names the hub as the holder (the server's PID was never recorded)
+CRASH_BEFORE_ATTACH = """
+import os, signal
+from hubml.hub_config import configure, gpus
+configure(c)
+def attach(self, owner, pid):
+    if owner.startswith("server:"):
+        os.kill(os.getpid(), signal.SIGKILL)
+gpus.GPULedger.attach = attach
+"""
+
+
+def test_a_hub_killed_while_handing_a_gpu_to_a_server_never_gives_it_twice(hub_factory, tmp_path):
+    from hubml.hub_config.gpus import GPUUnavailable, lock_holders
+
+    config = tmp_path / "crash_config.py"
+    config.write_text(CRASH_BEFORE_ATTACH)
+    hub = hub_factory(gpu_settings(1), config=config)
+    data = hub.data_dir
+    with contextlib.suppress(requests.RequestException):  # the hub dies answering
+        hub.spawn("alice", {"profile": "gpu-a100"}, token=hub.user_token("alice"), wait=False)
+    assert hub.proc.wait(30) == -signal.SIGKILL
+    (holding,) = ledger_of(hub).holdings().values()
+    orphans = lock_holders(holding["lock"])
+    try:
+        assert holding["owner"] == "server:alice/" and orphans, holding
+        assert "CUDA_VISIBLE_DEVICES=0" in Path(f"/proc/{orphans[0]}/environ").read_text()
+        # the hub that named itself is gone, the server that uses the device is not: it is kept
+        with pytest.raises(GPUUnavailable, match="in use by server:alice/"):
+            ledger_of(hub).reserve("server:bob/", "A100", 1)
+
+        # the next hub finds the server it had recorded not running, ends the process the
+        # killed hub lost, and only then frees the device
+        again = hub_factory(gpu_settings(1), data_dir=data)
+        assert all(not Path(f"/proc/{p}").exists() for p in orphans), orphans
+        assert "an earlier start of server:alice/ that the hub lost" in again.log()
+        assert ledger_of(again).availability("A100") == (1, 1)
+        assert again.spawn(
+            "bob", {"profile": "gpu-a100"}, token=again.user_token("bob")
+        ).status_code in (201, 202)
+        again.wait_ready("bob")
+        pid = again.server_state("bob")["pid"]
+        assert environ_of(pid)["CUDA_VISIBLE_DEVICES"] == "0"
+        (held,) = ledger_of(again).holdings().values()
+        assert held["owner"] == "server:bob/" and lock_holders(held["lock"]) == [pid]
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_progress_tells_what_is_happening(hub):
