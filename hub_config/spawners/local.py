@@ -219,7 +219,7 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         holding through the hand-off from the hub to the server (see :mod:`..gpus`)."""
         ledger = self._ledger().path
         folder = ledger.parent / "gpu-locks"
-        name = quote(self.gpu_owner, safe="").replace("%", "_")
+        name = quote(self.gpu_owner, safe="")  # one file per server: quoting is one-to-one
         return str(folder / f"{name}.lock")
 
     def _end_lost_server(self) -> list[int]:
