@@ -16,6 +16,7 @@ def configure(c, settings_file=None, environ=None) -> None:
     Bad settings stop the process with one line on stderr naming the file, key and what is
     allowed, and exit status 2.
     """
+    import os
     import sys
 
     from .configurer import apply_settings, leave_nothing_if_start_fails, prepare_host, running_hub
@@ -39,5 +40,14 @@ def configure(c, settings_file=None, environ=None) -> None:
         raise SystemExit(2)
     prepare_host(settings)
     apply_settings(c, settings)
+    import logging
+
+    from .spawners.base import quiet_refusals
+
+    quiet_refusals(logging.getLogger("JupyterHub"))
+    if (environ if environ is not None else os.environ).get("HUBML_ANNOUNCE_READY"):
+        from .topology import announce_when_ready
+
+        announce_when_ready(settings)
     if not in_cluster(settings):
         leave_nothing_if_start_fails(settings)

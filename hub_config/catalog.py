@@ -62,14 +62,23 @@ def format_usd(amount: float) -> str:
     return f"${amount:,.2f}"
 
 
+def session_hours(profile: Profile, hours: float) -> float:
+    """``hours``, or fewer when the profile stops sessions sooner (``max_runtime``)."""
+    if profile.max_runtime:
+        return min(float(hours), profile.max_runtime / 3600)
+    return float(hours)
+
+
 def estimate_cost(profile: Profile, hours: float) -> float:
-    return round(profile.price_per_hour * hours, 2)
+    """What a session of ``hours`` costs at most: never more than the profile lets it run."""
+    return round(profile.price_per_hour * session_hours(profile, hours), 2)
 
 
 def format_estimate(profile: Profile, hours: float) -> str:
-    """``8 h ≈ $29.36``"""
-    h = f"{hours:g}"
-    return f"{h} h ≈ ${estimate_cost(profile, hours):,.2f}"
+    """``8 h ≈ $29.36``; past the profile's limit, ``4 h (its limit) ≈ $14.68``."""
+    capped = session_hours(profile, hours)
+    limit = " (its limit)" if capped < hours else ""
+    return f"{capped:g} h{limit} ≈ ${estimate_cost(profile, hours):,.2f}"
 
 
 def format_duration(seconds: int) -> str:

@@ -72,8 +72,11 @@ def cmd_up(args) -> int:
         if accounts.isolated(settings.hub.isolation)
         else f"  WARNING: {accounts.trust_domain_notice(settings.hub.isolation)}\n"
     )
-    print(f"\nhubml is starting at {url}\n{how}{isolation}  state is kept in {data}\n", flush=True)
-    env = dict(os.environ, HUBML_DATA_DIR=str(data))
+    print(
+        f"\nhubml is starting at {url} (it says when it is ready)\n{how}{isolation}  state is kept in {data}\n",
+        flush=True,
+    )
+    env = dict(os.environ, HUBML_DATA_DIR=str(data), HUBML_ANNOUNCE_READY="1")
     if args.settings:
         env["HUBML_SETTINGS"] = str(Path(args.settings).resolve())
     argv = [sys.executable, "-m", "jupyterhub", "-f", str(config)]

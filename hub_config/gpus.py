@@ -119,6 +119,22 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def holder_name(owner: str) -> str:
+    """A holding's owner as a person reads it: ``alice's server``, ``alice's server "big"``,
+    ``alice's app "demo"``, ``job run r1``."""
+    kind, _, rest = owner.partition(":")
+    if kind == "server":
+        user, _, name = rest.partition("/")
+        if not name:
+            return f"{user}'s server"
+        if name.startswith("app-"):
+            return f'{user}\'s app "{name[4:]}"'
+        return f'{user}\'s server "{name}"'
+    if kind == "job":
+        return f"job run {rest}"
+    return owner
+
+
 class GPUUnavailable(Exception):
     """No device of the wanted model is free; carries what a person needs to decide."""
 
@@ -127,7 +143,9 @@ class GPUUnavailable(Exception):
         if total == 0:
             msg = f"this host has no {model} GPU"
         else:
-            held = ", ".join(f"GPU {i} is in use by {who}" for i, who in sorted(busy.items()))
+            held = ", ".join(
+                f"GPU {i} is in use by {holder_name(who)}" for i, who in sorted(busy.items())
+            )
             msg = f"no free {model}: {count} needed, {total - len(busy)} of {total} free ({held})"
         super().__init__(msg)
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .settings import Settings
 
@@ -83,6 +86,35 @@ def gates_in_cluster(settings: Settings) -> bool:
 def public_url(settings: Settings) -> str:
     """The origin people open (no trailing slash); users and services live on subdomains of it."""
     return settings.hub.public_url or f"http://localhost:{settings.hub.port}"
+
+
+def announce_when_ready(settings: Settings, timeout: float = 300) -> threading.Thread:
+    """Say on stdout, once, when the hub answers through its proxy (``hubml up``): the first
+    seconds after start answer 404 or refuse, and people should know when to open the URL."""
+    import http.client
+
+    url = public_url(settings) + "/"
+    host = urlsplit(url).netloc
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", settings.hub.port, timeout=5)
+            try:
+                conn.request("GET", "/hub/api/", headers={"Host": host})
+                if conn.getresponse().status == 200:
+                    print(f"\nhubml is ready: open {url}\n", flush=True)
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.5)
+        print(f"\nhubml: the hub did not answer at {url} in {timeout:.0f} s; see the log above\n")
+
+    thread = threading.Thread(target=wait, name="hubml-ready", daemon=True)
+    thread.start()
+    return thread
 
 
 def catalog_trait(settings: Settings) -> list[dict]:

@@ -76,6 +76,13 @@ class InlineAppHandler(JupyterHandler):
     auth_resource = "kernels"
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
+    @property
+    def content_security_policy(self) -> str:
+        # JupyterHub's single-user server forbids all framing (frame-ancestors 'none'); the
+        # notebook that shows the demo is a page of this same server, on this same origin, so
+        # the demo may be framed by this server's pages and by nobody else's
+        return "frame-ancestors 'self'"
+
     def check_xsrf_cookie(self):
         # Gradio's own fetch() calls cannot carry Jupyter's XSRF token. The demo's id in the path
         # is a random secret shown only in its owner's notebook, so a request that names it was

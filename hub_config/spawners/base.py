@@ -10,6 +10,7 @@ the REST API and is validated here, on the server, either way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from tornado import web
@@ -26,6 +27,32 @@ from ..catalog import (
     visible_profiles,
 )
 from ..settings import Profile
+
+
+class QuietRefusals(logging.Filter):
+    """A spawn hubml refuses on purpose (a 4xx from its options: an unknown or forbidden
+    profile, a busy GPU) is one line in the hub's log, not a traceback: JupyterHub logs every
+    exception of ``apply_user_options`` with its stack, and the person has already been told."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.HTTPError) and exc.status_code < 500:
+            record.msg, record.args = (
+                "%s: refused (%s): %s",
+                (
+                    record.getMessage(),
+                    exc.status_code,
+                    getattr(exc, "jupyterhub_message", None) or exc.log_message or exc.reason,
+                ),
+            )
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_refusals(logger: logging.Logger) -> None:
+    if not any(isinstance(f, QuietRefusals) for f in logger.filters):
+        logger.addFilter(QuietRefusals())
+
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 # a published app runs on its owner's named server app-<name> (extensions/apps/store.py)
@@ -235,6 +262,7 @@ class ProfileSpawnerMixin(HasTraits):
                     "gpu": describe_gpu(p),
                     "price": format_usd(p.price_per_hour),
                     "price_per_hour": p.price_per_hour,
+                    "max_hours": p.max_runtime / 3600 if p.max_runtime else 0,
                     "estimate": format_estimate(p, self.estimate_hours),
                     "policy": describe_policy(p),
                     "available": availability.ok,
@@ -261,11 +289,23 @@ class ProfileSpawnerMixin(HasTraits):
 
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
         hours = self.estimate_hours
+        cards = self.make_cards()
         return env.get_template("options_form.html").render(
-            cards=self.make_cards(),
+            cards=cards,
             hours=int(hours) if float(hours).is_integer() else hours,
-            hour_choices=self.estimate_hour_choices,
+            hour_choices=self.hour_choices(cards),
         )
+
+    def hour_choices(self, cards: list[dict]) -> list[float]:
+        """The session lengths worth offering: none longer than any profile here may run (the
+        longest limit itself is offered); all of them when some profile has no limit."""
+        limits = [c["max_hours"] for c in cards]
+        if not limits or not all(limits):
+            return list(self.estimate_hour_choices)
+        longest = max(limits)
+        longest = int(longest) if float(longest).is_integer() else longest
+        offered = [h for h in self.estimate_hour_choices if h < longest]
+        return [*offered, longest]
 
     @default("options_from_form")
     def _default_options_from_form(self):

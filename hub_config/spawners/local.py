@@ -190,7 +190,7 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             raise http_error(503, message) from None
         except GPUUnavailable as e:
             alternatives = [
-                p.slug
+                p.display_name
                 for p in visible_profiles(self.profiles, self.user_groups)
                 if p.slug != profile.slug and self.profile_availability(p).ok
             ]
@@ -199,7 +199,7 @@ class HubmlLocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 if alternatives
                 else "No other profile is free right now; try again later."
             )
-            message = f"Cannot start {profile.slug}: {e}. {hint}"
+            message = f"Cannot start {profile.display_name}: {e}. {hint}"
             self.emit(message, 100)
             raise http_error(409, message) from None
         listing = ", ".join(f"GPU {i}" for i in devices)

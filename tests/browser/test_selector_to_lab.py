@@ -34,10 +34,24 @@ def test_login_select_cpu_small_and_run_a_cell(hub_factory, page, artifacts):
     assert "Unavailable on this host: no H100 GPU" in h100.inner_text()
     assert page.locator('input[value="gpu-h100"]').is_disabled()
 
-    # the session-length picker re-estimates every card
+    # the session-length picker re-estimates every card, never past a profile's own limit
     page.select_option("#hubml-hours", "4")
     assert "4 h ≈ $14.68" in a100.inner_text()
+    offered = page.locator("#hubml-hours option").all_inner_texts()
+    assert offered == ["1 h", "4 h", "8 h", "12 h"], offered  # the longest session is 12 h
+    page.select_option("#hubml-hours", "12")
+    assert "8 h (its limit) ≈ $29.36" in a100.inner_text()
     page.screenshot(path=str(artifacts / "selector.png"), full_page=True)
+
+    # on a small laptop screen Start is on screen without scrolling, and says what it starts
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.evaluate("window.scrollTo(0, 0)")
+    start = page.locator("#spawn_form button[type=submit]")
+    box = start.bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + box["height"] <= 720, box
+    assert start.inner_text() == "Start Small CPU · $0.097/h", start.inner_text()
+    page.screenshot(path=str(artifacts / "selector-1280x720.png"))
+    page.set_viewport_size({"width": 1366, "height": 900})
 
     # keyboard only: focus the selected card's radio and move with the arrow keys
     page.focus('input[value="cpu-small"]')

@@ -93,12 +93,17 @@ def test_busy_gpu_is_refused_with_the_holder_and_alternatives(hub):
     r = hub.spawn("bob", {"profile": "gpu-a100"}, token=bob)
     assert r.status_code == 409
     assert r.json()["message"] == (
-        "Cannot start gpu-a100: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by server:alice/). "
-        "Try again when it is released, or choose one of: cpu-small, cpu-large."
+        "Cannot start NVIDIA A100 40GB: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by "
+        "alice's server). Try again when it is released, or choose one of: Small CPU, Large CPU."
     )
     assert (
         hub.api("GET", "users/bob").json()["servers"] == {}
     )  # no silent fallback, nothing half-started
+    # a refusal is one line in the hub's log, not a traceback
+    lines = hub.log().splitlines()
+    at = [i for i, line in enumerate(lines) if "refused (409)" in line]
+    assert len(at) == 1 and "alice's server" in lines[at[0]], at
+    assert "Traceback" not in lines[at[0] + 1], lines[at[0] : at[0] + 3]
 
     hub.stop_server("alice")
     assert ledger_of(hub).availability("A100") == (1, 1)
@@ -192,7 +197,7 @@ def test_a_hub_killed_while_handing_a_gpu_to_a_server_never_gives_it_twice(hub_f
         assert holding["owner"] == "server:alice/" and orphans, holding
         assert "CUDA_VISIBLE_DEVICES=0" in Path(f"/proc/{orphans[0]}/environ").read_text()
         # the hub that named itself is gone, the server that uses the device is not: it is kept
-        with pytest.raises(GPUUnavailable, match="in use by server:alice/"):
+        with pytest.raises(GPUUnavailable, match="in use by alice's server"):
             ledger_of(hub).reserve("server:bob/", "A100", 1)
 
         # the next hub finds the server it had recorded not running, ends the process the
@@ -269,3 +274,15 @@ def test_bad_settings_stop_the_hub_with_one_line(tmp_path):
     assert lines == [
         f"hubml: invalid settings: {settings}:6: profiles[0].gpu.count: must be ≥ 0 (got -2)"
     ]
+
+
+def test_hubml_up_says_when_the_hub_is_ready(hub_factory):
+    hub = hub_factory(extra_env={"HUBML_ANNOUNCE_READY": "1"})
+    ready = f"hubml is ready: open http://localhost:{hub.port}/"
+    deadline = time.monotonic() + 30
+    while ready not in hub.log():
+        assert time.monotonic() < deadline, hub.log()[-2000:]
+        time.sleep(0.2)
+    log = hub.log()
+    # said once, after JupyterHub itself is up behind its proxy
+    assert log.count(ready) == 1 and log.index("JupyterHub is now running") < log.index(ready)

@@ -28,6 +28,19 @@ def test_estimate_matches_the_price_list():
     assert format_usd(1234.5) == "$1,234.50"
 
 
+def test_no_estimate_exceeds_the_profiles_maximum_runtime():
+    s = settings()
+    h100, a100 = s.profile("gpu-h100"), s.profile("gpu-a100")
+    assert h100.max_runtime == 4 * 3600
+    assert format_estimate(h100, 24) == f"4 h (its limit) ≈ ${h100.price_per_hour * 4:,.2f}"
+    assert format_estimate(h100, 2) == f"2 h ≈ ${h100.price_per_hour * 2:,.2f}"
+    assert format_estimate(a100, 24) == "8 h (its limit) ≈ $29.36"
+    for p in s.profiles:
+        for hours in (1, 8, 24, 40):
+            shown = float(format_estimate(p, hours).split()[0])
+            assert shown <= (p.max_runtime / 3600 if p.max_runtime else hours)
+
+
 def test_durations_read_like_a_person_writes_them():
     assert format_duration(1800) == "30 min"
     assert format_duration(8 * 3600) == "8 h"

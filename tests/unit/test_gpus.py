@@ -45,8 +45,8 @@ def test_each_device_has_one_holder(tmp_path):
     with pytest.raises(GPUUnavailable) as info:
         led.reserve("server:carol/", "A100", 1)
     assert str(info.value) == (
-        "no free A100: 1 needed, 0 of 2 free (GPU 0 is in use by server:alice/, "
-        "GPU 1 is in use by server:bob/)"
+        "no free A100: 1 needed, 0 of 2 free (GPU 0 is in use by alice's server, "
+        "GPU 1 is in use by bob's server)"
     )
     assert led.availability("A100") == (0, 2)
     assert led.release("server:alice/") == [0]
@@ -113,7 +113,7 @@ def test_a_service_killed_at_any_step_of_a_gpu_hand_off_never_makes_two_holders(
             assert led.reserve("server:bob/", "A100", 1) == [0]
             continue
         try:
-            with pytest.raises(GPUUnavailable, match="in use by job:r1"):
+            with pytest.raises(GPUUnavailable, match="in use by job run r1"):
                 led.reserve("server:bob/", "A100", 1)
         finally:
             end(runner)
@@ -156,3 +156,12 @@ def test_a_garbled_ledger_refuses_gpu_spawns_with_a_readable_message(tmp_path):
     cpu = local_spawner(tmp_path)
     apply(cpu, {"profile": "cpu-small"})
     assert cpu.environment["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_holders_are_named_as_people_read_them():
+    from hubml.hub_config.gpus import holder_name
+
+    assert holder_name("server:alice/") == "alice's server"
+    assert holder_name("server:alice/big") == 'alice\'s server "big"'
+    assert holder_name("server:alice/app-demo") == 'alice\'s app "demo"'
+    assert holder_name("job:r1") == "job run r1"

@@ -81,8 +81,8 @@ def test_gpu_profile_gets_its_own_device_and_a_clear_refusal_when_busy(tmp_path)
     code, msg = status_and_message(bob, {"profile": "gpu-a100"})
     assert code == 409
     assert msg == (
-        "Cannot start gpu-a100: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by server:alice/). "
-        "Try again when it is released, or choose one of: cpu-small, cpu-large."
+        "Cannot start NVIDIA A100 40GB: no free A100: 1 needed, 0 of 1 free (GPU 0 is in use by "
+        "alice's server). Try again when it is released, or choose one of: Small CPU, Large CPU."
     )
     run(alice.stop())  # never started: stopping still hands the device back
     apply(bob, {"profile": "gpu-a100"})
