@@ -271,6 +271,8 @@ def service_environment(settings: Settings, topo: Topology) -> dict:
     )
     return {
         "HUBML_DATA_DIR": str(settings.data_dir),
+        # the hub process itself (this runs in it): a service stops once its parent is not this
+        "HUBML_HUB_PID": str(os.getpid()),
         "HUBML_SETTINGS_JSON": resolved.model_dump_json(),
         "HUBML_PUBLIC_URL": topo.public_url,
         "HUBML_PROXY_URL": topo.proxy_url,

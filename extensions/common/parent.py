@@ -16,11 +16,18 @@ import threading
 log = logging.getLogger("hubml.service")
 
 
+HUB_PID_ENV = "HUBML_HUB_PID"
+
+
 def hub_parent() -> int | None:
     """The pid of the hub that started this process, when one did (``JUPYTERHUB_SERVICE_NAME``
-    set, and a parent other than init); None otherwise."""
+    set); None otherwise. The hub names itself (``HUBML_HUB_PID``): a hub killed while this
+    process was still starting has already handed it to init, and must still count as gone."""
     if not os.environ.get("JUPYTERHUB_SERVICE_NAME"):
         return None
+    named = os.environ.get(HUB_PID_ENV, "")
+    if named.isdigit():
+        return int(named)
     parent = os.getppid()
     return None if parent == 1 else parent
 
