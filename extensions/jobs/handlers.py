@@ -22,6 +22,7 @@ from hubml.extensions.common.userfiles import clean_path, fetch_from_server
 
 from . import cron
 from .db import ACTIVE, iso, jobs, new_id, runs, utcnow
+from .home import SchedulesPage
 from .models import job_model, run_model
 from .notebooks import (
     MAX_NOTEBOOK_BYTES,
@@ -370,29 +371,8 @@ class NotebookHandler(JobsBase):
         )
 
 
-class IndexHandler(JobsBase):
-    """The service's root, for people: what it is and where its API is."""
-
-    page = True
-
-    async def get(self):
-        from hubml.extensions.common.handlers import page_html
-
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(
-            page_html(
-                "Notebook jobs",
-                (
-                    "<p>Notebooks that run on a schedule or on demand, without your server. Schedule one "
-                    "from a notebook with <code>from hubml.widgets import SchedulePanel; SchedulePanel()</code>.</p>"
-                    f"<p>Your jobs as JSON: <a href='{self.ctx.public}api/jobs'>api/jobs</a>.</p>"
-                ),
-            )
-        )
-
-
 ROUTES = [
-    ("", IndexHandler),
+    ("", SchedulesPage),
     ("api/jobs", JobsHandler),
     (r"api/jobs/([0-9a-f]+)", JobHandler),
     (r"api/jobs/([0-9a-f]+)/runs", RunsHandler),
