@@ -298,9 +298,10 @@ class ExperimentPanel(w.VBox):
         mlflow.log_text(json.dumps(nb["content"], indent=1), f"notebook/{stem}.ipynb")
         mlflow.set_tag("hubml.notebook_saved_at", nb.get("last_modified", ""))
         import nbformat
-        from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.from_dict(nb["content"]))
+        from hubml.extensions.common.nbhtml import notebook_html
+
+        body = notebook_html(nbformat.from_dict(nb["content"]))
         mlflow.log_text(body, f"notebook/{stem}.html")
         return []
 

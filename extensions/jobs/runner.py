@@ -71,11 +71,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _render_html(output: Path, html: Path) -> None:
     import nbformat
-    from nbconvert import HTMLExporter
+
+    from hubml.extensions.common.nbhtml import notebook_html
 
     nb = nbformat.read(str(output), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    html.write_text(body, encoding="utf-8")
+    html.write_text(notebook_html(nb), encoding="utf-8")
 
 
 def _find_mlflow_run(run_id: str) -> str | None:
@@ -183,10 +183,10 @@ def warm_up() -> None:
     import nbformat  # noqa: F401
     import papermill  # noqa: F401
     import requests  # noqa: F401
-    from nbconvert import HTMLExporter
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
-    HTMLExporter().from_notebook_node(nb)
+    from hubml.extensions.common.nbhtml import notebook_html
+
+    notebook_html(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import re
 import pytest
 import requests
 
-from tests.browserutil import login
+from tests.browserutil import PUBLIC_HOSTS, login
 from tests.integration.test_tracking_service import wait_for_mlflow
 
 pytestmark = pytest.mark.browser
@@ -71,6 +71,29 @@ def test_log_run_from_the_panel_and_open_it_in_mlflow(hub_factory, page, artifac
         timeout=30,
     ).json()["run"]
     assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"alpha": "0.5"}
+    # the snapshot's HTML opens with public hosts unreachable and asks none of them for anything
+    snapshot = requests.get(
+        hub.at(
+            f"/services/mlflow/api/2.0/mlflow-artifacts/artifacts/"
+            f"{run['info']['experiment_id']}/{run_id}/artifacts/notebook/Untitled.html"
+        ),
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert snapshot.status_code == 200, snapshot.text[:500]
+    outside = []
+
+    def block(route):
+        outside.append(route.request.url)
+        route.abort()
+
+    viewer = page.context.new_page()  # the notebook stays open in ``page``
+    viewer.route(PUBLIC_HOSTS, block)
+    viewer.set_content(snapshot.text, wait_until="networkidle")
+    assert "alpha" in viewer.content() and outside == [], outside
+    viewer.close()
+    assert "ExperimentPanel(children" not in snapshot.text  # the widget reads as a note
+
     exp = requests.get(
         hub.at("/services/mlflow/api/2.0/mlflow/experiments/get"),
         params={"experiment_id": run["info"]["experiment_id"]},
