@@ -240,6 +240,37 @@ class ProfileSpawnerMixin(HasTraits):
                 break
             await asyncio.sleep(0.1)
 
+    # -- what the hub's home page says about a running server ---------------------------------
+
+    def running_summary(self) -> dict | None:
+        """The profile, GPU and price of this server while it runs, and when it started (for
+        the hub's home page, which counts the cost so far); None when it is not running."""
+        if not self.active:
+            return None
+        slug = (
+            (self.user_options or {}).get("profile")
+            if isinstance(self.user_options, dict)
+            else None
+        )
+        profile = next((p for p in self.profiles if p.slug == (slug or self.profile_slug)), None)
+        if profile is None:
+            return None
+        started = self.orm_spawner.started if self.orm_spawner is not None else None
+        devices = list(getattr(self, "gpu_devices", []) or [])
+        gpu = describe_gpu(profile)
+        if devices:
+            gpu += " (" + ", ".join(f"GPU {i}" for i in devices) + ")"
+        return {
+            "server": self.name,
+            "what": "app" if self.name.startswith(APP_SERVER_PREFIX) else "server",
+            "profile": profile.display_name,
+            "gpu": gpu,
+            "price": format_usd(profile.price_per_hour),
+            "price_per_hour": profile.price_per_hour,
+            "started": started.replace(tzinfo=None).isoformat() + "Z" if started else "",
+            "limit": describe_policy(profile),
+        }
+
     # -- the selector ------------------------------------------------------------------------
 
     def make_cards(self) -> list[dict]:

@@ -75,3 +75,18 @@ def test_login_select_cpu_small_and_run_a_cell(hub_factory, page, artifacts):
     finally:
         page.screenshot(path=str(artifacts / "jupyterlab-cell.png"), full_page=True)
     page.screenshot(path=str(artifacts / "jupyterlab.png"), full_page=True)
+
+    # the hub's home page says what the server runs on and counts what it has cost so far
+    page.goto(hub.at("/hub/home"))
+    row = page.locator(".hubml-running-row")
+    row.wait_for()
+    assert "Small CPU" in row.inner_text() and "$0.097/h" in row.inner_text()
+    assert "No GPU" in row.inner_text()
+    cost = row.locator("[data-role=cost]")
+    first = cost.inner_text()
+    assert re.fullmatch(r"\$\d+\.\d{4}", first), first
+    # $0.097/h moves the fourth decimal every ~4 s
+    page.wait_for_function(
+        "([el, was]) => el.textContent !== was", arg=[cost.element_handle(), first], timeout=15_000
+    )
+    page.screenshot(path=str(artifacts / "hub-home.png"), full_page=True)
