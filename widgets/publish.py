@@ -12,6 +12,8 @@ import os
 
 import ipywidgets as w
 
+from hubml.extensions.tracking.auditwords import describe_move
+
 
 class RegistryAPIError(RuntimeError):
     """A refusal from the registry API; the message is the service's plain-words explanation."""
@@ -94,11 +96,7 @@ def history_html(entries: list[dict]) -> str:
             at=html.escape(e["at"][:19].replace("T", " ")),
             actor=html.escape(e["actor"]),
             action=html.escape(e["action"]),
-            move=html.escape(
-                f"@{e['alias']}: {e.get('from_version') or '—'} → {e.get('to_version') or '—'}"
-                if e.get("alias")
-                else ""
-            ),
+            move=html.escape(describe_move(e)),
             reason=html.escape(e.get("reason") or ""),
         )
         for e in entries

@@ -87,4 +87,19 @@ def test_tables():
             }
         ]
     )
-    assert "@champion: — → 1" in row and "bob" in row
+    assert "@champion: none → v1" in row and "bob" in row
+    # a request moves nothing, and does not read as if it had
+    asked = history_html(
+        [
+            {
+                "at": "2026-11-24T14:00:00+00:00",
+                "actor": "alice",
+                "action": "request_promotion",
+                "alias": "champion",
+                "from_version": None,
+                "to_version": "1",
+                "reason": "better recall",
+            }
+        ]
+    )
+    assert "asks v1 as @champion (now none)" in asked and "→" not in asked

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from hubml.extensions.common.handlers import page_html
 
+from ..auditwords import describe_move
 from .handlers import NAME, RegistryHandler
 
 
@@ -65,8 +66,7 @@ def render(model: dict, history: list[dict], mlflow_ui: str) -> str:
         [
             _e(e.get("at", "")[:16].replace("T", " ")),
             _e(e.get("action")),
-            _e(f"@{e['alias']}" if e.get("alias") else ""),
-            _e(f"{e.get('from_version') or '—'} → {e.get('to_version') or '—'}"),
+            _e(describe_move(e)),
             _e(e.get("actor")),
             _e(e.get("reason")),
         ]
@@ -80,7 +80,7 @@ def render(model: dict, history: list[dict], mlflow_ui: str) -> str:
         f"<h2>Versions</h2>{_table(['version', 'aliases', 'author', 'registered', 'gates'], versions)}"
         f"<h2>History</h2>"
         + (
-            _table(["when", "action", "alias", "version", "who", "why"], moves)
+            _table(["when", "action", "alias", "who", "why"], moves)
             if moves
             else "<p><small>no alias has moved yet</small></p>"
         )
