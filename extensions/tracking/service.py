@@ -57,6 +57,7 @@ class MLflowServer:
         prefix: str,
         workers: int = 1,
         data_dir: Path | None = None,
+        warm_spare: bool = False,
     ):
         self.backend_store_uri = backend_store_uri
         self.artifacts_destination = artifacts_destination
@@ -69,6 +70,10 @@ class MLflowServer:
         self.data_dir = data_dir
         self.refused: str | None = None  # why MLflow is not started: its store is unavailable
         self._store_known = False
+        # a pre-imported next server (:mod:`.mlflowspare`), made once this one has settled
+        self.warm_spare = warm_spare
+        self.spare: subprocess.Popen | None = None
+        self._started_at = 0.0
 
     @property
     def url(self) -> str:
@@ -130,13 +135,52 @@ class MLflowServer:
         )
         # its own process group: the server and its uvicorn workers stop together, and a
         # worker left behind by a killed server cannot keep the port
-        self.proc = subprocess.Popen(
-            self.command(),
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.poll() is None:
+            try:
+                spare.stdin.write(b"go\n")
+                spare.stdin.flush()
+                self.proc = spare
+                log.info("the warm spare (pid %s) is the mlflow server now", spare.pid)
+            except OSError:
+                self._end(spare)
+                spare = None
+        else:
+            spare = None
+        if spare is None:
+            self.proc = subprocess.Popen(
+                self.command(),
+                env=self.environment(),
+                preexec_fn=_pdeathsig,
+                start_new_session=True,
+            )
+        self._started_at = time.monotonic()
+        return True
+
+    # a new spare waits this long after a start, so it never competes with the start for CPU
+    SPARE_AFTER_S = 20.0
+
+    def _make_spare(self) -> None:
+        if not self.warm_spare or self.spare is not None or not self._store_known:
+            return
+        if time.monotonic() - self._started_at < self.SPARE_AFTER_S:
+            return
+        self.spare = subprocess.Popen(
+            [sys.executable, "-m", "hubml.extensions.tracking.mlflowspare", *self.command()[3:]],
             env=self.environment(),
+            stdin=subprocess.PIPE,
             preexec_fn=_pdeathsig,
             start_new_session=True,
         )
-        return True
+
+    @staticmethod
+    def _end(proc: subprocess.Popen | None) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            proc.wait(5)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -176,6 +220,9 @@ class MLflowServer:
         after the rest of its process group is gone."""
         if self.alive():
             self.remember_store()
+            if self.spare is not None and self.spare.poll() is not None:
+                self.spare = None  # it died waiting: make another
+            self._make_spare()
             return
         if self.proc is not None:
             log.warning("mlflow server exited with %s; restarting", self.proc.returncode)
@@ -184,6 +231,8 @@ class MLflowServer:
         self.start()
 
     def stop(self) -> None:
+        self._end(self.spare)
+        self.spare = None
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -264,7 +313,14 @@ def main() -> int:
     backend = tracking.backend_store_uri or f"sqlite:///{data / 'mlflow.db'}"
     artifacts = tracking.artifacts_destination or str(data / "artifacts")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlflow/")
-    server = MLflowServer(backend, artifacts, prefix, workers=tracking.workers, data_dir=data)
+    server = MLflowServer(
+        backend,
+        artifacts,
+        prefix,
+        workers=tracking.workers,
+        data_dir=data,
+        warm_spare=tracking.warm_spare,
+    )
     # this process's own MLflow client (the registry) talks to the private server with the secret
     os.environ[SECRET_ENV] = server.secret
     server.start()

@@ -6,6 +6,7 @@ SQLite store that disappeared (MLflow used to create an empty one in its place).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -33,11 +34,13 @@ def hub(tmp_path_factory):
 
 
 def mlflow_server(hub) -> psutil.Process:
-    """This hub's ``mlflow server`` process (the leader of its process group)."""
+    """This hub's ``mlflow server`` process (the leader of its process group): a cold start's
+    ``python -m mlflow server``, or the warm spare that became the server (``hubml-mlflow``;
+    a spare still waiting is ``hubml-mlspare``, and not a server)."""
     db = str(hub.data_dir / "mlflow")
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "name"]):
         cmd = p.info["cmdline"] or []
-        if cmd[1:4] == ["-m", "mlflow", "server"]:
+        if cmd[1:4] == ["-m", "mlflow", "server"] or p.info["name"] == "hubml-mlflow":
             try:
                 if db in p.environ().get("MLFLOW_BACKEND_STORE_URI", ""):
                     return p
@@ -92,6 +95,36 @@ def test_mlflow_server_killed_alone_comes_back_without_orphans_and_never_a_500(h
     assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     names = [e["name"] for e in search(hub).json()["experiments"]]
     assert "survives" in names
+
+
+def spare_of(hub) -> psutil.Process | None:
+    db = str(hub.data_dir / "mlflow")
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "hubml-mlspare":
+            with contextlib.suppress(psutil.Error):
+                if db in p.environ().get("MLFLOW_BACKEND_STORE_URI", ""):
+                    return p
+    return None
+
+
+def test_a_warm_spare_takes_over_from_a_killed_server(hub):
+    """While the server runs, a pre-imported spare waits; killing the server makes the spare
+    the server (no cold start), and a new spare follows later."""
+    deadline = time.monotonic() + 90
+    while (spare := spare_of(hub)) is None:
+        assert time.monotonic() < deadline, "no warm spare"
+        time.sleep(0.5)
+    leader = mlflow_server(hub)
+    assert spare.pid != leader.pid and os.getpgid(spare.pid) == spare.pid
+    leader.send_signal(signal.SIGKILL)
+    seen = statuses_until_back(hub)
+    assert set(seen) <= {200, 503}, seen
+    assert mlflow_server(hub).pid == spare.pid  # the spare is the server now
+    deadline = time.monotonic() + 90
+    while (again := spare_of(hub)) is None:
+        assert time.monotonic() < deadline, "no new spare after the take-over"
+        time.sleep(0.5)
+    assert again.pid != spare.pid
 
 
 def test_a_removed_store_is_refused_not_replaced_by_an_empty_one(hub):
