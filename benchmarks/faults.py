@@ -201,8 +201,9 @@ def report(r: dict) -> str:
             f"{m['bad_answers']} answers other than 200/503, {m['not_back_in_10s']} not back in "
             f"10 s (back after {', '.join(map(str, m['back_s']))} s)",
             f"faults/mlflow_kills: back after a kill, median {warm_median:.1f} s with the warm "
-            f"spare vs {cold_median:.1f} s cold ({cold['bad_answers']} bad answers cold): "
-            f"{warm_median / cold_median:.2f}x",
+            f"spare vs {cold_median:.1f} s cold ({cold['answers']} requests, "
+            f"{cold['bad_answers']} answers other than 200/503, {cold['not_back_in_10s']} not "
+            f"back in 10 s): {warm_median / cold_median:.2f}x",
             f"faults/hub_restarts: {h['restarts']} hub restarts (SIGKILL and SIGTERM), "
             f"{h['runs']} runs: {h['runs_lost']} lost, {h['runs_duplicated']} duplicated; "
             f"{h['servers_respawned']} servers and {h['apps_respawned']} apps re-spawned; "

@@ -246,7 +246,7 @@ class TrackingSection(_Model):
     audit_db_url: str = ""
     workers: int = Field(1, ge=1, le=16)
     # keep a pre-imported next `mlflow server` waiting (~200 MB): a crashed server is replaced
-    # in about half the time of a cold start
+    # sooner than by a cold start (docs/RELIABILITY.md)
     warm_spare: bool = True
     # registry gates: seconds a candidate model gets to start, load and predict (its child is
     # killed after that), and the cap on its address space in MiB (RLIMIT_AS)
