@@ -33,7 +33,12 @@ class RegistryClient:
         self.token = token or os.environ.get("MLFLOW_TRACKING_TOKEN", "")
 
     def request(
-        self, method: str, path: str, body: dict | None = None, params: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        params: dict | None = None,
+        retry_s: float | None = None,
     ) -> dict:
         from urllib.parse import quote
 
@@ -41,11 +46,14 @@ class RegistryClient:
 
         from ._http import call
 
-        name, _, rest = path.partition("/")
-        url = self.base + quote(name, safe="") + (f"/{rest}" if rest else "")
+        if path.startswith("/"):  # beside the models: "/approvals"
+            url = self.base.removesuffix("models/") + path.lstrip("/")
+        else:
+            name, _, rest = path.partition("/")
+            url = self.base + quote(name, safe="") + (f"/{rest}" if rest else "")
         try:
             status, data, reason = call(
-                method, url, self.token, body=body, params=params, timeout=300
+                method, url, self.token, body=body, params=params, timeout=300, retry_s=retry_s
             )
         except requests.RequestException as e:
             raise RegistryAPIError(
@@ -113,6 +121,11 @@ def _num(value, signed: bool = False) -> str:
     return f"{value:+.4g}" if signed else f"{value:.4g}"
 
 
+def _labelled() -> dict:
+    """Labels read whole ("Model name", not "Model na…"), and the fields line up."""
+    return {"style": {"description_width": "90px"}, "layout": w.Layout(width="420px")}
+
+
 class PublishPanel(w.VBox):
     """``PublishPanel(model_name="churn", run_id=panel.run_id)``"""
 
@@ -121,34 +134,40 @@ class PublishPanel(w.VBox):
     ):
         self.client = client or RegistryClient()
         self.name = w.Text(
-            value=model_name, description="Model name", placeholder="e.g. churn-classifier"
+            value=model_name,
+            description="Model name",
+            placeholder="e.g. churn-classifier",
+            **_labelled(),
         )
         self.run_id = w.Text(
-            value=run_id, description="Run id", placeholder="run with a logged model"
+            value=run_id, description="Run id", placeholder="run with a logged model", **_labelled()
         )
-        self.artifact_path = w.Text(value=artifact_path, description="Artifact")
+        self.artifact_path = w.Text(value=artifact_path, description="Artifact", **_labelled())
         self.version = w.Text(
-            value="", description="Version", placeholder="for promotion / approval"
+            value="", description="Version", placeholder="for promotion / approval", **_labelled()
         )
         self.reason = w.Text(
-            value="", description="Reason", placeholder="why (kept in the audit log)"
+            value="", description="Reason", placeholder="why (kept in the audit log)", **_labelled()
         )
+        # approving happens from the inbox, which offers only what the approval rule allows
         buttons = [
             ("Compare", self.compare),
             ("Run gates & publish", self.publish),
             ("Request promotion", self.request_promotion),
-            ("Approve", self.approve),
             ("Roll back", self.rollback),
             ("History", self.history),
+            ("Refresh inbox", self.refresh_inbox),
         ]
         self.buttons = {}
         for label, action in buttons:
-            b = w.Button(description=label)
+            b = w.Button(description=label, layout=w.Layout(width="auto"))  # never cut
             b.on_click(lambda _, action=action: self._run(action))
             self.buttons[label] = b
         self.buttons["Run gates & publish"].button_style = "primary"
         self.output = w.HTML("")
         self.status = w.HTML("")
+        self.inbox = w.VBox([])
+        self.inbox.add_class("hubml-inbox")
         super().__init__(
             [
                 w.HTML("<b>Publish a model</b>"),
@@ -158,17 +177,22 @@ class PublishPanel(w.VBox):
                 w.HBox([self.buttons["Compare"], self.buttons["Run gates & publish"]]),
                 self.version,
                 self.reason,
-                w.HBox(
-                    [
-                        self.buttons[k]
-                        for k in ("Request promotion", "Approve", "Roll back", "History")
-                    ]
-                ),
+                w.HBox([self.buttons[k] for k in ("Request promotion", "Roll back", "History")]),
                 self.status,
                 self.output,
+                w.HBox([w.HTML("<b>Approvals</b>"), self.buttons["Refresh inbox"]]),
+                self.inbox,
             ]
         )
         self.add_class("hubml-publish-panel")
+        try:  # at once, without waiting out a restarting service: the button tries again
+            self.refresh_inbox(retry_s=0)
+        except (RegistryAPIError, ValueError) as e:
+            self.inbox.children = [
+                w.HTML(
+                    f"<i>Approvals could not be loaded ({html.escape(str(e))}); Refresh inbox to try again.</i>"
+                )
+            ]
 
     def _say(self, message: str, kind: str = "info") -> None:
         colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
@@ -233,9 +257,10 @@ class PublishPanel(w.VBox):
             {"reason": self.reason.value},
         )
         self._say(
-            f"Promotion of version {data['to_version']} requested; an approver can now promote it.",
+            f"Promotion of version {data['to_version']} requested; it is in the approvers' inbox.",
             "ok",
         )
+        self.refresh_inbox()
         return data
 
     def approve(self) -> dict:
@@ -248,6 +273,47 @@ class PublishPanel(w.VBox):
             f"Version {data['to_version']} is now @champion (was {data.get('from_version') or 'none'}).",
             "ok",
         )
+        return data
+
+    def refresh_inbox(self, retry_s: float | None = None) -> dict:
+        """What waits for you (with an Approve button each), and what you asked for."""
+        data = self.client.request("GET", "/approvals", retry_s=retry_s)
+        rows: list[w.Widget] = []
+        for item in data.get("to_approve", []):
+            gates = ", ".join(
+                f"{g['name']} {'passed' if g['passed'] else 'FAILED'}"
+                for g in item.get("gates", [])
+            )
+            text = (
+                f"<b>{html.escape(item['model'])}</b> v{html.escape(str(item['version']))} "
+                f"for @champion (now {html.escape(str(item.get('champion') or 'none'))}), asked by "
+                f"{html.escape(item['requested_by'])}: {html.escape(item.get('reason') or 'no reason given')}"
+                + (f"<br><small>gates: {html.escape(gates)}</small>" if gates else "")
+            )
+            button = w.Button(description=f"Approve v{item['version']}", button_style="success")
+            button.add_class("hubml-approve")
+            button.on_click(lambda _, item=item: self._run(lambda: self._approve_item(item)))
+            rows.append(w.HBox([w.HTML(text), button]))
+        if not rows:
+            rows.append(w.HTML("<i>Nothing waits for your approval.</i>"))
+        mine = [
+            f"<li>{html.escape(i['model'])} v{html.escape(str(i['version']))}: waiting for "
+            f"{html.escape(i['approvers'])}</li>"
+            for i in data.get("mine", [])
+        ] + [
+            f"<li>{html.escape(d['model'])} v{html.escape(str(d['version']))}: approved by "
+            f"{html.escape(d['approved_by'])} ({html.escape(d.get('reason') or 'no reason given')})</li>"
+            for d in data.get("decided", [])
+        ]
+        if mine:
+            rows.append(w.HTML(f"<b>Your requests</b><ul class='hubml-mine'>{''.join(mine)}</ul>"))
+        self.inbox.children = rows
+        return data
+
+    def _approve_item(self, item: dict) -> dict:
+        self.name.value, self.version.value = item["model"], str(item["version"])
+        data = self.approve()
+        self.refresh_inbox()
         return data
 
     def rollback(self) -> dict:

@@ -541,9 +541,9 @@ def hub(tmp_path_factory):
         hub.stop()
 
 
-@pytest.fixture(scope="module")
-def hub_runs(hub):
-    """Runs logged through the front door: alice's (two) and bob's, each with a model."""
+def log_runs_through_the_hub(hub, tokens: dict, who: tuple) -> dict:
+    """A run with a logged sklearn model per ``(key, user)`` in ``who``, logged through the
+    hub's front door with that user's token: ``{key: run_id}``."""
     import mlflow
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -558,8 +558,8 @@ def hub_runs(hub):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"mlflow\.")
-            for key, user in (("alice", ALICE), ("alice2", ALICE), ("bob", BOB)):
-                os.environ["MLFLOW_TRACKING_TOKEN"] = hub.tokens[user]
+            for key, user in who:
+                os.environ["MLFLOW_TRACKING_TOKEN"] = tokens[user]
                 mlflow.set_experiment(f"registry-api-{user}")
                 runs[key] = _log_run(LogisticRegression(max_iter=1000), X, X, y, y, user=user)
     finally:
@@ -569,6 +569,14 @@ def hub_runs(hub):
         else:
             os.environ["MLFLOW_TRACKING_TOKEN"] = previous_token
     return runs
+
+
+@pytest.fixture(scope="module")
+def hub_runs(hub):
+    """Runs logged through the front door: alice's (two) and bob's, each with a model."""
+    return log_runs_through_the_hub(
+        hub, hub.tokens, (("alice", ALICE), ("alice2", ALICE), ("bob", BOB))
+    )
 
 
 def api(hub, who, method, path, body=None, **kw):
@@ -961,3 +969,50 @@ def test_a_candidate_cannot_read_the_services_environment_and_runs_as_its_publis
     # the gate's child ran as alice's own account (the runner service), not the platform's
     alice = pwd.getpwnam(accounts.unix_name(ALICE))
     assert gate["numbers"]["uid"] == alice.pw_uid != pwd.getpwnam(accounts.PLATFORM_ACCOUNT).pw_uid
+
+
+def test_a_promotion_request_reaches_the_approvers_inbox_and_its_result_the_author(hub, hub_runs):
+    import requests
+
+    def inbox(who):
+        r = requests.get(
+            hub.at("/services/mlflow/hubml/api/approvals"),
+            headers={"Authorization": f"token {hub.tokens[who]}"},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        data = r.json()
+        return {
+            part: [i for i in data[part] if i["model"] == "api-inbox"]
+            for part in ("to_approve", "mine", "decided")
+        }
+
+    name = "api-inbox"
+    ok(api(hub, ALICE, "POST", f"{name}/publish", {"run_id": hub_runs["alice"]}), 201)
+    ok(api(hub, ALICE, "PUT", f"{name}/policy", {"approver_group": "reviewers", "reason": "r"}))
+    assert inbox(CAROL)["to_approve"] == []  # nothing asked yet
+    ok(api(hub, ALICE, "POST", f"{name}/versions/1/request-promotion", {"reason": "ship it"}), 201)
+
+    (waiting,) = inbox(CAROL)["to_approve"]  # carol is a reviewer
+    assert (waiting["version"], waiting["requested_by"], waiting["reason"]) == (
+        "1",
+        ALICE,
+        "ship it",
+    )
+    assert {g["name"] for g in waiting["gates"]} >= {"metric", "inference"}
+    bob = inbox(BOB)
+    assert bob["to_approve"] == [] and bob["mine"] == []  # not a reviewer, and not his request
+    alice = inbox(ALICE)
+    assert alice["to_approve"] == []  # the author is never offered her own approval
+    assert [(i["version"], i["approvers"]) for i in alice["mine"]] == [
+        ("1", "members of group reviewers")
+    ]
+
+    ok(api(hub, CAROL, "POST", f"{name}/versions/1/approve", {"reason": "reviewed"}))
+    assert inbox(CAROL)["to_approve"] == []
+    alice = inbox(ALICE)
+    assert alice["mine"] == []
+    assert [(d["version"], d["approved_by"], d["reason"]) for d in alice["decided"]] == [
+        ("1", CAROL, "reviewed")
+    ]
+    assert inbox(BOB)["decided"] == []  # alice's results are hers

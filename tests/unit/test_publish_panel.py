@@ -7,8 +7,10 @@ class MockRegistry:
     def __init__(self, replies):
         self.replies, self.calls = replies, []
 
-    def request(self, method, path, body=None, params=None):
+    def request(self, method, path, body=None, params=None, retry_s=None):
         self.calls.append((method, path, body, params))
+        if path == "/approvals" and "approvals" not in self.replies:
+            return {"to_approve": [], "mine": [], "decided": []}
         reply = self.replies[path.rsplit("/", 1)[-1]]
         if isinstance(reply, Exception):
             raise reply
@@ -36,7 +38,7 @@ def test_failed_gate_names_the_gate_and_keeps_numbers():
     panel._run(panel.publish)
     assert "Not published: failed gate(s) metric. Aliases are untouched." in panel.status.value
     assert "accuracy 0.81 &lt; champion 0.93" in panel.output.value
-    assert api.calls[0][:2] == ("POST", "churn/publish")
+    assert ("POST", "churn/publish") in [c[:2] for c in api.calls]
 
 
 def test_refusals_are_shown_in_plain_words_escaped():
@@ -103,3 +105,33 @@ def test_tables():
         ]
     )
     assert "asks v1 as @champion (now none)" in asked and "→" not in asked
+
+
+def test_the_inbox_offers_an_approval_and_shows_your_own_requests():
+    inbox = {
+        "to_approve": [
+            {
+                "model": "churn",
+                "version": "2",
+                "requested_by": "alice",
+                "reason": "<b>better</b> recall",
+                "champion": "1",
+                "approvers": "members of group reviewers",
+                "gates": [{"name": "metric", "passed": True, "detail": ""}],
+            }
+        ],
+        "mine": [{"model": "fraud", "version": "4", "approvers": "anyone but its author"}],
+        "decided": [{"model": "fraud", "version": "3", "approved_by": "carol", "reason": "ok"}],
+    }
+    api = MockRegistry({"approvals": inbox, "approve": {"to_version": "2", "from_version": "1"}})
+    panel = PublishPanel(client=api)
+    (offer, mine) = panel.inbox.children
+    text, button = offer.children
+    assert "asked by alice" in text.value and "&lt;b&gt;better&lt;/b&gt;" in text.value
+    assert "metric passed" in text.value and button.description == "Approve v2"
+    assert "fraud v4: waiting for anyone but its author" in mine.value
+    assert "fraud v3: approved by carol" in mine.value
+    assert "Approve" not in panel.buttons  # no button that can only fail for the author
+    button.click()
+    assert ("POST", "churn/versions/2/approve") in [c[:2] for c in api.calls]
+    assert "Version 2 is now @champion (was 1)." in panel.status.value

@@ -19,6 +19,7 @@ approve their own model by calling MLflow directly (the front door refuses direc
 | GET, PUT | ``<name>/policy`` | policy fields, ``reason`` | gate policy of the model | PUT: maintainers |
 | GET, PUT | ``<name>/owners`` | ``owner``, ``maintainers``, ``reason`` | who maintains the model | PUT: admins |
 | GET | ``<name>/aliases/<alias>`` | | the version an alias points at | anyone |
+| GET | ``/services/mlflow/hubml/api/approvals`` | | requests you may approve, yours waiting, yours approved | anyone (their own) |
 
 "maintainers" above means the model's owner, its maintainer groups and admins
 (:mod:`.permissions`). A refusal is JSON ``{"status", "message"}`` with a 4xx status naming the
@@ -253,8 +254,20 @@ class AliasHandler(RegistryHandler):
         self.reply({"model": name, "alias": alias, "version": version})
 
 
+class ApprovalsHandler(RegistryHandler):
+    """``hubml/api/approvals``: the caller's inbox (requests they may approve), their own
+    requests still waiting, and their requests approved lately."""
+
+    async def get(self):
+        from .inbox import promotions
+
+        groups = await self.groups()
+        self.reply(await self.call(lambda: promotions(self.registry(), self.user, groups)))
+
+
 NAME = r"([^/]+)"
 ROUTES = [
+    ("hubml/api/approvals", ApprovalsHandler),
     (f"hubml/api/models/{NAME}/compare", CompareHandler),
     (f"hubml/api/models/{NAME}/publish", PublishHandler),
     (f"hubml/api/models/{NAME}/versions/([^/]+)/request-promotion", RequestPromotionHandler),
