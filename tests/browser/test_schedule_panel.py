@@ -22,23 +22,8 @@ def test_run_now_from_the_panel_and_open_the_output(hub_factory, page, artifacts
         "print(f'training for {epochs} epochs of {optimizer}')",
         params="epochs = 3\noptimizer = 'adam'",
     )
-    login(page, hub, "alice")
-    page.wait_for_url(re.compile(r".*/hub/spawn.*"))
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
-    page.goto(hub.at("/user/alice/lab/tree/train.ipynb"))
-    page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=60_000)
-
     # a new cell below the notebook's own (not saved: the job runs the notebook as saved)
-    page.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("b")
-    page.keyboard.press("Enter")
-    page.keyboard.insert_text("from hubml.widgets import SchedulePanel\nSchedulePanel()")
-    page.keyboard.press("Shift+Enter")
-
-    panel = page.locator(".hubml-schedule-panel")
-    panel.wait_for(timeout=60_000)
+    panel = open_panel(page, hub, "alice", "train.ipynb")
     epochs = panel.locator(".widget-inline-hbox", has_text="epochs (int)").locator("input")
     epochs.wait_for(timeout=30_000)
     assert (
@@ -81,7 +66,7 @@ def open_panel(page, hub, user, notebook_name):
     page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=60_000)
     page.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
     page.keyboard.press("Escape")
-    page.keyboard.press("b")
+    page.keyboard.press("b")  # a new cell below the notebook's own
     page.keyboard.press("Enter")
     page.keyboard.insert_text("from hubml.widgets import SchedulePanel\nSchedulePanel()")
     page.keyboard.press("Shift+Enter")
