@@ -245,7 +245,7 @@ class TrackingSection(_Model):
     # Registry audit log (SQLAlchemy URL). Empty: SQLite under <data_dir>/mlflow.
     audit_db_url: str = ""
     workers: int = Field(1, ge=1, le=16)
-    # keep a pre-imported next `mlflow server` waiting (~200 MB): a crashed server is replaced
+    # keep a pre-imported next `mlflow server` waiting (~240 MB): a crashed server is replaced
     # sooner than by a cold start (docs/RELIABILITY.md)
     warm_spare: bool = True
     # registry gates: seconds a candidate model gets to start, load and predict (its child is
