@@ -84,7 +84,14 @@ def test_mlflow_server_killed_alone_comes_back_without_orphans_and_never_a_500(h
     group = os.getpgid(leader.pid)
     assert group == leader.pid  # a process group of its own
     members = [p for p in psutil.process_iter() if _pgid(p) == group]
-    assert len(members) >= 2, members  # the server and its uvicorn worker(s)
+    # whoever listens on the server's port (its uvicorn worker, or the server itself when a
+    # warm spare serves in its own process) is of that group, and dies with it
+    listening = {
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == hub_mlflow_port(hub)
+    }
+    assert listening and listening <= {p.pid for p in members}, (listening, members)
 
     killed = time.monotonic()
     leader.send_signal(signal.SIGKILL)
@@ -95,6 +102,13 @@ def test_mlflow_server_killed_alone_comes_back_without_orphans_and_never_a_500(h
     assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     names = [e["name"] for e in search(hub).json()["experiments"]]
     assert "survives" in names
+
+
+def hub_mlflow_port(hub) -> int:
+    """The private port of this hub's MLflow server (on its ``--port`` argument)."""
+    leader = mlflow_server(hub)
+    cmd = leader.cmdline()
+    return int(cmd[cmd.index("--port") + 1])
 
 
 def spare_of(hub) -> psutil.Process | None:
