@@ -35,9 +35,10 @@ import sys
 
 PR_SET_NAME = 15
 WAITING, SERVING = b"hubml-mlspare", b"hubml-mlflow"
-# MLflow gives every start an id of its own; it is the only part of the worker's environment that
-# may differ between the start the spare prepared for and the start it makes
-PER_START = {"_MLFLOW_SERVER_BOOT_ID"}
+# The parts of the worker's environment that may differ between the start the spare prepared for
+# and the start it makes, because MLflow reads them only when it serves: its per-start boot id, and
+# the tracking and registry URIs its store check sets (the learning run leaves the store alone)
+LATE = {"_MLFLOW_SERVER_BOOT_ID", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
 INTERNAL = "hubml.extensions.tracking.internal"  # the app uvicorn serves (``--app-name hubml``)
 
 
@@ -89,30 +90,37 @@ def worker_of(argv: list[str], store: bool = True) -> tuple[list[str], dict[str,
     return None
 
 
-def learn(argv: list[str]) -> tuple[list[str], dict[str, str]] | None:
-    """:func:`worker_of`, in a forked child, so that this process has not imported MLflow yet."""
+def learn(argv: list[str]) -> tuple[tuple[list[str], dict[str, str]] | None, str]:
+    """:func:`worker_of`, in a forked child, so that this process has not imported MLflow yet;
+    with why not when there is no worker."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running anything of the parent's
-        code = 1
         try:
             os.close(read)
             quiet = os.open(os.devnull, os.O_WRONLY)
             os.dup2(quiet, 1)
             os.dup2(quiet, 2)
             with os.fdopen(write, "w") as out:
-                json.dump(worker_of(argv, store=False), out)
-            code = 0
+                try:
+                    report = {"worker": worker_of(argv, store=False)}
+                except BaseException as e:  # noqa: BLE001 (SystemExit too: it is reported)
+                    report = {"error": f"{type(e).__name__}: {e}"}
+                json.dump(report, out)
         finally:
-            os._exit(code)
+            os._exit(0)
     os.close(write)
     with os.fdopen(read) as got:
         text = got.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not text:
-        return None
-    found = json.loads(text)
-    return (found[0], found[1]) if found else None
+    os.waitpid(pid, 0)
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None, "learning the worker's command failed without a report"
+    if report.get("worker"):
+        command, env = report["worker"]
+        return (command, env), ""
+    return None, report.get("error") or "mlflow server would start no worker"
 
 
 def in_process(command: list[str], env: dict[str, str]) -> bool:
@@ -128,44 +136,46 @@ def in_process(command: list[str], env: dict[str, str]) -> bool:
     return workers == "1" and jobs in ("false", "0")
 
 
-def same(a: dict[str, str], b: dict[str, str]) -> bool:
-    strip = lambda env: {k: v for k, v in env.items() if k not in PER_START}  # noqa: E731
-    return strip(a) == strip(b)
-
-
 def main(argv: list[str]) -> int:
     _name(WAITING)
-    learned = learn(argv)
-    if learned is not None and in_process(*learned):
+    learned, why_not = learn(argv)
+    if learned is not None and not in_process(*learned):
+        learned, why_not = None, "more than one worker, or MLflow's job execution is on"
+    if learned is not None:
         os.environ.clear()
         os.environ.update(learned[1])
         # in this order: MLflow's server installs its security middleware when it sees uvicorn
         for module in ("uvicorn.main", "mlflow.server.fastapi_app", INTERNAL):
             importlib.import_module(module)
-    else:
-        learned = None
     import mlflow.cli  # the slow part, done before anybody waits for it
 
     if sys.stdin.readline().strip() != "go":
         return 0
     _name(SERVING)
-    if learned is None:
-        # ``mlflow <argv>`` as the command line would run it (click exits with the server)
-        return mlflow.cli.cli.main(args=argv, prog_name="mlflow", standalone_mode=True)
-    now = worker_of(argv)
-    if now is None:
-        return 0
-    command, env = now
-    if command != learned[0] or not same(env, learned[1]):
-        print(
-            "hubml: the mlflow server's worker changed since the spare started; starting it as usual",
-            file=sys.stderr,
+    if learned is not None:
+        now = worker_of(argv)
+        if now is None:
+            return 0
+        command, env = now
+        changed = sorted(
+            k for k in {*env, *learned[1]} - LATE if env.get(k) != learned[1].get(k)
         )
-        return mlflow.cli.cli.main(args=argv, prog_name="mlflow", standalone_mode=True)
-    os.environ.update(env)
-    import uvicorn.main
+        if command == learned[0] and not changed:
+            say("the warm spare serves MLflow in its own process")
+            os.environ.update(env)
+            import uvicorn.main
 
-    return uvicorn.main.main(args=command[3:], prog_name="uvicorn", standalone_mode=True)
+            return uvicorn.main.main(args=command[3:], prog_name="uvicorn", standalone_mode=True)
+        why_not = "the worker's command or environment changed since the spare started: " + (
+            ", ".join(changed) if changed else "its command"
+        )
+    say(f"the warm spare starts mlflow server as usual ({why_not})")
+    # ``mlflow <argv>`` as the command line would run it (click exits with the server)
+    return mlflow.cli.cli.main(args=argv, prog_name="mlflow", standalone_mode=True)
+
+
+def say(line: str) -> None:
+    print(f"hubml: {line}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

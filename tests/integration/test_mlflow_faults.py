@@ -133,7 +133,17 @@ def test_a_warm_spare_takes_over_from_a_killed_server(hub):
     leader.send_signal(signal.SIGKILL)
     seen = statuses_until_back(hub)
     assert set(seen) <= {200, 503}, seen
-    assert mlflow_server(hub).pid == spare.pid  # the spare is the server now
+    server = mlflow_server(hub)
+    assert server.pid == spare.pid  # the spare is the server now
+    # ... serving in its own process (no second MLflow import in a uvicorn worker), still the
+    # front door's only: a request to its private port without the start's secret is refused
+    assert not server.children(), server.children()
+    assert "the warm spare serves MLflow in its own process" in hub.log()
+    direct = requests.get(
+        f"http://127.0.0.1:{hub_mlflow_port(hub)}/services/mlflow/api/2.0/mlflow/experiments/search",
+        timeout=10,
+    )
+    assert direct.status_code == 403, direct.text
     deadline = time.monotonic() + 90
     while (again := spare_of(hub)) is None:
         assert time.monotonic() < deadline, "no new spare after the take-over"
