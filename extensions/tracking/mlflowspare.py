@@ -2,21 +2,22 @@
 
 Started by the mlflow service while its server runs, it waits for one line on stdin. ``go`` makes
 it the server the service supervises (a process group of its own, as a cold start is); anything
-else, or stdin closing, ends it. It names itself ``hubml-mlspare`` while it waits and
-``hubml-mlflow`` once it serves, so operators (and tests) can tell the two apart.
+else, or stdin closing, ends it. It names itself ``hubml-mlprep`` while it prepares (a ``go`` then
+waits for the preparation, still sooner than a cold start), ``hubml-mlspare`` once ready and
+``hubml-mlflow`` once it serves, so operators (and tests) can tell them apart.
 
 A cold ``mlflow server`` imports MLflow twice: once for its command line, which checks the store
 and then starts a uvicorn worker, and once more in that worker. The spare does both imports before
 anyone waits, and on ``go`` serves in its own process:
 
-1. While it waits, a forked child runs ``mlflow <arguments>`` up to the point where MLflow would
-   start its worker, without opening the store, and reports the worker's command and environment. MLflow reads some of that
-   environment at import time (the static prefix its routes are registered under, the allowed
+1. While it prepares, a forked child runs ``mlflow <arguments>`` up to the point where MLflow
+   would start its worker, without opening the store, and reports the worker's command and
+   environment. MLflow reads some of that environment at import time (the static prefix its routes are registered under, the allowed
    hosts of its security middleware), so the spare takes that environment first and only then
    imports MLflow's server application and hubml's wrapper of it.
 2. On ``go`` it runs the command line again in this process, so the store is checked as at any
    start, and stops it at the same point. If the worker's command and environment are the ones
-   learned (up to MLflow's per-start boot id), it runs that uvicorn command in this process.
+   learned (up to what MLflow reads only when serving: see ``LATE``), it runs that uvicorn command in this process.
    Otherwise (more than one worker, MLflow's job execution on, anything unforeseen) it runs
    ``mlflow server`` as a cold start would, only with its command line already imported.
 
@@ -34,7 +35,7 @@ import os
 import sys
 
 PR_SET_NAME = 15
-WAITING, SERVING = b"hubml-mlspare", b"hubml-mlflow"
+PREPARING, WAITING, SERVING = b"hubml-mlprep", b"hubml-mlspare", b"hubml-mlflow"
 # The parts of the worker's environment that may differ between the start the spare prepared for
 # and the start it makes, because MLflow reads them only when it serves: its per-start boot id, and
 # the tracking and registry URIs its store check sets (the learning run leaves the store alone)
@@ -137,7 +138,7 @@ def in_process(command: list[str], env: dict[str, str]) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    _name(WAITING)
+    _name(PREPARING)
     learned, why_not = learn(argv)
     if learned is not None and not in_process(*learned):
         learned, why_not = None, "more than one worker, or MLflow's job execution is on"
@@ -149,6 +150,7 @@ def main(argv: list[str]) -> int:
             importlib.import_module(module)
     import mlflow.cli  # the slow part, done before anybody waits for it
 
+    _name(WAITING)
     if sys.stdin.readline().strip() != "go":
         return 0
     _name(SERVING)
@@ -157,9 +159,7 @@ def main(argv: list[str]) -> int:
         if now is None:
             return 0
         command, env = now
-        changed = sorted(
-            k for k in {*env, *learned[1]} - LATE if env.get(k) != learned[1].get(k)
-        )
+        changed = sorted(k for k in {*env, *learned[1]} - LATE if env.get(k) != learned[1].get(k))
         if command == learned[0] and not changed:
             say("the warm spare serves MLflow in its own process")
             os.environ.update(env)
