@@ -10,6 +10,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml package.json; echo $(PYTHON)) | sha1sum | cut -c1-10)
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
+# the JupyterLab extension (labextension/): built into the Python package (widgets/labextension)
+# with the project's npm, and linked where this environment's JupyterLab looks for prebuilt ones
+LABEXT_OUT := widgets/labextension
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/hubml-lab
 
 .PHONY: run test install system-deps lint bench clean
 
@@ -21,7 +25,7 @@ test: install system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-install: $(STAMP) node_modules/.bin/configurable-http-proxy
+install: $(STAMP) node_modules/.bin/configurable-http-proxy $(LABEXT_LINK)
 
 $(STAMP):
 	@# a venv made from another interpreter is made again
@@ -34,6 +38,18 @@ $(STAMP):
 node_modules/.bin/configurable-http-proxy: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(LABEXT_OUT)/package.json: $(STAMP) labextension/node_modules/.installed labextension/src/*.js labextension/style/*.css
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter-builder build labextension
+	touch $@
+
+$(LABEXT_LINK): $(LABEXT_OUT)/package.json
+	mkdir -p $(dir $@)
+	ln -sfn $(abspath $(LABEXT_OUT)) $@
 
 # Debian packages the test tiers use: Chromium for the browser tier (Playwright drives it; its
 # own browser download cannot work offline) and the PostgreSQL server for the postgres tier.
@@ -54,4 +70,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache test-artifacts
+	rm -rf $(VENV) node_modules labextension/node_modules $(LABEXT_OUT) .pytest_cache test-artifacts

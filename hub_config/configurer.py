@@ -161,11 +161,16 @@ def update_hub(c, settings: Settings, topo: Topology) -> None:
     c.JupyterHub.cleanup_servers = settings.hub.stop_servers_on_exit
     c.JupyterHub.cleanup_proxy = settings.hub.stop_servers_on_exit
     c.JupyterHub.template_paths = [str(HERE / "templates")]
+    from hubml.extensions.apps.refusal import refusal_for_hub_message
+
+    # the page of an app someone may not open, in the hub's error template (templates/error.html)
+    # (JupyterHub calls a callable template variable with the user, so this hands it the function)
+    c.JupyterHub.template_vars = {"hubml_app_refusal": lambda _user: refusal_for_hub_message}
     said = notices(settings)
     if said:
-        c.JupyterHub.template_vars = {
-            "announcement": "<br>".join(f"<b>{html.escape(n)}</b>" for n in said)
-        }
+        c.JupyterHub.template_vars["announcement"] = "<br>".join(
+            f"<b>{html.escape(n)}</b>" for n in said
+        )
     # Spawns answer within the request when quick, else the page follows progress.
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 10}
 

@@ -163,6 +163,28 @@ def apps_html(listing: dict) -> str:
     )
 
 
+# copies the URL next to it; the clipboard API needs a secure context (https, or localhost), so
+# elsewhere the selected text is copied the old way
+_COPY_JS = (
+    "const i=this.parentElement.querySelector('input');i.select();"
+    "(navigator.clipboard?navigator.clipboard.writeText(i.value)"
+    ":Promise.resolve(document.execCommand('copy')))"
+    ".then(()=>{this.textContent='Copied';setTimeout(()=>{this.textContent='Copy'},2000)})"
+)
+
+
+def copyable(url: str, css_class: str) -> str:
+    """A URL people pass on: the whole absolute address, selectable, with a Copy button."""
+    value = html.escape(url, quote=True)
+    return (
+        f"<span class='{css_class}' style='display:inline-flex;gap:4px;align-items:center'>"
+        f"<input readonly value='{value}' size='{min(max(len(url), 20), 70)}' "
+        "style='font-family:monospace;font-size:12px' onclick='this.select()'>"
+        f"<button class='hubml-copy' type='button' onclick=\"{_COPY_JS}\">Copy</button>"
+        f"<a href='{value}' target='_blank'>open</a></span>"
+    )
+
+
 class AppsPanel(w.VBox):
     """Publish this notebook's demo as an app and share it."""
 
@@ -188,6 +210,8 @@ class AppsPanel(w.VBox):
         self.try_output = w.Output()
         self.publish_button = w.Button(description="Publish", button_style="primary", icon="rocket")
         self.status = w.HTML("")
+        # the app's own address, shown as long as the app exists (also after sharing)
+        self.app_link = w.HTML("")
         self.share_users = w.Text(description="Users", placeholder="bob, carol")
         self.share_groups = w.Text(description="Groups", placeholder="reviewers")
         self.expiry_h = w.BoundedFloatText(
@@ -210,7 +234,8 @@ class AppsPanel(w.VBox):
         self.share_button.on_click(lambda _: self.share())
         self.refresh_button.on_click(lambda _: self.refresh())
         self.stop_button.on_click(lambda _: self._act("POST", "stop"))
-        self.delete_button.on_click(lambda _: self._act("DELETE", None))
+        self.delete_button.on_click(lambda _: self._ask_delete())
+        self.confirm = w.HBox([])
         self.logs_button.on_click(lambda _: self.show_logs())
         super().__init__(
             [
@@ -224,6 +249,7 @@ class AppsPanel(w.VBox):
                 self.profile,
                 w.HBox([self.try_button, self.publish_button]),
                 self.status,
+                self.app_link,
                 self.try_output,
                 w.HTML(
                     "<b>Share</b> <small>(users or groups by name; neither: a link anyone signed in can accept)</small>"
@@ -235,6 +261,7 @@ class AppsPanel(w.VBox):
                 w.HBox(
                     [self.refresh_button, self.stop_button, self.delete_button, self.logs_button]
                 ),
+                self.confirm,
                 self.listing,
                 self.logs,
             ]
@@ -319,9 +346,12 @@ class AppsPanel(w.VBox):
         except AppsAPIError as e:
             self._say(str(e), "error")
             return None
-        self._say(
-            f"Shared: {', '.join((s.get('target') or 'link') for s in result['shares'])}", "ok"
-        )
+        whom = [s["target"] for s in result["shares"] if s["kind"] != "link"]
+        links = [s for s in result["shares"] if s["kind"] == "link"]
+        said = f"Shared with {', '.join(whom)}: they open the app's address below." if whom else ""
+        if links:
+            said += " A link: whoever signs in and opens it before it expires gets access."
+        self._say(said.strip(), "ok")
         self.refresh()
         return result
 
@@ -341,6 +371,31 @@ class AppsPanel(w.VBox):
         except AppsAPIError as e:
             self._say(str(e), "error")
         self.refresh()
+
+    def _ask_delete(self) -> None:
+        name = self.name.value.strip()
+        if not name:
+            self._say("App name: type the name of the app to delete.", "error")
+            return
+        yes = w.Button(description=f"Delete {name}", button_style="danger")
+        yes.add_class("hubml-confirm-delete")
+        no = w.Button(description="Keep it")
+
+        def answer(delete: bool) -> None:
+            self.confirm.children = []
+            if delete:
+                self._act("DELETE", None)
+
+        yes.on_click(lambda _: answer(True))
+        no.on_click(lambda _: answer(False))
+        self.confirm.children = [
+            w.HTML(
+                f"<span style='color:#82071e'>Delete <b>{html.escape(name)}</b>? Its server stops, "
+                "and its shares, links and logs go; this cannot be undone.</span>"
+            ),
+            yes,
+            no,
+        ]
 
     def show_logs(self) -> None:
         import requests
@@ -367,18 +422,24 @@ class AppsPanel(w.VBox):
         mine = next(
             (a for a in listing.get("apps", []) if a["name"] == self.name.value.strip()), None
         )
+        self.app_link.value = (
+            f"<span>App address: </span>{copyable(mine['url'], 'hubml-app-url')}" if mine else ""
+        )
         rows = []
         for s in (mine or {}).get("shares", []):
-            label = s["target"] if s["kind"] != "link" else f"link {s['url'] or ''}"
             expiry = (
-                f" (until {s['expires_at'][:16].replace('T', ' ')} UTC)"
+                f" until {s['expires_at'][:16].replace('T', ' ')} UTC"
                 if s.get("expires_at")
                 else ""
             )
+            if s["kind"] == "link":
+                label = f"Link{html.escape(expiry)}: " + copyable(
+                    s["url"] or "", "hubml-share-link"
+                )
+            else:
+                label = f"{html.escape(s['kind'])} <b>{html.escape(s['target'])}</b>{html.escape(expiry)}"
             button = w.Button(description="Revoke", layout=w.Layout(width="90px"))
             button.add_class("hubml-revoke")
             button.on_click(lambda _, sid=s["id"]: self.revoke(sid))
-            rows.append(
-                w.HBox([w.HTML(f"{s['kind']}: {html.escape(label)}{html.escape(expiry)}"), button])
-            )
+            rows.append(w.HBox([w.HTML(label), button]))
         self.shares.children = rows

@@ -110,15 +110,20 @@ def make_app(prefix: str, socket_path: str, owner: str, app_name: str, usage: Us
             from html import escape
 
             self.set_header("Content-Type", "text/html; charset=utf-8")
-            if status_code == 403:
-                body = (
-                    f"<h1>403: no access to {escape(app_name)}</h1><p>This app belongs to <b>{escape(owner)}</b> "
-                    "and has not been shared with you (or the share was revoked). Ask its owner to share it "
-                    "with you.</p>"
-                )
+            if status_code == 403:  # the same page as the hub's for one never given the app
+                from hubml.extensions.common.urls import hub_public_url
+
+                from .refusal import refusal_html
+
+                body = refusal_html(owner, app_name, hub_public_url() + "/hub/home")
             else:
                 body = f"<h1>{status_code}</h1><p>{escape(self._reason)}</p>"
-            self.finish(f"<!doctype html><title>{escape(app_name)}: {status_code}</title>{body}")
+            title = (
+                f"{app_name}: not shared with you"
+                if status_code == 403
+                else f"{app_name}: {status_code}"
+            )
+            self.finish(f"<!doctype html><title>{escape(title)}</title>{body}")
 
         @web.authenticated
         async def get(self, path):

@@ -9,6 +9,10 @@ as last saved (nbformat JSON), and ``path`` is relative to the server's root (th
 
 Kernels reach it with the server's own ``JUPYTERHUB_API_TOKEN`` (see ``hubml.kernels.context``).
 
+``GET <server>/hubml/api/server`` → what this server runs on and what it costs: its profile's
+slug and name, its GPU, the price per hour and when the hub started it (from the spawner's
+``HUBML_*`` environment), for JupyterLab's status bar (``labextension/``).
+
 ``<server>/hubml/apps/<id>/...`` shows a Gradio demo a kernel started with
 ``hubml.widgets.apps.try_app`` through the server, so only whoever may use the server sees it:
 the owner, never a public tunnel. The demo listens on a Unix socket in a private folder of the
@@ -54,6 +58,33 @@ class KernelContextHandler(APIHandler):
             model["content"] = saved["content"]
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(model, default=str))
+
+
+class ServerInfoHandler(APIHandler):
+    """This server's profile, GPU, price and start: what the status bar counts the cost from."""
+
+    auth_resource = "status"
+
+    @web.authenticated
+    def get(self):
+        import os
+
+        try:
+            price = float(os.environ.get("HUBML_PRICE_PER_HOUR", ""))
+        except ValueError:
+            price = None
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "profile": os.environ.get("HUBML_PROFILE") or None,
+                    "profile_name": os.environ.get("HUBML_PROFILE_NAME") or None,
+                    "gpu": os.environ.get("HUBML_GPU") or "none",
+                    "price_per_hour": price,
+                    "started_at": os.environ.get("HUBML_SERVER_STARTED_AT") or None,
+                }
+            )
+        )
 
 
 INLINE_ID = r"[A-Za-z0-9_-]{16,64}"
@@ -122,6 +153,7 @@ def _load_jupyter_server_extension(serverapp):
         ".*$",
         [
             (url_path_join(base, "hubml/api/kernel-context"), KernelContextHandler),
+            (url_path_join(base, "hubml/api/server"), ServerInfoHandler),
             (url_path_join(base, rf"hubml/apps/({INLINE_ID})/(.*)"), InlineAppHandler),
         ],
     )

@@ -177,6 +177,8 @@ class ProfileSpawnerMixin(HasTraits):
                 f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5
             )
             await self.apply_profile(profile)
+            # the start the hub counts the cost from (its home page), for JupyterLab's status bar
+            self.environment = {**self.environment, "HUBML_SERVER_STARTED_AT": self._started_iso()}
             app = user_options.get("app") if isinstance(user_options, dict) else None
             if app is None and self.name.startswith(APP_SERVER_PREFIX):
                 # an app's server runs its app, however it is started (the hub's "Launch"
@@ -255,7 +257,6 @@ class ProfileSpawnerMixin(HasTraits):
         profile = next((p for p in self.profiles if p.slug == (slug or self.profile_slug)), None)
         if profile is None:
             return None
-        started = self.orm_spawner.started if self.orm_spawner is not None else None
         devices = list(getattr(self, "gpu_devices", []) or [])
         gpu = describe_gpu(profile)
         if devices:
@@ -267,9 +268,14 @@ class ProfileSpawnerMixin(HasTraits):
             "gpu": gpu,
             "price": format_usd(profile.price_per_hour),
             "price_per_hour": profile.price_per_hour,
-            "started": started.replace(tzinfo=None).isoformat() + "Z" if started else "",
+            "started": self._started_iso(),
             "limit": describe_policy(profile),
         }
+
+    def _started_iso(self) -> str:
+        """When the hub started this server (UTC, ISO 8601 with ``Z``); ``""`` if not known."""
+        started = self.orm_spawner.started if self.orm_spawner is not None else None
+        return started.replace(tzinfo=None).isoformat() + "Z" if started else ""
 
     # -- the selector ------------------------------------------------------------------------
 
