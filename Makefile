@@ -48,8 +48,8 @@ $(LABEXT_OUT)/package.json: $(STAMP) labextension/node_modules/.installed labext
 	touch $@
 
 $(LABEXT_LINK): $(LABEXT_OUT)/package.json
-	mkdir -p $(dir $@)
-	ln -sfn $(abspath $(LABEXT_OUT)) $@
+	@# (a re-install may have put a copy there: the link replaces it)
+	mkdir -p $(dir $@) && rm -rf $@ && ln -s $(abspath $(LABEXT_OUT)) $@
 
 # Debian packages the test tiers use: Chromium for the browser tier (Playwright drives it; its
 # own browser download cannot work offline) and the PostgreSQL server for the postgres tier.
