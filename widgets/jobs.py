@@ -77,6 +77,11 @@ def _usd(x: float | None) -> str:
     return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
 
 
+def _price(x: float) -> str:
+    """A price per hour as the hub writes it: $0.097, $3.67."""
+    return f"${x:.3f}" if 0 < x < 1 else f"${x:,.2f}"
+
+
 def _duration(s: float | None) -> str:
     if s is None:
         return "–"
@@ -173,6 +178,9 @@ class SchedulePanel(w.VBox):
         )
         self.params_box = w.VBox([])
         self.profile = w.Dropdown(options=[], description="Profile", layout=w.Layout(width="460px"))
+        self.not_here = w.HTML("")  # profiles this platform cannot run jobs on, and why
+        # this notebook's schedules (also those made before this panel): pause, resume, delete
+        self.schedules = w.VBox([])
         self.minutes = w.BoundedFloatText(
             value=10,
             min=0.1,
@@ -202,6 +210,17 @@ class SchedulePanel(w.VBox):
         for widget in (self.profile, self.minutes):
             widget.observe(lambda _: self._show_cost(), "value")
         self.path.observe(lambda change: self._load_parameters(), "value")
+        # a line about the form as it was (an error, "Scheduled") goes once the form changes
+        self._loading = True
+        for widget in (
+            self.path,
+            self.profile,
+            self.minutes,
+            self.schedule,
+            self.cron,
+            self.timezone,
+        ):
+            widget.observe(lambda _: self._form_changed(), "value")
         super().__init__(
             [
                 w.HTML(
@@ -212,6 +231,7 @@ class SchedulePanel(w.VBox):
                 w.HTML("<b>Parameters</b>"),
                 self.params_box,
                 self.profile,
+                self.not_here,
                 self.minutes,
                 self.schedule,
                 self.cron,
@@ -220,6 +240,7 @@ class SchedulePanel(w.VBox):
                 self.cost,
                 w.HBox([self.run_button, self.schedule_button]),
                 self.status,
+                self.schedules,
                 self.history,
             ]
         )
@@ -228,23 +249,36 @@ class SchedulePanel(w.VBox):
 
     # -- loading -------------------------------------------------------------------------------
 
+    def _form_changed(self) -> None:
+        if not self._loading:
+            self.status.value = ""
+
     def _say(self, message: str, kind: str = "info") -> None:
         colour = {"info": "#57606a", "error": "#82071e", "ok": "#116329"}[kind]
         self.status.value = f"<span class='hubml-status-{kind}' style='color:{colour}'>{html.escape(message)}</span>"
 
     def _load(self) -> None:
+        # a path found here loads the parameters through its observer; only a given one needs it
+        given = bool(self.path.value)
         try:
-            if not self.path.value:
+            if not given:
                 from hubml.kernels.context import ContextUnavailable, notebook
 
                 try:
                     self.path.value = notebook(with_content=False)["path"]
                 except ContextUnavailable as e:
                     self._say(f"Type the notebook's path: {e}")
-            profiles = self.client.request("GET", "profiles")["profiles"]
+            offered = self.client.request("GET", "profiles")["profiles"]
+            profiles = [p for p in offered if not p.get("why_not_here")]
+            self.not_here.value = "".join(
+                f"<small class='hubml-not-here'>Not offered: {html.escape(p['display_name'])}"
+                f" ({html.escape(p['why_not_here'])})</small><br>"
+                for p in offered
+                if p.get("why_not_here")
+            )
             self.prices = {p["slug"]: p["price_per_hour"] for p in profiles}
             self.profile.options = [
-                (f"{p['display_name']} · {_usd(p['price_per_hour'])}/h", p["slug"])
+                (f"{p['display_name']} · {_price(p['price_per_hour'])}/h", p["slug"])
                 for p in profiles
             ]
             default = next(
@@ -252,10 +286,14 @@ class SchedulePanel(w.VBox):
                 profiles[0]["slug"] if profiles else None,
             )
             self.profile.value = default
-            self._load_parameters()
+            if given:
+                self._load_parameters()
+            self._load_schedules()
             self._refresh_history()
         except Exception as e:
             self._say(str(e), "error")
+        finally:
+            self._loading = False
 
     def _load_parameters(self) -> None:
         if not self.path.value:
@@ -307,7 +345,7 @@ class SchedulePanel(w.VBox):
             if self.runs_per_month
             else ""
         )
-        self.cost.value = f"<small>≈ {_usd(per_run)} per run at {_usd(price)}/h{month}</small>"
+        self.cost.value = f"<small>≈ {_usd(per_run)} per run at {_price(price)}/h{month}</small>"
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -358,6 +396,7 @@ class SchedulePanel(w.VBox):
         finally:
             self.run_button.disabled = self.schedule_button.disabled = False
         self.job_ids.append(job["id"])
+        self._load_schedules()
         if schedule:
             self._say(
                 f"Scheduled: {job.get('schedule_description', schedule)}; next run {job['next_run_at']}",
@@ -367,6 +406,69 @@ class SchedulePanel(w.VBox):
             self._say("Run started; it continues if you close this notebook.", "ok")
         self._refresh_history(follow=True)
         return job
+
+    def _load_schedules(self) -> None:
+        """This notebook's jobs, made here or before: their runs join the history, and each
+        schedule gets Pause/Resume and Delete."""
+        if not self.path.value:
+            return
+        mine = [
+            j
+            for j in self.client.request("GET", "jobs")["jobs"]
+            if j["notebook"] == self.path.value
+        ]
+        for j in mine:
+            if j["id"] not in self.job_ids:
+                self.job_ids.append(j["id"])
+        rows = []
+        for j in (j for j in mine if j.get("schedule")):
+            when = (
+                "<b style='color:#9a6700'>paused</b>"
+                if j.get("paused")
+                else f"next run {html.escape((j.get('next_run_at') or '')[:16].replace('T', ' '))} UTC"
+            )
+            toggle = w.Button(
+                description="Resume" if j.get("paused") else "Pause", layout=w.Layout(width="90px")
+            )
+            toggle.add_class("hubml-schedule-toggle")
+            toggle.on_click(lambda _, j=j: self._patch_schedule(j["id"], not j.get("paused")))
+            remove = w.Button(description="Delete", layout=w.Layout(width="90px"))
+            remove.add_class("hubml-schedule-delete")
+            remove.on_click(lambda _, j=j: self._delete_schedule(j))
+            label = html.escape(j.get("schedule_description") or j["schedule"])
+            rows.append(
+                w.HBox(
+                    [
+                        w.HTML(f"<span class='hubml-schedule-row'>{label} · {when}</span>"),
+                        toggle,
+                        remove,
+                    ]
+                )
+            )
+        self.schedules.children = (
+            [w.HTML("<b>Schedules of this notebook</b>"), *rows] if rows else []
+        )
+
+    def _patch_schedule(self, job_id: str, paused: bool) -> None:
+        try:
+            self.client.request("PATCH", f"jobs/{job_id}", body={"paused": paused})
+            self._say("Paused: no run starts until you resume it." if paused else "Resumed.", "ok")
+        except JobsAPIError as e:
+            self._say(str(e), "error")
+        self._load_schedules()
+
+    def _delete_schedule(self, job: dict) -> None:
+        try:
+            self.client.request("DELETE", f"jobs/{job['id']}")
+            self._say(
+                f"Deleted the schedule {job.get('schedule_description') or job['schedule']}.", "ok"
+            )
+            if job["id"] in self.job_ids:
+                self.job_ids.remove(job["id"])
+        except JobsAPIError as e:
+            self._say(str(e), "error")
+        self._load_schedules()
+        self._refresh_history()
 
     def _refresh_history(self, follow: bool = False) -> None:
         def fetch():

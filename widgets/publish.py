@@ -87,9 +87,18 @@ def comparison_html(data: dict) -> str:
     )
 
 
+def _verdict(passed: bool) -> str:
+    """A gate's verdict in words and colour (emoji render as boxes where no emoji font is)."""
+    colour, word = ("#116329", "passed") if passed else ("#82071e", "failed")
+    return (
+        f"<span class='hubml-gate-{word}' style='color:#fff;background:{colour};"
+        f"border-radius:3px;padding:0 5px;font-size:11px'>{word}</span>"
+    )
+
+
 def gates_html(report: dict) -> str:
     rows = "".join(
-        f"<tr><td>{'✅' if g['passed'] else '❌'}</td><td>{html.escape(g['name'])}</td>"
+        f"<tr><td>{_verdict(g['passed'])}</td><td>{html.escape(g['name'])}</td>"
         f"<td>{html.escape(g['detail'])}</td></tr>"
         for g in report["results"]
     )

@@ -433,21 +433,41 @@ class GalleryHandler(AppsBase):
                 if usage.get("last_user")
                 else "not used yet"
             )
+            url = html.escape(app_url(row.owner, row.name), quote=True)
+            what = html.escape(row.description or (f"model {row.model}" if row.model else ""))
             return (
-                f"<li class='app' data-app='{html.escape(row.name)}'><a href='{html.escape(app_url(row.owner, row.name))}'>"
-                f"{html.escape(row.name)}</a> <small>by {html.escape(row.owner)} · {html.escape(row.status)} · "
-                f"{html.escape(row.profile)} · {last}</small>"
-                f"<div>{html.escape(row.description or row.model or '')}</div></li>"
+                f"<li class='app' data-app='{html.escape(row.name)}'>"
+                f"<div class='top'><a class='name' href='{url}' target='_blank'>{html.escape(row.name)}</a>"
+                f"<span class='status {html.escape(row.status)}'>{html.escape(row.status)}</span></div>"
+                f"<div class='what'>{what or '<i>no description</i>'}</div>"
+                f"<small>by <b>{html.escape(row.owner)}</b> · {html.escape(row.profile)} · {last}</small>"
+                f"<div><a class='open' href='{url}' target='_blank'>Open</a></div></li>"
             )
 
+        style = (
+            "<style>ul.apps{list-style:none;padding:0;display:grid;gap:.8rem;"
+            "grid-template-columns:repeat(auto-fill,minmax(15rem,1fr))}"
+            "ul.apps li.app{border:1px solid #d0d7de;border-radius:8px;padding:.8rem;margin:0}"
+            "li.app .top{display:flex;justify-content:space-between;align-items:center}"
+            "li.app .name{font-weight:600;font-size:1.05rem}li.app .what{margin:.4rem 0}"
+            ".status{font-size:.75rem;border-radius:10px;padding:0 .5rem;background:#eaeef2}"
+            ".status.running{background:#dafbe1;color:#116329}"
+            ".status.failed{background:#ffebe9;color:#82071e}"
+            "a.open{display:inline-block;margin-top:.5rem;padding:.2rem .8rem;border-radius:6px;"
+            "background:#1f6feb;color:#fff;text-decoration:none}"
+            "ul.apps li.empty{border:none;color:#57606a}</style>"
+        )
         body = (
-            f"<p>Signed in as <b>{html.escape(me)}</b>.</p>"
-            "<h2>Shared with you</h2><ul id='shared'>"
-            + ("".join(card(r) for r in shared) or "<li><i>Nothing shared with you yet.</i></li>")
-            + "</ul><h2>Yours</h2><ul id='mine'>"
+            style + f"<p>Signed in as <b>{html.escape(me)}</b>.</p>"
+            "<h2>Shared with you</h2><ul class='apps' id='shared'>"
+            + (
+                "".join(card(r) for r in shared)
+                or "<li class='empty'><i>Nothing shared with you yet.</i></li>"
+            )
+            + "</ul><h2>Yours</h2><ul class='apps' id='mine'>"
             + (
                 "".join(card(r) for r in mine)
-                or "<li><i>Publish one from a notebook with the apps panel.</i></li>"
+                or "<li class='empty'><i>Publish one from a notebook with the apps panel.</i></li>"
             )
             + "</ul>"
         )

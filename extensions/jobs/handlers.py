@@ -327,6 +327,23 @@ class CronHandler(JobsBase):
             raise APIError(400, str(e)) from None
 
 
+def why_not_here(scheduler, profile) -> str | None:
+    """Why a run on ``profile`` could never start where runs go (None: it can; busy GPUs only
+    make it wait). On this host GPUs are the ledger's; a cluster places its own."""
+    if not profile.gpu_model or getattr(scheduler.executor, "cluster_gpus", False):
+        return None
+    from hubml.hub_config.gpus import LedgerUnreadable
+
+    try:
+        _, total = scheduler.ledger().availability(profile.gpu_model)
+    except LedgerUnreadable:
+        return "the GPU ledger needs an administrator (see the hub's log)"
+    if total < profile.gpu_count:
+        have = f"only {total}" if total else "no"
+        return f"this host has {have} {profile.gpu_model} GPU"
+    return None
+
+
 class ProfilesHandler(JobsBase):
     async def get(self):
         default = self.ctx.settings.default_profile.slug
@@ -339,6 +356,8 @@ class ProfilesHandler(JobsBase):
                         "price_per_hour": p.price_per_hour,
                         "gpu": f"{p.gpu_count} x {p.gpu_model}" if p.gpu_model else None,
                         "default": p.slug == default,
+                        # the panel offers only what can run here, and says why not the rest
+                        "why_not_here": why_not_here(self.ctx.scheduler, p),
                     }
                     for p in await profiles_for(self.ctx, self.user_name)
                 ]

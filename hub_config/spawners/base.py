@@ -274,7 +274,7 @@ class ProfileSpawnerMixin(HasTraits):
 
     def _started_iso(self) -> str:
         """When the hub started this server (UTC, ISO 8601 with ``Z``); ``""`` if not known."""
-        started = self.orm_spawner.started if self.orm_spawner is not None else None
+        started = getattr(self.orm_spawner, "started", None)
         return started.replace(tzinfo=None).isoformat() + "Z" if started else ""
 
     # -- the selector ------------------------------------------------------------------------

@@ -91,6 +91,22 @@ def test_a_schedule_made_in_the_panel_is_managed_on_the_jobs_page(hub_factory, p
     (job,) = api("GET", "jobs").json()["jobs"]
     assert job["schedule"] == "* * * * *" and not job["paused"]
 
+    # the panel lists its notebook's schedules, also in a new panel, and pauses and resumes them
+    page.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
+    page.keyboard.insert_text("\nSchedulePanel()")
+    page.keyboard.press("Shift+Enter")
+    fresh = page.locator(".hubml-schedule-panel").last
+    expect(fresh.locator(".hubml-schedule-row")).to_contain_text("Every minute", timeout=60_000)
+    fresh.locator(".hubml-schedule-toggle", has_text="Pause").click()
+    try:
+        expect(fresh.locator(".hubml-schedule-row")).to_contain_text("paused", timeout=30_000)
+    finally:
+        page.screenshot(path=str(artifacts / "schedule-panel-pause.png"), full_page=True)
+    assert api("GET", f"jobs/{job['id']}").json()["paused"]
+    fresh.locator(".hubml-schedule-toggle", has_text="Resume").click()
+    fresh.locator(".hubml-schedule-toggle", has_text="Pause").wait_for(timeout=30_000)
+    assert not api("GET", f"jobs/{job['id']}").json()["paused"]
+
     page.goto(hub.service_url("jobs"))
     row = page.locator(f"tr[data-job='{job['id']}']")
     row.wait_for(timeout=60_000)

@@ -99,6 +99,13 @@ def test_publish_from_a_notebook_share_revoke_and_survive_the_owner_server(hub):
     assert model["access"]["users"] == ["bob"] and model["last_used_by"] in ("bob", "alice")
     listing = Apps(hub, token(hub, "bob"))("GET", "apps").json()
     assert [a["name"] for a in listing["shared_with_me"]] == ["greeter"]
+    # the gallery: bob finds the app shared with him, with a link to it; carol finds nothing
+    gallery = app_get(hub, "/services/apps/", bob_before)
+    assert gallery.status_code == 200, gallery.text
+    shared_part = gallery.text.split("id='shared'", 1)[1].split("id='mine'", 1)[0]
+    assert "data-app='greeter'" in shared_part and f"href='{hub.at(url)}'" in shared_part
+    carols = app_get(hub, "/services/apps/", carol)
+    assert carols.status_code == 200 and "data-app='greeter'" not in carols.text
 
     # no Jupyter API on an app server, for the viewer or the owner
     for path in (

@@ -654,7 +654,11 @@ def test_the_model_page_shows_gates_and_history_readably(hub, hub_runs):
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text
     page = r.text
     assert "Owner: alice" in page and "@champion" in page
-    assert "✅ <b>metric</b>" in page and "<b>inference</b>" in page and "p95 latency" in page
+    assert (
+        "<span class='verdict passed'>passed</span> <b>metric</b>" in page
+        and "<b>inference</b>" in page
+        and "p95 latency" in page
+    )
     assert "approve" in page and "reviewed" in page and "@champion: none → v1" in page
     assert "&lt;b&gt;first&lt;/b&gt;" in page and "<b>first</b>" not in page  # reasons are text
     assert '{"model_uri"' not in page  # no raw JSON

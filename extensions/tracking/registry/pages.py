@@ -36,7 +36,12 @@ def _gates(report: dict | None) -> str:
         return "<small>no gate report (registered around the gated flow)</small>"
     items = []
     for result in report.get("results") or []:
-        mark = "✅" if result.get("passed") else "❌"
+        # in words and colour: emoji render as boxes where no emoji font is installed
+        passed = bool(result.get("passed"))
+        mark = (
+            f"<span class='verdict {'passed' if passed else 'failed'}'>"
+            f"{'passed' if passed else 'failed'}</span>"
+        )
         items.append(f"<li>{mark} <b>{_e(result.get('name'))}</b>: {_e(result.get('detail'))}</li>")
     return f"<ul class='gates'>{''.join(items)}</ul>"
 
@@ -75,7 +80,9 @@ def render(model: dict, history: list[dict], mlflow_ui: str) -> str:
     body = (
         "<style>table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}"
         "th,td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;"
-        "vertical-align:top}ul.gates{margin:0;padding-left:1rem}ul.gates li{margin:.1rem 0}</style>"
+        "vertical-align:top}ul.gates{margin:0;padding-left:1rem}ul.gates li{margin:.1rem 0}"
+        ".verdict{color:#fff;border-radius:3px;padding:0 5px;font-size:.75rem}"
+        ".verdict.passed{background:#116329}.verdict.failed{background:#82071e}</style>"
         f"<p>Owner: {owners}</p>"
         f"<h2>Versions</h2>{_table(['version', 'aliases', 'author', 'registered', 'gates'], versions)}"
         f"<h2>History</h2>"
