@@ -14,6 +14,8 @@ PYTEST_ARGS ?=
 # with the project's npm, and linked where this environment's JupyterLab looks for prebuilt ones
 LABEXT_OUT := widgets/labextension
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/hubml-lab
+# JupyterLab settings hubml sets for everyone: no news or update checks against jupyter.org
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 
 .PHONY: run test install system-deps lint bench clean
 
@@ -25,7 +27,7 @@ test: install system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-install: $(STAMP) node_modules/.bin/configurable-http-proxy $(LABEXT_LINK)
+install: $(STAMP) node_modules/.bin/configurable-http-proxy $(LABEXT_LINK) $(LAB_OVERRIDES)
 
 $(STAMP):
 	@# a venv made from another interpreter is made again
@@ -46,6 +48,9 @@ labextension/node_modules/.installed: labextension/package.json labextension/pac
 $(LABEXT_OUT)/package.json: $(STAMP) labextension/node_modules/.installed labextension/src/*.js labextension/style/*.css
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter-builder build labextension
 	touch $@
+
+$(LAB_OVERRIDES): labextension/settings/overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp $< $@
 
 $(LABEXT_LINK): $(LABEXT_OUT)/package.json
 	@# (a re-install may have put a copy there: the link replaces it)

@@ -231,7 +231,17 @@ class Scheduler(RunEnding):
                 ).first()
                 if going is not None:
                     raise RunGoing(job.id, going.id, going.status)
-            run_id = self._insert_run(conn, job, utcnow(), "manual")
+            # a run's key is (job, slot, attempt): two "Run now" in one millisecond, or one at a
+            # scheduled slot's very time, take the next free millisecond
+            slot = utcnow()
+            taken = conn.execute(
+                select(func.max(runs.c.scheduled_for)).where(
+                    runs.c.job_id == job.id, runs.c.scheduled_for >= slot
+                )
+            ).scalar()
+            if taken is not None:
+                slot = taken + dt.timedelta(milliseconds=1)
+            run_id = self._insert_run(conn, job, slot, "manual")
         self.wake.set()
         return run_id
 

@@ -64,3 +64,5 @@ def test_launcher_opens_each_panel_and_the_status_bar_counts_the_cost(hub_factor
         f"{label} (in this notebook)" for label in CARDS
     ], items
     page.keyboard.press("Escape")
+    # hubml's JupyterLab settings: no news or update prompt (they would fetch from jupyter.org)
+    assert not page.get_by_text("notified about official Jupyter news").count()
