@@ -20,15 +20,25 @@ try:
     example = model.input_example
 except Exception:
     pass
+# the inputs start at the logged input example's first row, so the demo answers at once
+first = {{}}
+try:
+    if example is not None:
+        rows = example if hasattr(example, "iloc") else pd.DataFrame(example)
+        if len(rows):
+            first = {{k: (None if pd.isna(v) else v) for k, v in rows.iloc[0].to_dict().items()}}
+except Exception:
+    first = {{}}
 
 
 def _component(name, kind):
+    value = first.get(name)
     if kind in ("double", "float", "long", "integer", "DataType.double", "DataType.float", "DataType.long",
                 "DataType.integer"):
-        return gr.Number(label=name)
+        return gr.Number(label=name, value=None if value is None else float(value))
     if "boolean" in kind:
-        return gr.Checkbox(label=name)
-    return gr.Textbox(label=name)
+        return gr.Checkbox(label=name, value=bool(value))
+    return gr.Textbox(label=name, value=None if value is None else str(value))
 
 
 def predict(*values):
@@ -44,7 +54,10 @@ def predict(*values):
 if columns:
     inputs = [_component(name, kind) for name, kind in columns]
 else:
-    inputs = [gr.Textbox(label="input records (JSON)", lines=4)]
+    records = None
+    if example is not None and hasattr(example, "to_json"):
+        records = example.to_json(orient="records")
+    inputs = [gr.Textbox(label="input records (JSON)", lines=4, value=records)]
 demo = gr.Interface(fn=predict, inputs=inputs, outputs=gr.JSON(label="prediction"),
                     title={title!r}, description="Model " + MODEL_URI + " from the hubml registry",
                     flagging_mode="never")

@@ -347,8 +347,10 @@ def test_publish_a_registered_model_and_call_it_with_gradio_client(hub, monkeypa
     assert r.status_code == 201, r.text
     # the generated UI has one input per column of the model's signature
     config = app_get(hub, r.json()["url"] + "config", alice).json()
-    labels = [c["props"].get("label") for c in config["components"] if c["type"] == "number"]
-    assert labels == ["sepal", "petal"], labels
+    numbers = [c["props"] for c in config["components"] if c["type"] == "number"]
+    assert [n.get("label") for n in numbers] == ["sepal", "petal"], numbers
+    # ... starting at the logged input example's first row, not at zeros
+    assert [n.get("value") for n in numbers] == [1.0, 0.5], numbers
     client = Client(r.json()["url"], headers={"Authorization": f"token {alice}"}, verbose=False)
     for sepal, petal in [(1.0, 0.5), (6.0, 3.3)]:
         expected = int(clf.predict(pd.DataFrame({"sepal": [sepal], "petal": [petal]}))[0])
