@@ -308,7 +308,11 @@ class SchedulePanel(w.VBox):
         self.declared = info["parameters"]
         self.param_inputs = {name: _input_for(name, spec) for name, spec in self.declared.items()}
         self.params_box.children = list(self.param_inputs.values()) or [
-            w.HTML("<i>No cell tagged 'parameters' in this notebook: it runs as it is.</i>")
+            w.HTML(
+                "<i>No cell tagged 'parameters' in this notebook: it runs as it is. To set values "
+                "per run, right-click the cell that assigns them, choose <b>Make This the "
+                "Parameters Cell</b>, and save.</i>"
+            )
         ]
 
     def _schedule_changed(self) -> None:

@@ -3,6 +3,8 @@
 // - Launcher cards (category "hubml") and a "hubml" menu open each of hubml's panels: a new
 //   notebook (or, from the menu, the notebook in front) gets a cell with the panel's two lines,
 //   and the cell runs. The panels themselves stay ipywidgets (hubml.widgets).
+// - "Make This the Parameters Cell" (a cell's context menu, and the hubml menu) tags the cell
+//   papermill's "parameters", the only one in the notebook, which a jobs run sets values in.
 // - A status-bar item says what this server runs on and what it has cost so far: the profile,
 //   the GPU, the price per hour, and the cost counted from the hub's start of the server
 //   (GET <server>/hubml/api/server, from the hubml server extension).
@@ -73,6 +75,36 @@ async function openPanel(app, tracker, panel, inFront) {
 // with 4 (the hub's home page), so both read the same
 function price(amount) {
   return '$' + (amount > 0 && amount < 1 ? amount.toFixed(3) : amount.toFixed(2));
+}
+
+function hasTag(cell, tag) {
+  const tags = cell ? cell.model.getMetadata('tags') : null;
+  return Array.isArray(tags) && tags.includes(tag);
+}
+
+// the active cell becomes the notebook's only "parameters" cell (a second click untags it)
+function makeParametersCell(tracker) {
+  const notebook = tracker.currentWidget;
+  const active = tracker.activeCell;
+  if (!notebook || !active) {
+    return;
+  }
+  const wasOn = hasTag(active, 'parameters');
+  for (const cell of notebook.content.widgets) {
+    const tags = cell.model.getMetadata('tags');
+    if (Array.isArray(tags) && tags.includes('parameters')) {
+      const rest = tags.filter(t => t !== 'parameters');
+      if (rest.length) {
+        cell.model.setMetadata('tags', rest);
+      } else {
+        cell.model.deleteMetadata('tags');
+      }
+    }
+  }
+  if (!wasOn) {
+    const tags = active.model.getMetadata('tags');
+    active.model.setMetadata('tags', [...(Array.isArray(tags) ? tags : []), 'parameters']);
+  }
 }
 
 function money(amount) {
@@ -157,6 +189,21 @@ const plugin = {
       }
       menu.addItem({ command });
     });
+    // papermill's parameters cell, one click away: a jobs run replaces its values
+    app.commands.addCommand('hubml:parameters-cell', {
+      label: 'Make This the Parameters Cell (hubml jobs)',
+      caption: "Tag this cell 'parameters': a scheduled run sets the values it assigns",
+      isToggled: () => hasTag(tracker.activeCell, 'parameters'),
+      isEnabled: () => !!tracker.activeCell && tracker.activeCell.model.type === 'code',
+      execute: () => makeParametersCell(tracker)
+    });
+    app.contextMenu.addItem({
+      command: 'hubml:parameters-cell',
+      selector: '.jp-Notebook .jp-Cell',
+      rank: 20
+    });
+    menu.addItem({ type: 'separator' });
+    menu.addItem({ command: 'hubml:parameters-cell' });
     if (mainMenu) {
       mainMenu.addMenu(menu, true, { rank: 80 });
     }

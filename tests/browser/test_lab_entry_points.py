@@ -1,7 +1,10 @@
-"""hubml where people look in JupyterLab: the launcher opens each panel with no typed import, and
-the status bar says what the server runs on and counts what it has cost."""
+"""hubml where people look in JupyterLab: the launcher opens each panel with no typed import,
+the status bar says what the server runs on and counts what it has cost, and a cell's context
+menu makes it the notebook's parameters cell."""
 
+import json
 import re
+import time
 
 import pytest
 
@@ -66,3 +69,23 @@ def test_launcher_opens_each_panel_and_the_status_bar_counts_the_cost(hub_factor
     page.keyboard.press("Escape")
     # hubml's JupyterLab settings: no news or update prompt (they would fetch from jupyter.org)
     assert not page.get_by_text("notified about official Jupyter news").count()
+
+    # one click makes a cell the parameters cell jobs set values in (saved in the notebook)
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Untitled").last
+    name = tab.locator(".lm-TabBar-tabLabel").inner_text().strip()
+    tab.click()
+    shown = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    shown.locator(".jp-Cell .jp-InputPrompt").first.click(button="right")
+    page.locator(".lm-Menu-itemLabel", has_text="Make This the Parameters Cell").click()
+    shown.locator(".jp-Cell .jp-InputPrompt").first.click()
+    page.keyboard.press("Control+s")
+    page.get_by_role("button", name="Rename and Save").click()  # JupyterLab's first-save prompt
+    home = hub.data_dir / "homes" / "alice"
+    deadline = time.monotonic() + 30
+    while True:
+        cells = json.loads((home / name).read_text())["cells"]
+        if cells and "parameters" in cells[0].get("metadata", {}).get("tags", []):
+            break
+        assert time.monotonic() < deadline, [c.get("metadata") for c in cells]
+        time.sleep(0.3)
+    assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1
