@@ -343,13 +343,21 @@ class SchedulePanel(w.VBox):
         if price is None:
             self.cost.value = ""
             return
-        per_run = price * self.minutes.value / 60
+        # once this notebook has finished runs, their median duration is the estimate, not
+        # the typed run length (which stays the run's limit)
+        typical = getattr(self, "typical_s", None)
+        minutes = typical / 60 if typical else self.minutes.value
+        basis = f"median of {self.typical_n} runs: {_duration(typical)}" if typical else ""
+        per_run = price * minutes / 60
         month = (
             f"; ≈ {_usd(per_run * self.runs_per_month)} per month ({self.runs_per_month} runs)"
             if self.runs_per_month
             else ""
         )
-        self.cost.value = f"<small>≈ {_usd(per_run)} per run at {_price(price)}/h{month}</small>"
+        basis = f" ({basis})" if basis else ""
+        self.cost.value = (
+            f"<small>≈ {_usd(per_run)} per run{basis} at {_price(price)}/h{month}</small>"
+        )
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -480,6 +488,12 @@ class SchedulePanel(w.VBox):
             for job_id in self.job_ids:
                 runs += self.client.request("GET", f"jobs/{job_id}/runs")["runs"]
             runs.sort(key=lambda r: r["created_at"], reverse=True)
+            took = sorted(
+                r["duration_s"] for r in runs if r["status"] == "succeeded" and r.get("duration_s")
+            )
+            if took:
+                self.typical_s, self.typical_n = took[len(took) // 2], len(took)
+                self._show_cost()
             self.history.value = history_html(runs)
             return runs
 

@@ -16,6 +16,7 @@ class FakeJobs:
         self.calls = []
         self.refuse = refuse
         self.runs = []
+        self.jobs = []
 
     def request(self, method, path, body=None, params=None):
         self.calls.append((method, path, body, params))
@@ -70,7 +71,7 @@ class FakeJobs:
         if path.endswith("/runs"):
             return {"runs": self.runs}
         if method == "GET" and path == "jobs":  # the notebook's schedules made before
-            return {"jobs": []}
+            return {"jobs": self.jobs}
         raise AssertionError(path)
 
 
@@ -113,6 +114,24 @@ def test_parameters_become_typed_inputs_and_the_body_carries_their_values():
         "timezone": "UTC",
     }
     assert "Scheduled: Every day at 02:00 UTC" in panel.status.value
+
+
+def test_the_estimate_uses_the_notebook_s_real_run_durations_once_it_has_some():
+    fake = FakeJobs()
+    fake.jobs = [{"id": "j1", "notebook": "train.ipynb", "schedule": None}]
+    fake.runs = [
+        {"id": f"r{i}", "status": status, "duration_s": s, "created_at": f"2026-12-0{i}T00:00:00Z"}
+        for i, (status, s) in enumerate(
+            [("succeeded", 60.0), ("succeeded", 1800.0), ("failed", 5.0), ("succeeded", 120.0)], 1
+        )
+    ]
+    panel = ready_panel(fake)
+    deadline = time.monotonic() + 5
+    while "median" not in panel.cost.value:
+        assert time.monotonic() < deadline, panel.cost.value
+        time.sleep(0.01)
+    # the median of the three that succeeded (2 min), not the typed 10 min: $0.10/h × 2 min
+    assert "≈ $0.0033 per run (median of 3 runs: 2.0 min)" in panel.cost.value, panel.cost.value
 
 
 def test_errors_are_shown_in_plain_words_in_the_panel():
