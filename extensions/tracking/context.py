@@ -12,9 +12,28 @@ import subprocess
 from pathlib import Path
 
 
-def notebook_path() -> str | None:
-    """The calling notebook, from ``JPY_SESSION_NAME`` (set by jupyter_server for kernels)."""
-    return os.environ.get("HUBML_NOTEBOOK_PATH") or os.environ.get("JPY_SESSION_NAME") or None
+def notebook_path(environ=None, ask_server: bool = True) -> str | None:
+    """The calling notebook, relative to the home folder as jobs name it.
+
+    A job names its notebook (``HUBML_NOTEBOOK_PATH``). A kernel asks its server (the bridge's
+    kernel-context: the session's path now, so it follows renames), else falls back to
+    ``JPY_SESSION_NAME`` (the path when the kernel started, which jupyter_server gives as an
+    absolute path), made relative to the home folder."""
+    env = os.environ if environ is None else environ
+    if env.get("HUBML_NOTEBOOK_PATH"):
+        return env["HUBML_NOTEBOOK_PATH"]
+    if ask_server and env.get("JUPYTERHUB_SERVICE_URL"):
+        try:
+            from hubml.kernels.context import ContextUnavailable, notebook
+
+            return notebook(with_content=False, timeout=2)["path"]
+        except (ContextUnavailable, KeyError, ImportError):
+            pass
+    path = env.get("JPY_SESSION_NAME") or None
+    home = (env.get("HOME") or "").rstrip("/")
+    if path and home and os.path.isabs(path) and path.startswith(home + "/"):
+        path = os.path.relpath(path, home)
+    return path
 
 
 def git_state(path: str | None) -> dict[str, str]:
@@ -55,7 +74,7 @@ def platform_tags(environ=None) -> dict[str, str]:
     if not user:
         return {}
     tags = {"mlflow.user": user, "hubml.user": user}
-    path = env.get("HUBML_NOTEBOOK_PATH") or env.get("JPY_SESSION_NAME")
+    path = notebook_path(env, ask_server=environ is None)
     if path:
         tags["mlflow.source.name"] = path
         tags["mlflow.source.type"] = "NOTEBOOK"
@@ -69,8 +88,9 @@ def platform_tags(environ=None) -> dict[str, str]:
     ]:
         if env.get(var):
             tags[key] = env[var]
-    if environ is None:
-        tags.update(git_state(path))
+    if environ is None and path:
+        home = env.get("HOME") or str(Path.home())
+        tags.update(git_state(path if os.path.isabs(path) else os.path.join(home, path)))
     return tags
 
 

@@ -51,27 +51,54 @@ def test_plain_mlflow_in_a_notebook_is_tagged_with_user_notebook_and_profile(tra
     hub.spawn("alice", {"profile": "cpu-large"}, token=token)
     hub.wait_ready("alice")
     kernel = ServerKernel(hub, "alice", token, "train.ipynb")
+    code = (
+        "import mlflow\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_param('alpha', 0.5)\n"
+        "    mlflow.log_metric('accuracy', 0.91)\n"
+        "print('RUN', run.info.run_id)\n"
+    )
     try:
-        out = kernel.execute(
-            "import mlflow\n"
-            "with mlflow.start_run() as run:\n"
-            "    mlflow.log_param('alpha', 0.5)\n"
-            "    mlflow.log_metric('accuracy', 0.91)\n"
-            "print('RUN', run.info.run_id)\n"
+        out = kernel.execute(code)
+        # renamed in JupyterLab (the file and the session move): the next run names the new path
+        base, auth = kernel.base, kernel.headers
+        r = requests.patch(
+            f"{base}api/contents/train.ipynb",
+            json={"path": "renamed.ipynb"},
+            headers=auth,
+            timeout=30,
         )
+        assert r.status_code == 200, r.text
+        r = requests.patch(
+            f"{base}api/sessions/{kernel.session['id']}",
+            json={"path": "renamed.ipynb", "name": "renamed.ipynb"},
+            headers=auth,
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        renamed = kernel.execute(code)
     finally:
         kernel.close()
-    run_id = out.split("RUN ")[1].split()[0]
-    r = mlflow_api(hub, "GET", "runs/get", token, params={"run_id": run_id})
-    assert r.status_code == 200, r.text
-    tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
+
+    def run_of(printed):
+        run_id = printed.split("RUN ")[1].split()[0]
+        r = mlflow_api(hub, "GET", "runs/get", token, params={"run_id": run_id})
+        assert r.status_code == 200, r.text
+        return r.json()["run"]
+
+    def tags_of(printed):
+        return {t["key"]: t["value"] for t in run_of(printed)["data"]["tags"]}
+
+    tags = tags_of(out)
     assert tags["mlflow.user"] == "alice" and tags["hubml.user"] == "alice"
-    assert tags["mlflow.source.name"].endswith("train.ipynb")
-    assert tags["hubml.notebook_path"].endswith("train.ipynb")
+    # relative to the home folder, as jobs name notebooks (not the server's absolute path)
+    assert tags["mlflow.source.name"] == "train.ipynb", tags["mlflow.source.name"]
+    assert tags["hubml.notebook_path"] == "train.ipynb"
+    assert tags_of(renamed)["mlflow.source.name"] == "renamed.ipynb"
     assert tags["hubml.profile"] == "cpu-large"
     assert tags["hubml.price_per_hour"] == "0.3885"
     assert tags["hubml.gpu"] == "none"
-    assert r.json()["run"]["data"]["metrics"][0]["value"] == 0.91
+    assert run_of(out)["data"]["metrics"][0]["value"] == 0.91
     hub.stop_server("alice")
 
 
