@@ -138,17 +138,18 @@ def execute(spec: dict) -> dict:
         or "python"
     )
     try:
-        papermill.execute_notebook(
-            spec["input"],
-            str(output),
-            parameters=spec["parameters"],
-            kernel_name=kernel,
-            language=language,
-            cwd=spec["cwd"],
-            log_output=True,
-            progress_bar=False,
-            request_save_on_cell_execute=True,
-        )
+        with _without_shutdown_interrupt_line():
+            papermill.execute_notebook(
+                spec["input"],
+                str(output),
+                parameters=spec["parameters"],
+                kernel_name=kernel,
+                language=language,
+                cwd=spec["cwd"],
+                log_output=True,
+                progress_bar=False,
+                request_save_on_cell_execute=True,
+            )
     except PapermillExecutionError as e:
         status = "failed"
         error = f"cell {e.cell_index} (In [{e.exec_count}]) raised {e.ename}: {e.evalue}"
@@ -233,6 +234,38 @@ class _Service:
                     f"[hubml-jobs] the service refused {path.name}: {r.status_code} {r.text}",
                     flush=True,
                 )
+
+
+# jupyter_client interrupts a kernel before every shutdown request, and ipykernel logs that
+# interrupt as an error: every run's log would end in it, succeeded or not
+_SHUTDOWN_NOISE = b"KeyboardInterrupt caught in kernel"
+
+
+@contextlib.contextmanager
+def _without_shutdown_interrupt_line():
+    """While the notebook runs, this process's stderr (which its kernel inherits) goes through a
+    pipe that drops the kernel's line about the shutdown interrupt and passes everything else."""
+    sys.stderr.flush()
+    read, write = os.pipe()
+    real = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump():
+        with os.fdopen(read, "rb", buffering=0) as lines:
+            for line in iter(lines.readline, b""):
+                if _SHUTDOWN_NOISE not in line:
+                    os.write(real, line)
+
+    pumping = threading.Thread(target=pump, name="hubml-stderr", daemon=True)
+    pumping.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe ends once the kernel, which holds a copy, has gone
+        pumping.join(10)
+        os.close(real)
 
 
 def remote() -> int:
