@@ -302,7 +302,13 @@ class PublishPanel(w.VBox):
             button = w.Button(description=f"Approve v{item['version']}", button_style="success")
             button.add_class("hubml-approve")
             button.on_click(lambda _, item=item: self._run(lambda: self._approve_item(item)))
-            rows.append(w.HBox([w.HTML(text), button]))
+            buttons = [button]
+            if item.get("run_id"):
+                compare = w.Button(description=f"Compare v{item['version']}")
+                compare.add_class("hubml-inbox-compare")
+                compare.on_click(lambda _, item=item: self._run(lambda: self._compare_item(item)))
+                buttons.insert(0, compare)
+            rows.append(w.HBox([w.HTML(text), *buttons]))
         if not rows:
             rows.append(w.HTML("<i>Nothing waits for your approval.</i>"))
         mine = [
@@ -317,6 +323,18 @@ class PublishPanel(w.VBox):
         if mine:
             rows.append(w.HTML(f"<b>Your requests</b><ul class='hubml-mine'>{''.join(mine)}</ul>"))
         self.inbox.children = rows
+        return data
+
+    def _compare_item(self, item: dict) -> dict:
+        """The requested version's run next to the current champion, before approving."""
+        data = self.client.request(
+            "GET", f"{item['model']}/compare", params={"run_id": item["run_id"]}
+        )
+        self.output.value = comparison_html(data)
+        self._say(
+            f"{item['model']} v{item['version']} next to @champion "
+            f"(now {item.get('champion') or 'none'})."
+        )
         return data
 
     def _approve_item(self, item: dict) -> dict:

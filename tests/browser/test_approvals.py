@@ -50,6 +50,10 @@ def test_a_request_reaches_the_approvers_inbox_and_the_result_its_author(
         offer = bob.locator(".widget-hbox", has_text="asked by alice")
         offer.wait_for(timeout=60_000)
         assert "churn" in offer.inner_text() and "better recall" in offer.inner_text()
+        # before approving, bob compares the requested version with the current champion
+        offer.get_by_role("button", name="Compare v1").click()
+        bob.locator("table.hubml-compare").wait_for(timeout=60_000)
+        bob.get_by_text("churn v1 next to @champion").wait_for()
         bob_page.screenshot(path=str(artifacts / "approvals-inbox.png"), full_page=True)
         offer.get_by_role("button", name="Approve v1").click()
         bob.get_by_text("Version 1 is now @champion").wait_for(timeout=120_000)

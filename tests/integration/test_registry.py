@@ -1004,6 +1004,7 @@ def test_a_promotion_request_reaches_the_approvers_inbox_and_its_result_the_auth
         "ship it",
     )
     assert {g["name"] for g in waiting["gates"]} >= {"metric", "inference"}
+    assert waiting["run_id"]  # what the inbox's Compare puts next to the champion
     bob = inbox(BOB)
     assert bob["to_approve"] == [] and bob["mine"] == []  # not a reviewer, and not his request
     alice = inbox(ALICE)

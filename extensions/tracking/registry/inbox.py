@@ -76,7 +76,8 @@ def promotions(service, user: str, groups: Iterable[str] = ()) -> dict:
             )
         except RegistryError:
             continue
-        item = {**item, "gates": _gates(mv)}
+        # the run it was made from: the inbox compares it with the current champion
+        item = {**item, "gates": _gates(mv), "run_id": getattr(mv, "run_id", None)}
         to_approve.append(item)
     done = [
         {
