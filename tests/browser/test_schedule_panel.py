@@ -95,13 +95,11 @@ def test_a_schedule_made_in_the_panel_is_managed_on_the_jobs_page(hub_factory, p
     page.locator(".jp-Notebook .jp-Cell .cm-content").last.click()
     page.keyboard.insert_text("\nSchedulePanel()")
     page.keyboard.press("Shift+Enter")
-    fresh = page.locator(".hubml-schedule-panel").last
+    expect(page.locator(".hubml-schedule-panel")).to_have_count(2, timeout=60_000)
+    fresh = page.locator(".hubml-schedule-panel").nth(1)
     expect(fresh.locator(".hubml-schedule-row")).to_contain_text("Every minute", timeout=60_000)
     fresh.locator(".hubml-schedule-toggle", has_text="Pause").click()
-    try:
-        expect(fresh.locator(".hubml-schedule-row")).to_contain_text("paused", timeout=30_000)
-    finally:
-        page.screenshot(path=str(artifacts / "schedule-panel-pause.png"), full_page=True)
+    expect(fresh.locator(".hubml-schedule-row")).to_contain_text("paused", timeout=30_000)
     assert api("GET", f"jobs/{job['id']}").json()["paused"]
     fresh.locator(".hubml-schedule-toggle", has_text="Resume").click()
     fresh.locator(".hubml-schedule-toggle", has_text="Pause").wait_for(timeout=30_000)
