@@ -138,11 +138,24 @@ def serve(app: web.Application, name: str, *, on_start=None, on_stop=None, **lis
     if on_start is not None:
         loop.add_callback(lambda: asyncio.ensure_future(on_start()))
 
+    stopping = []
+
+    def stop_now():
+        if stopping:
+            return
+        stopping.append(True)
+        try:
+            if on_stop is not None:
+                on_stop()
+        finally:
+            loop.stop()
+
     def shutdown(signum, frame):
+        # the stop runs in the loop, not inside whatever the signal interrupted: a handler that
+        # waited for a child from inside the loop's own poll of that child could not, and the
+        # service would run on (orphaned, restarting its child) after its hub was gone
         log.info("%s: stopping (signal %s)", name, signum)
-        if on_stop is not None:
-            on_stop()
-        loop.add_callback_from_signal(loop.stop)
+        loop.add_callback_from_signal(stop_now)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)

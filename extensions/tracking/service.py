@@ -74,6 +74,7 @@ class MLflowServer:
         self.warm_spare = warm_spare
         self.spare: subprocess.Popen | None = None
         self._started_at = 0.0
+        self.stopped = False  # the service is stopping: the supervisor starts nothing more
 
     @property
     def url(self) -> str:
@@ -217,7 +218,9 @@ class MLflowServer:
 
     def restart_if_dead(self) -> None:
         """The supervisor's tick: a server that died (or never started) is started again,
-        after the rest of its process group is gone."""
+        after the rest of its process group is gone; never once the service is stopping."""
+        if self.stopped:
+            return
         if self.alive():
             self.remember_store()
             if self.spare is not None and self.spare.poll() is not None:
@@ -231,6 +234,7 @@ class MLflowServer:
         self.start()
 
     def stop(self) -> None:
+        self.stopped = True
         self._end(self.spare)
         self.spare = None
         if self.proc is None:
