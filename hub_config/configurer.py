@@ -162,10 +162,15 @@ def update_hub(c, settings: Settings, topo: Topology) -> None:
     c.JupyterHub.cleanup_proxy = settings.hub.stop_servers_on_exit
     c.JupyterHub.template_paths = [str(HERE / "templates")]
     from hubml.extensions.apps.refusal import refusal_for_hub_message
+    from hubml.extensions.common.urls import service_public_url
 
     # the page of an app someone may not open, in the hub's error template (templates/error.html)
     # (JupyterHub calls a callable template variable with the user, so this hands it the function)
-    c.JupyterHub.template_vars = {"hubml_app_refusal": lambda _user: refusal_for_hub_message}
+    c.JupyterHub.template_vars = {
+        "hubml_app_refusal": lambda _user: refusal_for_hub_message,
+        # the home service's page, linked from the hub's home page
+        "hubml_home_url": service_public_url("home", topo.public_url),
+    }
     said = notices(settings)
     if said:
         c.JupyterHub.template_vars["announcement"] = "<br>".join(
@@ -403,7 +408,18 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
         )
         c.JupyterHub.allow_named_servers = True
     access = [f"access:services!service={name}" for name in user_services]
-    roles.append({"name": "user", "scopes": ["self", *access]})
+    # the home page: everything a person runs, asked of the hub and the services above with the
+    # person's own OAuth token, which may do no more than read their servers and use those
+    # services (oauth_client_allowed_scopes); the service itself holds no scopes at all
+    services.append(
+        service(
+            "home",
+            "hubml.extensions.home.service",
+            **user_facing("home", "Your servers, schedules, runs, apps and approvals, in one page"),
+            oauth_client_allowed_scopes=["read:servers!user", *access],
+        )
+    )
+    roles.append({"name": "user", "scopes": ["self", *access, "access:services!service=home"]})
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *access]
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles

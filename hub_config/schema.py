@@ -128,6 +128,7 @@ class InternalPorts(_Model):
     mlflow: Port = 0
     jobs: Port = 0
     apps: Port = 0
+    home: Port = 0
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -258,6 +259,25 @@ class TrackingSection(_Model):
     gate_executor: Literal["auto", "local", "kubernetes"] = "auto"
     # kubernetes: seconds a gate's pod may take to be scheduled and pull its image
     gate_start_timeout_s: float = Field(300, gt=0, le=3600)
+    # where promotion requests and approvals are announced (a chat relay, an incoming webhook):
+    # a JSON POST per event with a `text` line (extensions/tracking/registry/notify.py); empty: none
+    approvals_webhook_url: str = ""
+    # signs each event (header X-Hubml-Signature-256: sha256=<HMAC-SHA256 of the body>)
+    approvals_webhook_secret: str = ""
+
+    @field_validator("approvals_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{value!r} is not an http(s) URL; give the receiver's full URL, such as "
+                    "https://chat.example.org/hooks/approvals, or leave it empty"
+                )
+        return value
 
 
 class JobsSection(_Model):

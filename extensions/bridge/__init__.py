@@ -69,6 +69,8 @@ class ServerInfoHandler(APIHandler):
     def get(self):
         import os
 
+        from hubml.extensions.common.urls import service_public_url
+
         try:
             price = float(os.environ.get("HUBML_PRICE_PER_HOUR", ""))
         except ValueError:
@@ -82,6 +84,8 @@ class ServerInfoHandler(APIHandler):
                     "gpu": os.environ.get("HUBML_GPU") or "none",
                     "price_per_hour": price,
                     "started_at": os.environ.get("HUBML_SERVER_STARTED_AT") or None,
+                    # everything else of this person's (schedules, runs, apps, approvals)
+                    "home_url": service_public_url("home"),
                 }
             )
         )

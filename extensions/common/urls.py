@@ -22,11 +22,12 @@ def hub_public_url() -> str:
     return os.environ.get("HUBML_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 
 
-def origin(name: str, kind: str) -> str:
-    """The public origin of a user's (``kind="user"``) or a service's (``"service"``) content."""
+def origin(name: str, kind: str, public_url: str = "") -> str:
+    """The public origin of a user's (``kind="user"``) or a service's (``"service"``) content
+    (under ``public_url``, by default the hub's, :func:`hub_public_url`)."""
     from jupyterhub.utils import subdomain_hook_idna
 
-    public = urlsplit(hub_public_url())
+    public = urlsplit(public_url or hub_public_url())
     host = subdomain_hook_idna(name, public.hostname or "localhost", kind)
     return f"{public.scheme}://{host}" + (f":{public.port}" if public.port else "")
 
@@ -37,9 +38,9 @@ def user_server_url(owner: str, server: str = "") -> str:
     return origin(owner, "user") + path
 
 
-def service_public_url(name: str) -> str:
+def service_public_url(name: str, public_url: str = "") -> str:
     """Absolute URL of a service as people open it, with a trailing slash."""
-    return f"{origin(name, 'service')}/services/{name}/"
+    return f"{origin(name, 'service', public_url)}/services/{name}/"
 
 
 def service_internal_url(name: str) -> str:

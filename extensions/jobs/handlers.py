@@ -266,6 +266,21 @@ def whole_limit(value: str) -> int:
     return max(1, min(int(value), 1000))
 
 
+class RecentRunsHandler(JobsBase):
+    """``api/runs?limit=N``: the caller's latest runs over all their jobs, newest first."""
+
+    async def get(self):
+        limit = whole_limit(self.get_argument("limit", "20"))
+        with self.ctx.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs)
+                .where(runs.c.owner == self.user_name)
+                .order_by(runs.c.created_at.desc())
+                .limit(limit)
+            ).all()
+        self.send({"runs": [run_model(r, self.ctx.public, self.ctx.mlflow_public) for r in rows]})
+
+
 class RunHandler(JobsBase):
     async def get(self, run_id):
         self.send(run_model(self.owned_run(run_id), self.ctx.public, self.ctx.mlflow_public))
@@ -395,6 +410,7 @@ ROUTES = [
     ("api/jobs", JobsHandler),
     (r"api/jobs/([0-9a-f]+)", JobHandler),
     (r"api/jobs/([0-9a-f]+)/runs", RunsHandler),
+    ("api/runs", RecentRunsHandler),
     (r"api/runs/([0-9a-f]+)", RunHandler),
     (r"api/runs/([0-9a-f]+)/(output\.ipynb|output\.html|log)", RunFileHandler),
     (r"api/runs/([0-9a-f]+)/cancel", CancelHandler),

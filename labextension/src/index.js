@@ -204,6 +204,24 @@ const plugin = {
     });
     menu.addItem({ type: 'separator' });
     menu.addItem({ command: 'hubml:parameters-cell' });
+    // the home page (another origin: a new tab), from where the bridge says it is
+    let homeUrl = '';
+    app.commands.addCommand('hubml:open-home', {
+      label: 'Open Your hubml Home',
+      caption: 'Your servers, schedules, recent runs, apps and the approvals waiting for you',
+      isEnabled: () => Boolean(homeUrl),
+      execute: () => window.open(homeUrl, '_blank', 'noopener')
+    });
+    menu.addItem({ type: 'separator' });
+    menu.addItem({ command: 'hubml:open-home' });
+    const settings = ServerConnection.makeSettings();
+    ServerConnection.makeRequest(URLExt.join(settings.baseUrl, 'hubml/api/server'), {}, settings)
+      .then(response => (response.ok ? response.json() : {}))
+      .then(info => {
+        homeUrl = (info && info.home_url) || '';
+        app.commands.notifyCommandChanged('hubml:open-home');
+      })
+      .catch(() => undefined);
     if (mainMenu) {
       mainMenu.addMenu(menu, true, { rank: 80 });
     }

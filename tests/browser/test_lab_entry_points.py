@@ -66,7 +66,13 @@ def test_launcher_opens_each_panel_and_the_status_bar_counts_the_cost(hub_factor
     assert [i for i in items if "(in this notebook)" in i] == [
         f"{label} (in this notebook)" for label in CARDS
     ], items
-    page.keyboard.press("Escape")
+    # and the home page, in a tab of its own (another origin)
+    with page.context.expect_page() as opened:
+        page.locator(".lm-Menu-item:not(.lm-mod-disabled)", has_text="Open Your hubml Home").click()
+    home_tab = opened.value
+    home_tab.get_by_text("Signed in as alice").wait_for(timeout=60_000)
+    assert home_tab.url.startswith(hub.service_url("home"))
+    home_tab.close()
     # hubml's JupyterLab settings: no news or update prompt (they would fetch from jupyter.org)
     assert not page.get_by_text("notified about official Jupyter news").count()
 

@@ -109,6 +109,7 @@ def test_services_run_as_the_platform_and_get_no_hub_secret(tmp_path):
         "jobs",
         "hubml-runners",
         "apps",
+        "home",
     }
     for svc in managed:
         env = svc["environment"]
@@ -204,3 +205,21 @@ def test_make_run_says_how_the_first_admin_gets_in(tmp_path, monkeypatch, capsys
     )
     assert "signs up at http://localhost:8000/hub/signup" in out and "/hub/authorize" in out
     assert (tmp_path / "data" / "admin-password").exists()
+
+
+def test_the_home_page_acts_with_the_persons_token_and_holds_no_scopes_of_its_own(tmp_path):
+    c = configured(settings_with(tmp_path, {}))
+    home = next(x for x in c.JupyterHub.services if x["name"] == "home")
+    # what the home service may do on a person's behalf: read their servers, use the services
+    assert sorted(home["oauth_client_allowed_scopes"]) == [
+        "access:services!service=apps",
+        "access:services!service=jobs",
+        "access:services!service=mlflow",
+        "read:servers!user",
+    ]
+    # and nothing as itself: no role names it
+    assert not [r for r in c.JupyterHub.load_roles if "home" in r.get("services", [])]
+    user = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+    assert "access:services!service=home" in user["scopes"]
+    # kernels' tokens do not open it (a notebook has no business reading the whole home)
+    assert "access:services!service=home" not in c.Spawner.server_token_scopes

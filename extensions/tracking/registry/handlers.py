@@ -40,6 +40,7 @@ from .validation import RegistryError, check_fields, scrub, validate_owner
 log = logging.getLogger("hubml.tracking.registry")
 
 REASON = ("reason",)
+_announcing: set = set()
 
 
 class RegistryHandler(ServiceHandler):
@@ -60,6 +61,28 @@ class RegistryHandler(ServiceHandler):
         except RegistryError as e:
             raise APIError(e.status, e.message) from None
         return body
+
+    def announce(self, kind: str, entry: dict) -> None:
+        """Tell the approvals webhook (if one is set), after the answer has gone."""
+        settings = self.ctx.settings
+        if settings is None or not settings.tracking.approvals_webhook_url:
+            return
+
+        async def later():
+            from .inbox import promotion_facts
+            from .notify import promotion_event, send
+
+            try:
+                approvers, author = await asyncio.to_thread(
+                    promotion_facts, self.registry(), entry["model"], entry.get("to_version")
+                )
+                await send(settings, promotion_event(kind, entry, approvers, author))
+            except Exception:
+                log.exception("approvals webhook: %s of %s not sent", kind, entry.get("model"))
+
+        task = asyncio.ensure_future(later())
+        _announcing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(_announcing.discard)
 
     async def groups(self) -> list[str]:
         """The acting user's hub groups, asked of the hub (tokens need not carry them)."""
@@ -128,6 +151,7 @@ class RequestPromotionHandler(RegistryHandler):
             )
         )
         self.reply(entry.to_dict(), 201)
+        self.announce("requested", entry.to_dict())
 
 
 class ApproveHandler(RegistryHandler):
@@ -144,6 +168,7 @@ class ApproveHandler(RegistryHandler):
             )
         )
         self.reply(entry.to_dict())
+        self.announce("approved", entry.to_dict())
 
 
 class VersionHandler(RegistryHandler):
@@ -161,6 +186,7 @@ class VersionHandler(RegistryHandler):
             )
         )
         self.reply(entry.to_dict())
+        self.announce("approved", entry.to_dict())
 
 
 class RollbackHandler(RegistryHandler):
@@ -177,6 +203,7 @@ class RollbackHandler(RegistryHandler):
             )
         )
         self.reply(entry.to_dict())
+        self.announce("approved", entry.to_dict())
 
 
 class HistoryHandler(RegistryHandler):

@@ -37,6 +37,24 @@ def _state(entries) -> tuple[dict, dict]:
     return open_, decided
 
 
+def approvers_of(policy: GatePolicy) -> str:
+    """Who may approve a request under ``policy``, as people read it."""
+    if policy.approver_group:
+        return f"members of group {policy.approver_group}"
+    return "anyone but its author"
+
+
+def promotion_facts(service, name: str, version: str) -> tuple[str, str | None]:
+    """(who may approve ``name``'s requests, who asked for ``version`` last), for notices."""
+    model = get_registered_model(service.client, name)
+    policy = GatePolicy.from_tags(model.tags) if model is not None else GatePolicy()
+    author = None
+    for e in service.audit.entries(name):
+        if e.action == "request_promotion" and str(e.to_version) == str(version):
+            author = e.actor
+    return approvers_of(policy), author
+
+
 def promotions(service, user: str, groups: Iterable[str] = ()) -> dict:
     """``to_approve``: open requests ``user`` may approve; ``mine``: ``user``'s open requests,
     with who may approve them; ``decided``: ``user``'s requests approved lately (newest first)."""
@@ -61,11 +79,7 @@ def promotions(service, user: str, groups: Iterable[str] = ()) -> dict:
             "requested_at": request.at,
             "reason": request.reason,
             "champion": champion,
-            "approvers": (
-                f"members of group {policy.approver_group}"
-                if policy.approver_group
-                else "anyone but its author"
-            ),
+            "approvers": approvers_of(policy),
         }
         if request.actor == user:
             mine.append(item)
