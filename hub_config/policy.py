@@ -10,6 +10,7 @@ jupyterhub-idle-culler, but with limits per profile.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -101,6 +102,11 @@ def main() -> int:
     from hubml.extensions.common.parent import exit_with_parent
 
     setup_logging()
+    # the hub stops its services with SIGINT (then SIGTERM): both end the loop at once, also
+    # when SIGINT came in ignored (a hub started in the background hands that down, and Python
+    # then raises no KeyboardInterrupt: the hub would wait out its timeouts, ~30 s)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     exit_with_parent("hubml-policy")
     settings = load_service_settings()
     profiles = {p.slug: p for p in settings.profiles}
@@ -118,8 +124,8 @@ def main() -> int:
 
     try:
         asyncio.run(run())
-    except KeyboardInterrupt:  # the hub stops its services with SIGINT
-        return 0
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log.info("hubml-policy: stopping")
     return 0
 
 

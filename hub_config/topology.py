@@ -6,6 +6,7 @@ settings object flows one way (settings → topology → hub configuration and s
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
@@ -104,6 +105,7 @@ def announce_when_ready(settings: Settings, timeout: float = 300) -> threading.T
                 conn.request("GET", "/hub/api/", headers={"Host": host})
                 if conn.getresponse().status == 200:
                     print(f"\nhubml is ready: open {url}\n", flush=True)
+                    atexit.register(say_what_keeps_running, settings)
                     return
             except OSError:
                 pass
@@ -115,6 +117,19 @@ def announce_when_ready(settings: Settings, timeout: float = 300) -> threading.T
     thread = threading.Thread(target=wait, name="hubml-ready", daemon=True)
     thread.start()
     return thread
+
+
+def say_what_keeps_running(settings: Settings) -> None:
+    """The last line of ``hubml up``: what a stop (Ctrl+C) left running, and why."""
+    if settings.hub.stop_servers_on_exit:
+        print("\nhubml stopped, with everyone's servers and apps.\n", flush=True)
+        return
+    print(
+        "\nhubml stopped. People's servers, apps and job runs, and the proxy, keep running: the\n"
+        "next start (make run) adopts them and nobody loses work. To stop them with the hub, set\n"
+        "hub.stop_servers_on_exit: true.\n",
+        flush=True,
+    )
 
 
 def catalog_trait(settings: Settings) -> list[dict]:

@@ -20,3 +20,42 @@ def test_overdue_rules():
     assert overdue_reason(s, a100, now) == "ran 28805 s, past gpu-a100's maximum runtime of 28800 s"
     now, s = server(9 * 3600, 9 * 3600, ready=False)
     assert overdue_reason(s, a100, now) is None  # still starting: not ours to stop
+
+
+def test_the_policy_service_stops_at_once_on_sigint_even_when_it_came_in_ignored(tmp_path):
+    """The hub stops services with SIGINT and waits before it escalates: a hub started in the
+    background hands SIGINT down ignored, which once made Ctrl+C of `make run` take ~30 s."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(
+        os.environ,
+        HUBML_DATA_DIR=str(tmp_path),
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",  # nothing there: passes fail and retry
+        JUPYTERHUB_API_TOKEN="x",
+    )
+    env.pop("HUBML_SETTINGS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubml.hub_config.policy"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "enforcing idle and runtime limits" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 0
+        assert "stopping" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
