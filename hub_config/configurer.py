@@ -238,6 +238,8 @@ def spawner_environment(settings: Settings, topo: Topology) -> dict:
     if settings.apps.enabled:
         env["HUBML_APPS_URL"] = topo.service_base("apps").rstrip("/")
         env["HUBML_APPS_ALLOW_PUBLIC_SHARE"] = "1" if settings.apps.allow_public_share else "0"
+    if settings.cost.enabled:
+        env["HUBML_COST_URL"] = topo.service_base("cost").rstrip("/")
     return env
 
 
@@ -291,6 +293,29 @@ def service_environment(settings: Settings, topo: Topology) -> dict:
             {"HUBML_SERVICE_BIND": ""} if in_cluster(settings) else {}
         ),  # all interfaces of the hub pod
     }
+
+
+def cost_stop_hook(base: str, token: str):
+    """``Spawner.post_stop_hook``: tell the cost service a server stopped, so its charge ends
+    now rather than at the service's next reading (a failure is a log line, never the stop's)."""
+
+    async def hook(spawner) -> None:
+        from tornado import httpclient
+
+        try:
+            await httpclient.AsyncHTTPClient().fetch(
+                base + "api/reconcile",
+                method="POST",
+                body=b"",
+                headers={"Authorization": f"token {token}"},
+                request_timeout=5,
+            )
+        except Exception as e:
+            spawner.log.info(
+                "the cost service did not hear of %s's stop now (%s)", spawner._log_name, e
+            )
+
+    return hook
 
 
 def update_services(c, settings: Settings, topo: Topology) -> None:
@@ -407,6 +432,36 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
             }
         )
         c.JupyterHub.allow_named_servers = True
+    if settings.cost.enabled:
+        # the ledger of what servers, apps and job runs cost: it reads the hub's running servers
+        # (and their users' groups); the hub tells it at once when a server stops, with the
+        # service's own token (a scope on itself), so ends are charged to the moment
+        cost_token = secrets.token_hex(32)
+        services.append(
+            service(
+                "cost",
+                "hubml.extensions.cost.service",
+                api_token=cost_token,
+                **user_facing("cost", "What your servers, apps and job runs cost, month to date"),
+            )
+        )
+        user_services.append("cost")
+        roles.append(
+            {
+                "name": "hubml-cost",
+                "services": ["cost"],
+                "scopes": [
+                    "list:users",
+                    "read:users:name",
+                    "read:users:groups",
+                    "read:servers",
+                    "access:services!service=cost",
+                    # job runs' starts and ends, from the jobs service (api/ledger)
+                    *(["access:services!service=jobs"] if settings.jobs.enabled else []),
+                ],
+            }
+        )
+        c.Spawner.post_stop_hook = cost_stop_hook(topo.service_base("cost"), cost_token)
     access = [f"access:services!service={name}" for name in user_services]
     # the home page: everything a person runs, asked of the hub and the services above with the
     # person's own OAuth token, which may do no more than read their servers and use those

@@ -52,18 +52,11 @@ def overdue_reason(server: dict, profile: Profile | None, now: datetime) -> str 
 
 async def active_servers(hub):
     """(user name, server name, server model) of every running server."""
-    offset = 0
-    while True:
-        code, page = await hub.request("GET", f"users?state=active&offset={offset}&limit=200")
-        if code != 200:
-            raise OSError(f"the hub answered {code}: {page.get('message')}")
-        users = page["items"] if isinstance(page, dict) else page
-        for user in users:
-            for name, server in (user.get("servers") or {}).items():
-                yield user["name"], name, server
-        if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
-            return
-        offset += len(users)
+    from hubml.extensions.common.hub import active_users
+
+    async for user in active_users(hub):
+        for name, server in (user.get("servers") or {}).items():
+            yield user["name"], name, server
 
 
 async def enforce_once(hub, profiles: dict[str, Profile], default: Profile, now=None) -> list:
@@ -107,22 +100,22 @@ def main() -> int:
     # then raises no KeyboardInterrupt: the hub would wait out its timeouts, ~30 s)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    exit_with_parent("hubml-policy")
-    settings = load_service_settings()
-    profiles = {p.slug: p for p in settings.profiles}
-    interval = settings.hub.policy_interval
-    log.info("enforcing idle and runtime limits every %s s", interval)
-
-    async def run():
-        hub = HubAPI()
-        while True:
-            try:
-                await enforce_once(hub, profiles, settings.default_profile)
-            except (OSError, ValueError, KeyError) as e:
-                log.warning("policy pass failed, will retry: %s", e)
-            await asyncio.sleep(interval)
-
     try:
+        exit_with_parent("hubml-policy")
+        settings = load_service_settings()
+        profiles = {p.slug: p for p in settings.profiles}
+        interval = settings.hub.policy_interval
+        log.info("enforcing idle and runtime limits every %s s", interval)
+
+        async def run():
+            hub = HubAPI()
+            while True:
+                try:
+                    await enforce_once(hub, profiles, settings.default_profile)
+                except (OSError, ValueError, KeyError) as e:
+                    log.warning("policy pass failed, will retry: %s", e)
+                await asyncio.sleep(interval)
+
         asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         log.info("hubml-policy: stopping")

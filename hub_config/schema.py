@@ -129,6 +129,7 @@ class InternalPorts(_Model):
     jobs: Port = 0
     apps: Port = 0
     home: Port = 0
+    cost: Port = 0
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -308,6 +309,17 @@ class AppsSection(_Model):
     db_url: str = ""
     # Gradio's share=True (a public, unauthenticated tunnel) for published apps: off by policy
     allow_public_share: bool = False
+    # apps on a GPU profile stop at the profile's max_runtime like any server; these run on
+    # ("owner/name" or patterns such as "alice/*")
+    runtime_exempt: list[str] = []
+
+
+class CostSection(_Model):
+    enabled: bool = True
+    # Empty: SQLite (WAL) under <data_dir>/cost. Production: postgresql+psycopg://...
+    db_url: str = ""
+    # seconds between readings of the hub's running servers (a stop is also reported at once)
+    poll_interval_s: float = Field(2.0, ge=0.2, le=300)
 
 
 class Settings(_Model):
@@ -318,6 +330,7 @@ class Settings(_Model):
     tracking: TrackingSection = TrackingSection()
     jobs: JobsSection = JobsSection()
     apps: AppsSection = AppsSection()
+    cost: CostSection = CostSection()
     profiles: list[Profile] = Field(min_length=1)
 
     def profile(self, slug: str) -> Profile | None:

@@ -9,6 +9,7 @@ _LAZY = {
     "SchedulePanel": "hubml.widgets.jobs",
     "AppsPanel": "hubml.widgets.apps",
     "try_app": "hubml.widgets.apps",
+    "cost": "hubml.widgets.cost",
 }
 
 

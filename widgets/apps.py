@@ -148,7 +148,13 @@ def apps_html(listing: dict) -> str:
         return (
             f"<tr class='hubml-app-row' data-app='{html.escape(app['name'])}' data-status='{html.escape(app['status'])}'>"
             f"<td><a class='hubml-app-link' href='{html.escape(app['url'])}' target='_blank'>"
-            f"{html.escape(app['name'])}</a></td><td>{html.escape(app['owner'])}</td><td>{html.escape(app['status'])}</td>"
+            f"{html.escape(app['name'])}</a></td><td>{html.escape(app['owner'])}</td><td>{html.escape(app['status'])}"
+            + (
+                f"<br><small class='hubml-app-stopped-reason'>{html.escape(app['stopped_reason'])}</small>"
+                if mine and app.get("status") != "running" and app.get("stopped_reason")
+                else ""
+            )
+            + "</td>"
             f"<td>{html.escape(who or ('only you' if mine else ''))}</td><td>{last}</td></tr>"
         )
 

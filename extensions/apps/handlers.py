@@ -440,7 +440,12 @@ class GalleryHandler(AppsBase):
                 f"<div class='top'><a class='name' href='{url}' target='_blank'>{html.escape(row.name)}</a>"
                 f"<span class='status {html.escape(row.status)}'>{html.escape(row.status)}</span></div>"
                 f"<div class='what'>{what or '<i>no description</i>'}</div>"
-                f"<small>by <b>{html.escape(row.owner)}</b> · {html.escape(row.profile)} · {last}</small>"
+                + (
+                    f"<div class='why'><small>{html.escape(row.stopped_reason)}</small></div>"
+                    if row.owner == self.me and row.status != "running" and row.stopped_reason
+                    else ""
+                )
+                + f"<small>by <b>{html.escape(row.owner)}</b> · {html.escape(row.profile)} · {last}</small>"
                 f"<div><a class='open' href='{url}' target='_blank'>Open</a></div></li>"
             )
 

@@ -305,6 +305,29 @@ def _record(ctx, owner: str, name: str, was: str, **values) -> None:
         )
 
 
+def past_max_runtime(settings, row, now: dt.datetime) -> str | None:
+    """Why a running app on a GPU profile must stop now (it ran past its profile's
+    ``max_runtime``), or None: CPU apps, profiles without a limit and exempt apps run on."""
+    import fnmatch
+
+    from hubml.hub_config.catalog import format_duration
+
+    profile = settings.profile(row.profile)
+    if profile is None or not profile.gpu_count or not profile.max_runtime or not row.started_at:
+        return None
+    if any(fnmatch.fnmatchcase(f"{row.owner}/{row.name}", p) for p in settings.apps.runtime_exempt):
+        return None
+    ran = (now - row.started_at).total_seconds()
+    if ran < profile.max_runtime:
+        return None
+    limit = format_duration(profile.max_runtime)
+    return (
+        f"stopped after {limit} on {profile.display_name}: apps on a GPU stop at their profile's "
+        f"maximum runtime ({limit}), as servers do. Start it again from the apps panel, or ask "
+        "an admin to exempt it (apps.runtime_exempt)"
+    )
+
+
 async def sweep(ctx) -> None:
     """Note who accepted links, revoke expired shares, stop idle apps."""
     now = utcnow()
@@ -337,6 +360,11 @@ async def sweep(ctx) -> None:
                 if fresh is not None:
                     await revoke(ctx, fresh)
     for row in rows:
+        reason = past_max_runtime(ctx.settings, row, now)
+        if reason:
+            log.info("stopping app %s/%s: %s", row.owner, row.name, reason)
+            await stop_app(ctx, row.owner, row.name, reason)
+            continue
         usage = ctx.usage(row.owner, row.name)
         last = max(
             filter(

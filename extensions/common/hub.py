@@ -102,3 +102,19 @@ class HubAPI:
                 model.get("message"),
             )
         return code in (204, 404)
+
+
+async def active_users(hub: HubAPI):
+    """The model of every user with a running or starting server (all pages of the hub's list);
+    OSError when the hub does not answer it."""
+    offset = 0
+    while True:
+        code, page = await hub.request("GET", f"users?state=active&offset={offset}&limit=200")
+        if code != 200:
+            raise OSError(f"the hub answered {code}: {page.get('message')}")
+        users = page["items"] if isinstance(page, dict) else page
+        for user in users:
+            yield user
+        if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
+            return
+        offset += len(users)

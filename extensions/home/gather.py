@@ -93,6 +93,7 @@ class Gatherer:
                 ("jobs", settings.jobs.enabled),
                 ("apps", settings.apps.enabled),
                 ("mlflow", settings.tracking.enabled),
+                ("cost", settings.cost.enabled),
             )
             if on and urls.service_internal_url(name)
         }
@@ -140,6 +141,8 @@ class Gatherer:
             asks["apps"] = self.section("apps", "api/apps", token)
         if "mlflow" in self.services:
             asks["approvals"] = self.section("mlflow", "hubml/api/approvals", token)
+        if "cost" in self.services:
+            asks["month"] = self.section("cost", "api/me", token)
         answers = await asyncio.gather(*asks.values(), return_exceptions=True)
         out: dict = {"user": user, "problems": {}}
         for key, answer in zip(asks, answers, strict=True):

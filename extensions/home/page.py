@@ -418,6 +418,18 @@ def home_html(data: dict, settings) -> str:
     parts.append(
         "<nav class='jump'>" + "".join(f"<a href='#{k}'>{e(t)}</a>" for k, t in jump) + "</nav>"
     )
+    month = data.get("month")
+    if month:
+        kinds = ", ".join(f"{k}s {money(v)}" for k, v in month["by_kind"].items() if v)
+        parts.append(
+            f"<p class='month'>This month so far: <b>{e(money(month['spent_usd']) or '$0')}</b>"
+            + (f" ({e(kinds)})" if kinds else "")
+            + f" · <a href='{e(urls.service_public_url('cost'))}'>what you spent</a></p>"
+        )
+    elif data["problems"].get("month"):
+        parts.append(
+            f"<p class='problem'>This month's spend is not shown now: {e(data['problems']['month'])}.</p>"
+        )
     parts.append("<p id='said' role='status' aria-live='polite'></p>")
     parts.append(section("servers", "Servers", data, lambda: servers_html(data)))
     if "approvals" in data:

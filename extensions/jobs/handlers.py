@@ -281,6 +281,58 @@ class RecentRunsHandler(JobsBase):
         self.send({"runs": [run_model(r, self.ctx.public, self.ctx.mlflow_public) for r in rows]})
 
 
+class LedgerHandler(JobsBase):
+    """``api/ledger?since=<ISO time>``: every person's runs that ran at some time since then
+    (start, end, profile and price), for the cost service's ledger; admins may read it too."""
+
+    async def get(self):
+        import datetime as dt
+
+        model = self.current_user
+        if (
+            not (model.get("kind") == "service" and model.get("name") == "cost")
+            and not self.is_admin
+        ):
+            raise APIError(403, "the runs' ledger is for the cost service and admins")
+        raw = self.get_argument("since", "")
+        try:
+            since = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise APIError(
+                400, f"since: an ISO 8601 time such as 2026-12-01T00:00:00Z (got {raw!r})"
+            ) from None
+        since = since.astimezone(dt.UTC).replace(tzinfo=None) if since.tzinfo else since
+        now = utcnow()
+        with self.ctx.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs, jobs.c.name.label("job_name"))
+                .join(jobs, jobs.c.id == runs.c.job_id, isouter=True)
+                .where(
+                    (runs.c.status.in_(ACTIVE))
+                    | (runs.c.finished_at >= since)
+                    | (runs.c.started_at >= since)
+                )
+            ).all()
+        self.send(
+            {
+                "now": iso(now),
+                "runs": [
+                    {
+                        "id": r.id,
+                        "owner": r.owner,
+                        "job_name": r.job_name or "",
+                        "status": r.status,
+                        "profile": r.profile,
+                        "price_per_hour": r.price_per_hour,
+                        "started_at": iso(r.started_at),
+                        "finished_at": iso(r.finished_at),
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+
 class RunHandler(JobsBase):
     async def get(self, run_id):
         self.send(run_model(self.owned_run(run_id), self.ctx.public, self.ctx.mlflow_public))
@@ -411,6 +463,7 @@ ROUTES = [
     (r"api/jobs/([0-9a-f]+)", JobHandler),
     (r"api/jobs/([0-9a-f]+)/runs", RunsHandler),
     ("api/runs", RecentRunsHandler),
+    ("api/ledger", LedgerHandler),
     (r"api/runs/([0-9a-f]+)", RunHandler),
     (r"api/runs/([0-9a-f]+)/(output\.ipynb|output\.html|log)", RunFileHandler),
     (r"api/runs/([0-9a-f]+)/cancel", CancelHandler),

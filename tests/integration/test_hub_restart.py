@@ -30,6 +30,8 @@ PARTS = {
     "jobs service": "hubml.extensions.jobs.service",
     "runner service": "hubml.extensions.jobs.runnerd",
     "apps service": "hubml.extensions.apps.service",
+    "home service": "hubml.extensions.home.service",
+    "cost service": "hubml.extensions.cost.service",
     "proxy": "configurable-http-proxy",
 }
 

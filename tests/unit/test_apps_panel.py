@@ -108,3 +108,29 @@ def test_listing_escapes_names_and_says_who_has_access():
     assert "bob, group reviewers, 1 link(s)" in out and "&lt;b&gt;bob&lt;/b&gt;" in out
     assert "/user/dan/app-other/" in out and "stopped" in out
     assert apps_html({"apps": [], "shared_with_me": []}) == "<i>No apps yet.</i>"
+
+
+def test_only_gpu_apps_past_their_limit_stop_and_exempt_ones_run_on():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from hubml.extensions.apps.lifecycle import past_max_runtime
+    from hubml.hub_config.settings import load_settings
+
+    settings = load_settings(None, environ={})  # gpu-a100: 8 h; cpu-small: 12 h
+    now = dt.datetime(2026, 12, 3, 12)
+
+    def app(profile, ran_h, name="demo"):
+        return SimpleNamespace(
+            owner="alice", name=name, profile=profile, started_at=now - dt.timedelta(hours=ran_h)
+        )
+
+    assert past_max_runtime(settings, app("gpu-a100", 7.9), now) is None
+    reason = past_max_runtime(settings, app("gpu-a100", 8), now)
+    assert reason.startswith("stopped after 8 h on NVIDIA A100 40GB") and "exempt" in reason
+    assert past_max_runtime(settings, app("cpu-small", 30), now) is None  # CPU apps: idle only
+    exempt = settings.model_copy(
+        update={"apps": settings.apps.model_copy(update={"runtime_exempt": ["alice/*"]})}
+    )
+    assert past_max_runtime(exempt, app("gpu-a100", 30), now) is None
+    assert past_max_runtime(settings, app("gone-profile", 30), now) is None

@@ -110,6 +110,7 @@ def test_services_run_as_the_platform_and_get_no_hub_secret(tmp_path):
         "hubml-runners",
         "apps",
         "home",
+        "cost",
     }
     for svc in managed:
         env = svc["environment"]
@@ -213,6 +214,7 @@ def test_the_home_page_acts_with_the_persons_token_and_holds_no_scopes_of_its_ow
     # what the home service may do on a person's behalf: read their servers, use the services
     assert sorted(home["oauth_client_allowed_scopes"]) == [
         "access:services!service=apps",
+        "access:services!service=cost",
         "access:services!service=jobs",
         "access:services!service=mlflow",
         "read:servers!user",
