@@ -393,6 +393,8 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
                     "list:users",
                     "read:servers",
                     *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+                    # each run's budget check, before it starts
+                    *(["access:services!service=cost"] if settings.cost.enabled else []),
                 ],
             }
         )
@@ -462,6 +464,10 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
             }
         )
         c.Spawner.post_stop_hook = cost_stop_hook(topo.service_base("cost"), cost_token)
+        # every start is checked against the budgets first (spawners/base.py check_budget)
+        for spawner in ("HubmlLocalSpawner", "HubmlKubeSpawner"):
+            c[spawner].cost_service_url = topo.service_base("cost")
+            c[spawner].cost_service_token = cost_token
     access = [f"access:services!service={name}" for name in user_services]
     # the home page: everything a person runs, asked of the hub and the services above with the
     # person's own OAuth token, which may do no more than read their servers and use those

@@ -314,8 +314,21 @@ class AppsSection(_Model):
     runtime_exempt: list[str] = []
 
 
+class Budgets(_Model):
+    """Monthly budgets in USD, per user and per group (a person is held to each that applies)."""
+
+    users: dict[str, Annotated[float, Field(ge=0)]] = {}
+    groups: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+
 class CostSection(_Model):
     enabled: bool = True
+    budgets: Budgets = Budgets()
+    # share of a budget spent from which people are warned (selector, home page, api/me)
+    warn_at: float = Field(0.8, gt=0, lt=1)
+    # what a start is projected to cost: price x the profile's max_runtime, or x this many
+    # hours for a profile without one
+    unlimited_hours: float = Field(24, gt=0, le=744)
     # Empty: SQLite (WAL) under <data_dir>/cost. Production: postgresql+psycopg://...
     db_url: str = ""
     # seconds between readings of the hub's running servers (a stop is also reported at once)

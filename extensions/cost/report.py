@@ -115,38 +115,45 @@ def prometheus(engine, now: dt.datetime) -> str:
     def labels(names, values) -> str:
         return "{" + ",".join(f'{n}="{esc(v)}"' for n, v in zip(names, values, strict=True)) + "}"
 
-    lines = [
-        "# HELP hubml_cost_usd_total What servers, apps and job runs have cost, in USD.",
-        "# TYPE hubml_cost_usd_total counter",
+    per_user = ("user", "kind", "profile")
+    families = [
+        (
+            "hubml_cost_usd_total",
+            "counter",
+            "What servers, apps and job runs have cost, in USD.",
+            per_user,
+            spent,
+            "{:.6f}",
+        ),
+        (
+            "hubml_cost_group_usd_total",
+            "counter",
+            "What each group's members' servers, apps and job runs have cost, in USD.",
+            ("group", "kind", "profile"),
+            by_group,
+            "{:.6f}",
+        ),
+        (
+            "hubml_runtime_seconds_total",
+            "counter",
+            "How long servers, apps and job runs have run.",
+            per_user,
+            seconds,
+            "{:.3f}",
+        ),
+        (
+            "hubml_running",
+            "gauge",
+            "Servers, apps and job runs running now.",
+            per_user,
+            running,
+            "{}",
+        ),
     ]
-    lines += [
-        f"hubml_cost_usd_total{labels(('user', 'kind', 'profile'), k)} {v:.6f}"
-        for k, v in sorted(spent.items())
-    ]
-    lines += [
-        "# HELP hubml_cost_group_usd_total What each group's members' servers, apps and job runs have cost, in USD.",
-        "# TYPE hubml_cost_group_usd_total counter",
-    ]
-    lines += [
-        f"hubml_cost_group_usd_total{labels(('group', 'kind', 'profile'), k)} {v:.6f}"
-        for k, v in sorted(by_group.items())
-    ]
-    lines += [
-        "# HELP hubml_runtime_seconds_total How long servers, apps and job runs have run.",
-        "# TYPE hubml_runtime_seconds_total counter",
-    ]
-    lines += [
-        f"hubml_runtime_seconds_total{labels(('user', 'kind', 'profile'), k)} {v:.3f}"
-        for k, v in sorted(seconds.items())
-    ]
-    lines += [
-        "# HELP hubml_running Servers, apps and job runs running now.",
-        "# TYPE hubml_running gauge",
-    ]
-    lines += [
-        f"hubml_running{labels(('user', 'kind', 'profile'), k)} {v}"
-        for k, v in sorted(running.items())
-    ]
+    lines = []
+    for name, kind, help_text, names, values, fmt in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{labels(names, k)} {fmt.format(v)}" for k, v in sorted(values.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@
 | GET | ``api/usage.csv?month=`` | admins | the month's charges as CSV |
 | GET | ``metrics`` | admins, tokens with ``read:metrics`` | Prometheus counters per user, group, kind and profile |
 | POST | ``api/reconcile`` | the hub | read the hub's servers now (it calls this when a server stops) |
+| POST | ``api/check`` | the hub, the jobs service | may this start within the budgets? (its cost, what is left, the refusal) |
 | GET | ``""`` | anyone | a page: the month by kind, per day, and what runs |
 """
 
@@ -75,7 +76,49 @@ class CostBase(ServiceHandler):
 
 class MeHandler(CostBase):
     async def get(self):
-        self.send({"user": self.user_name, **self.usage(self.user_name)})
+        from .budgets import check
+
+        groups = await self.ctx.reconciler.groups_of(self.user_name)
+        budget = check(
+            self.ctx.engine, self.ctx.settings, self.user_name, groups, 0.0, "", self.ctx.now()
+        )
+        self.send({"user": self.user_name, **self.usage(self.user_name), "budget": budget})
+
+
+# the services that ask before something starts: the hub (with this service's own token, from
+# its spawner) and the jobs service (before each run)
+CHECKERS = {"cost", "jobs"}
+
+
+class CheckHandler(CostBase):
+    """``POST api/check {"user", "profile", "hours"?, "groups"?}``: may this start? The answer
+    says what it would cost, what is left, and the refusal's words when it may not."""
+
+    async def post(self):
+        from .budgets import check, projected_cost
+
+        model = self.current_user
+        if (
+            not (model.get("kind") == "service" and model.get("name") in CHECKERS)
+            and not self.is_admin
+        ):
+            raise APIError(403, "budget checks are asked by the hub and the jobs service")
+        body = self.json_body()
+        user, slug, hours = body.get("user"), body.get("profile"), body.get("hours")
+        if not isinstance(user, str) or not user:
+            raise APIError(400, "user: the name of the person who would start it")
+        profile = self.ctx.settings.profile(slug) if isinstance(slug, str) else None
+        if profile is None:
+            raise APIError(400, f"profile: one of the catalog's slugs (got {slug!r})")
+        if hours is not None and (not isinstance(hours, int | float) or hours <= 0):
+            raise APIError(400, f"hours: a positive number (got {hours!r})")
+        groups = body.get("groups")
+        if not isinstance(groups, list):
+            groups = await self.ctx.reconciler.groups_of(user)
+        cost, what = projected_cost(profile, hours, self.ctx.settings.cost.unlimited_hours)
+        self.send(
+            check(self.ctx.engine, self.ctx.settings, user, groups, cost, what, self.ctx.now())
+        )
 
 
 class UsageHandler(CostBase):
@@ -171,8 +214,22 @@ class CostPage(CostBase):
             )
             or "<li>nothing</li>"
         )
+        from .budgets import check
+
+        groups = await self.ctx.reconciler.groups_of(self.user_name)
+        budget = check(
+            self.ctx.engine, self.ctx.settings, self.user_name, groups, 0.0, "", self.ctx.now()
+        )
+        budgets = "".join(
+            f"<li>{'Your' if b['scope'] == 'user' else 'Group ' + e(b['name']) + chr(39) + 's'} budget: "
+            f"{e(_money(b['left_usd']))} left of {e(_money(b['budget_usd']))}</li>"
+            for b in budget["budgets"]
+        )
+        warnings = "".join(f"<p role='alert'><b>{e(w)}</b></p>" for w in budget["warnings"])
         body = (
-            f"<p>Signed in as <b>{e(self.user_name)}</b>. {e(data['month'])}, until now: "
+            warnings
+            + (f"<ul>{budgets}</ul>" if budgets else "")
+            + f"<p>Signed in as <b>{e(self.user_name)}</b>. {e(data['month'])}, until now: "
             f"<b>{e(_money(data['spent_usd']))}</b>.</p>"
             f"<table>{kinds}</table>{day_plot(data['by_day'])}"
             f"<h2 style='font-size:1.1rem'>Running now</h2><ul>{running}</ul>"
@@ -194,6 +251,7 @@ ROUTES = [
     ("api/usage", UsageHandler),
     ("api/usage.csv", UsageCSVHandler),
     ("api/reconcile", ReconcileHandler),
+    ("api/check", CheckHandler),
     ("metrics", MetricsHandler),
 ]
 

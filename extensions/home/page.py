@@ -426,6 +426,8 @@ def home_html(data: dict, settings) -> str:
             + (f" ({e(kinds)})" if kinds else "")
             + f" · <a href='{e(urls.service_public_url('cost'))}'>what you spent</a></p>"
         )
+        for warning in (month.get("budget") or {}).get("warnings") or []:
+            parts.append(f"<p class='problem budget-warning' role='alert'>{e(warning)}</p>")
     elif data["problems"].get("month"):
         parts.append(
             f"<p class='problem'>This month's spend is not shown now: {e(data['problems']['month'])}.</p>"

@@ -274,6 +274,43 @@ class Scheduler(RunEnding):
                 total += 1
                 per_user[run.owner] = per_user.get(run.owner, 0) + 1
 
+    async def budget_refusal(self, run, job) -> str | None:
+        """Why the owner's budgets cannot pay for this run (price x its timeout), asked of the
+        cost service; None when they can, or when the service does not answer."""
+        if not self.settings.cost.enabled:
+            return None
+        import json
+        import os
+
+        from tornado import httpclient
+
+        from hubml.extensions.common import urls
+
+        base = urls.service_internal_url("cost")
+        if not base:
+            return None
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(
+                base + "api/check",
+                method="POST",
+                headers={
+                    "Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}",
+                    "Content-Type": "application/json",
+                },
+                body=json.dumps(
+                    {"user": run.owner, "profile": run.profile, "hours": job.timeout_s / 3600}
+                ),
+                request_timeout=5,
+                raise_error=False,
+            )
+            if resp.code != 200:
+                raise OSError(f"HTTP {resp.code}")
+            answer = json.loads(resp.body)
+        except Exception as e:
+            log.warning("run %s: budgets not checked (the cost service: %s)", run.id, e)
+            return None
+        return None if answer.get("allowed", True) else answer.get("message") or "over budget"
+
     async def start(self, run) -> bool:
         """Claim ``run`` and hand it to the executor; False when it has to wait (GPU busy)."""
         from hubml.hub_config.gpus import GPUUnavailable, LedgerUnreadable
@@ -286,6 +323,11 @@ class Scheduler(RunEnding):
             job = conn.execute(select(jobs).where(jobs.c.id == run.job_id)).first()
         if job is None or profile is None:
             self._finish(run.id, "failed", f"job or profile {run.profile!r} no longer exists")
+            return False
+        refusal = await self.budget_refusal(run, job)
+        if refusal:
+            log.info("run %s of %s skipped: %s", run.id, run.owner, refusal)
+            self._finish(run.id, "skipped", f"skipped: {refusal}")
             return False
         owner = f"job:{run.id}"
         devices: list[int] = []

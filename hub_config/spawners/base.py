@@ -102,6 +102,16 @@ class ProfileSpawnerMixin(HasTraits):
         """,
     ).tag(config=True)
 
+    cost_service_url = Unicode(
+        "",
+        help="""The cost service's URL (".../services/cost/"); when set, every start is checked
+        against the person's budgets there first (``api/check``).""",
+    ).tag(config=True)
+
+    cost_service_token = Unicode(
+        "", help="The token the hub asks the cost service's budget checks with."
+    ).tag(config=True)
+
     estimate_hours = Float(
         8.0,
         help="Session length (hours) the spawn page uses for its first cost estimate.",
@@ -172,6 +182,7 @@ class ProfileSpawnerMixin(HasTraits):
         self._spawn_finished = False
         try:
             profile = self.resolve_profile(user_options)
+            await self.check_budget(profile)
             self.profile_slug = profile.slug
             self.emit(
                 f"Preparing {profile.display_name} ({format_usd(profile.price_per_hour)}/h)", 5
@@ -190,6 +201,50 @@ class ProfileSpawnerMixin(HasTraits):
         except Exception:
             self._spawn_finished = True
             raise
+
+    async def budget_answer(self, profile: Profile) -> dict | None:
+        """The cost service's word on starting ``profile`` now (None: no budgets here, or the
+        service does not answer: the start is not held back by a ledger that is away)."""
+        if not self.cost_service_url:
+            return None
+        import json
+
+        from tornado import httpclient
+
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(
+                self.cost_service_url + "api/check",
+                method="POST",
+                headers={
+                    "Authorization": f"token {self.cost_service_token}",
+                    "Content-Type": "application/json",
+                },
+                body=json.dumps(
+                    {
+                        "user": self.user.name,
+                        "profile": profile.slug,
+                        "groups": sorted(self.user_groups),
+                    }
+                ),
+                request_timeout=5,
+                raise_error=False,
+            )
+            if resp.code != 200:
+                raise OSError(f"HTTP {resp.code}")
+            return json.loads(resp.body)
+        except Exception as e:
+            self.log.warning("budgets not checked for %s (the cost service: %s)", self._log_name, e)
+            return None
+
+    async def check_budget(self, profile: Profile) -> None:
+        """Refuse (403, in words) a start its budgets cannot pay for; else note the warnings."""
+        answer = await self.budget_answer(profile)
+        if answer is None:
+            return
+        if not answer.get("allowed", True):
+            raise http_error(403, answer.get("message") or "over budget")
+        for warning in answer.get("warnings") or []:
+            self.emit(warning, 3)
 
     def apply_app(self, app) -> None:
         """Run the user's published app ``app`` instead of a Jupyter server (apps service).
@@ -319,9 +374,23 @@ class ProfileSpawnerMixin(HasTraits):
 
     @default("options_form")
     def _default_options_form(self):
-        return type(self)._render_options_form
+        return type(self)._options_form
 
-    def _render_options_form(self) -> str:
+    def _options_form(self):
+        """The selector: at once, or (with budgets to tell of) once the cost service answered."""
+        if not self.cost_service_url:
+            return self._render_options_form()
+        return self._options_form_with_budget()
+
+    async def _options_form_with_budget(self) -> str:
+        allowed = self.allowed_profiles()
+        answer = await self.budget_answer(allowed[0]) if allowed else None
+        return self._render_options_form(
+            budget_warnings=(answer or {}).get("warnings") or [],
+            budgets=(answer or {}).get("budgets") or [],
+        )
+
+    def _render_options_form(self, budget_warnings=(), budgets=()) -> str:
         import jinja2
 
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
@@ -331,6 +400,11 @@ class ProfileSpawnerMixin(HasTraits):
             cards=cards,
             hours=int(hours) if float(hours).is_integer() else hours,
             hour_choices=self.hour_choices(cards),
+            budget_warnings=list(budget_warnings),
+            budgets=[
+                {**b, "left": format_usd(b["left_usd"]), "budget": format_usd(b["budget_usd"])}
+                for b in budgets
+            ],
         )
 
     def hour_choices(self, cards: list[dict]) -> list[float]:

@@ -93,3 +93,45 @@ def test_the_metrics_parse_as_prometheus_text(engine):
     assert sample.value == pytest.approx(7.34)
     assert families["hubml_running"].samples[0].value == 1
     assert families["hubml_cost_group_usd"].samples[0].labels["group"] == "gpu-users"
+
+
+def settings_with_budgets(users=None, groups=None):
+    from hubml.hub_config.settings import load_settings
+
+    s = load_settings(None, environ={})
+    cost = s.cost.model_copy(
+        update={
+            "budgets": s.cost.budgets.model_copy(
+                update={"users": users or {}, "groups": groups or {}}
+            )
+        }
+    )
+    auth = s.auth.model_copy(update={"admin_users": ["admin"]})
+    return s.model_copy(update={"cost": cost, "auth": auth})
+
+
+def test_a_start_is_refused_past_what_is_left_saying_spent_left_cost_and_who_can_raise_it(engine):
+    from hubml.extensions.cost.budgets import check, projected_cost
+
+    settings = settings_with_budgets(users={"alice": 5})
+    now = T0 + dt.timedelta(hours=1)
+    opened(engine, "server", "alice/@1", price=4.5)
+    ledger.close_charge(engine, "server", "alice/@1", now)  # $4.50 spent
+    a100 = settings.profile("gpu-a100")
+    cost, what = projected_cost(a100, None, settings.cost.unlimited_hours)
+    assert cost == pytest.approx(3.67 * 8)
+    answer = check(engine, settings, "alice", [], cost, what, now)
+    assert not answer["allowed"]
+    assert answer["message"] == (
+        "This would cost up to $29.36 (NVIDIA A100 40GB at $3.67/h for its 8 h limit), and your "
+        "budget has $0.500 left of $5.00 this month ($4.50 spent). Choose a cheaper profile, or ask "
+        "admin to raise the budget."
+    )
+    assert answer["warnings"] == ["Your budget is 90% spent: $0.500 left of $5.00 this month."]
+    small = check(engine, settings, "alice", [], 0.3, "a small CPU", now)
+    assert small["allowed"] and small["message"] == ""
+    # nobody else is held to alice's budget; a group's budget holds all its members together
+    assert check(engine, settings, "bob", [], cost, what, now)["allowed"]
+    grouped = settings_with_budgets(groups={"gpu-users": 30})
+    assert check(engine, grouped, "carol", ["gpu-users"], cost, what, now)["allowed"] is False
+    assert check(engine, grouped, "carol", ["analysts"], cost, what, now)["allowed"]
