@@ -457,6 +457,8 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
                     "read:users:name",
                     "read:users:groups",
                     "read:servers",
+                    # cost.when_exhausted: stop (what runs on a spent budget)
+                    *(["delete:servers"] if settings.cost.when_exhausted == "stop" else []),
                     "access:services!service=cost",
                     # job runs' starts and ends, from the jobs service (api/ledger)
                     *(["access:services!service=jobs"] if settings.jobs.enabled else []),

@@ -329,6 +329,10 @@ class CostSection(_Model):
     # what a start is projected to cost: price x the profile's max_runtime, or x this many
     # hours for a profile without one
     unlimited_hours: float = Field(24, gt=0, le=744)
+    # what runs when a budget is spent: warn (the selector, home page and cost page say so), or
+    # stop its servers and apps exhausted_grace_s after the budget ran out
+    when_exhausted: Literal["warn", "stop"] = "warn"
+    exhausted_grace_s: Duration = 3600
     # Empty: SQLite (WAL) under <data_dir>/cost. Production: postgresql+psycopg://...
     db_url: str = ""
     # seconds between readings of the hub's running servers (a stop is also reported at once)

@@ -37,25 +37,39 @@ def projected_cost(profile, hours: float | None, unlimited_hours: float) -> tupl
     return profile.price_per_hour * hours, basis
 
 
+def effective(engine, settings) -> tuple[dict[str, float], dict[str, float]]:
+    """(user budgets, group budgets) in force: the settings', with what admins set at run time
+    over them (a budget set to none removes the settings' one)."""
+    users = dict(settings.cost.budgets.users)
+    groups = dict(settings.cost.budgets.groups)
+    for (scope, name), usd_ in ledger.budget_overrides(engine).items():
+        target = users if scope == "user" else groups
+        if usd_ is None:
+            target.pop(name, None)
+        else:
+            target[name] = usd_
+    return users, groups
+
+
 def standing(engine, settings, user: str, groups: Iterable[str], now: dt.datetime) -> list[dict]:
     """Each budget that applies to ``user``: scope, budget, spent and left this month."""
     now = ledger.naive(now)
-    budgets = settings.cost.budgets
+    users, groups_budgets = effective(engine, settings)
     groups = sorted(set(groups))
     out = []
     start = ledger.month_start(now)
     rows = None
-    if user in budgets.users:
+    if user in users:
         out.append(
             {
                 "scope": "user",
                 "name": user,
-                "budget_usd": budgets.users[user],
+                "budget_usd": users[user],
                 "spent_usd": ledger.spent(engine, user, now),
             }
         )
     for group in groups:
-        if group not in budgets.groups:
+        if group not in groups_budgets:
             continue
         if rows is None:
             rows = ledger.rows_between(engine, start, now)
@@ -66,7 +80,7 @@ def standing(engine, settings, user: str, groups: Iterable[str], now: dt.datetim
             {
                 "scope": "group",
                 "name": group,
-                "budget_usd": budgets.groups[group],
+                "budget_usd": groups_budgets[group],
                 "spent_usd": spent,
             }
         )
@@ -98,8 +112,14 @@ def check(
             )
             break
     warnings = [
-        f"{whose(b).capitalize()} budget is {b['spent_usd'] / b['budget_usd']:.0%} spent: "
-        f"{usd(b['left_usd'])} left of {usd(b['budget_usd'])} this month."
+        (
+            f"{whose(b).capitalize()} budget of {usd(b['budget_usd'])} this month is spent "
+            f"({usd(b['spent_usd'])})."
+            + (" What runs on it stops soon." if settings.cost.when_exhausted == "stop" else "")
+            if b["left_usd"] <= 0
+            else f"{whose(b).capitalize()} budget is {b['spent_usd'] / b['budget_usd']:.0%} spent: "
+            f"{usd(b['left_usd'])} left of {usd(b['budget_usd'])} this month."
+        )
         for b in budgets
         if b["budget_usd"] > 0 and b["spent_usd"] >= settings.cost.warn_at * b["budget_usd"]
     ] + [
@@ -114,3 +134,57 @@ def check(
         "budgets": budgets,
         "cost_usd": round(cost_usd, 6),
     }
+
+
+class Enforcer:
+    """``cost.when_exhausted: stop``: a person's servers and apps stop ``exhausted_grace_s``
+    after one of their budgets ran out (an hour to save their work; the home page and the
+    selector say so meanwhile). Job runs end by their own timeout, which their check counted."""
+
+    def __init__(self, engine, settings, hub, groups_of):
+        self.engine, self.settings, self.hub, self.groups_of = engine, settings, hub, groups_of
+        self.exhausted: dict[str, dt.datetime] = {}
+
+    async def once(self, now: dt.datetime) -> list[str]:
+        """Stop what must stop now; the servers stopped (``user/name``)."""
+        from urllib.parse import quote
+
+        if self.settings.cost.when_exhausted != "stop":
+            return []
+        now = ledger.naive(now)
+        running: dict[str, list[str]] = {}
+        for row in ledger.open_charges(self.engine, ("server", "app")):
+            running.setdefault(row.user, []).append(row.ref.rsplit("@", 1)[0].split("/", 1)[1])
+        stopped = []
+        for user, servers in running.items():
+            spent = [
+                b
+                for b in standing(self.engine, self.settings, user, await self.groups_of(user), now)
+                if b["left_usd"] <= 0
+            ]
+            if not spent:
+                self.exhausted.pop(user, None)
+                continue
+            since = self.exhausted.setdefault(user, now)
+            if since == now:
+                import logging
+
+                logging.getLogger("hubml.cost").info(
+                    "cost: the %s budget of %s is spent; %s's servers and apps stop in %s s",
+                    spent[0]["scope"],
+                    spent[0]["name"],
+                    user,
+                    self.settings.cost.exhausted_grace_s,
+                )
+            if (now - since).total_seconds() < self.settings.cost.exhausted_grace_s:
+                continue
+            for name in servers:
+                path = (
+                    f"users/{quote(user)}/servers/{quote(name)}"
+                    if name
+                    else f"users/{quote(user)}/server"
+                )
+                code, answer = await self.hub.request("DELETE", path)
+                if code in (202, 204):
+                    stopped.append(f"{user}/{name}")
+        return stopped

@@ -57,6 +57,17 @@ charges = Table(
     UniqueConstraint("kind", "ref", name="uq_charges_kind_ref"),
 )
 
+# budgets admins set at run time, over the settings' (usd NULL: none, whatever the settings say)
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("scope", String(8), primary_key=True),  # user | group
+    Column("name", String(255), primary_key=True),
+    Column("usd", Float),
+    Column("set_by", String(255), nullable=False),
+    Column("set_at", DateTime, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -64,6 +75,22 @@ def init_ledger(engine) -> None:
     from hubml.extensions.common.migrate import upgrade
 
     upgrade(engine, "cost", MIGRATIONS, ("charges",))
+
+
+def set_budget(engine, scope: str, name: str, usd: float | None, by: str, now: dt.datetime) -> None:
+    """An admin's budget for ``scope`` (user or group) ``name``: USD a month, or None for none."""
+    from sqlalchemy import delete
+
+    with engine.begin() as conn:
+        conn.execute(delete(budgets).where(budgets.c.scope == scope, budgets.c.name == name))
+        conn.execute(
+            insert(budgets).values(scope=scope, name=name, usd=usd, set_by=by, set_at=naive(now))
+        )
+
+
+def budget_overrides(engine) -> dict[tuple[str, str], float | None]:
+    with engine.connect() as conn:
+        return {(r.scope, r.name): r.usd for r in conn.execute(select(budgets))}
 
 
 def db_url(settings) -> str:

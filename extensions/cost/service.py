@@ -7,6 +7,7 @@
 | GET | ``api/usage.csv?month=`` | admins | the month's charges as CSV |
 | GET | ``metrics`` | admins, tokens with ``read:metrics`` | Prometheus counters per user, group, kind and profile |
 | POST | ``api/reconcile`` | the hub | read the hub's servers now (it calls this when a server stops) |
+| GET, PUT | ``api/budgets``, ``api/budgets/<user or group>/<name>`` | admins | the budgets in force; set one at run time |
 | POST | ``api/check`` | the hub, the jobs service | may this start within the budgets? (its cost, what is left, the refusal) |
 | GET | ``""`` | anyone | a page: the month by kind, per day, and what runs |
 """
@@ -53,6 +54,9 @@ class CostContext(ServiceContext):
             urls.service_internal_url("jobs") if settings.jobs.enabled else "",
         )
         self.wake = asyncio.Event()
+        from .budgets import Enforcer
+
+        self.enforcer = Enforcer(engine, settings, self.hub, self.reconciler.groups_of)
 
     @staticmethod
     def now() -> dt.datetime:
@@ -83,6 +87,35 @@ class MeHandler(CostBase):
             self.ctx.engine, self.ctx.settings, self.user_name, groups, 0.0, "", self.ctx.now()
         )
         self.send({"user": self.user_name, **self.usage(self.user_name), "budget": budget})
+
+
+class BudgetsHandler(CostBase):
+    """``GET api/budgets`` (admins): the budgets in force; ``PUT api/budgets/<user|group>/<name>
+    {"usd": 10}`` sets one at run time over the settings (``{"usd": null}``: none)."""
+
+    async def get(self):
+        from .budgets import effective
+
+        self.require_admin("the budgets")
+        users, groups = effective(self.ctx.engine, self.ctx.settings)
+        self.send({"users": users, "groups": groups})
+
+    async def put(self, scope, name):
+        self.require_admin("setting budgets")
+        body = self.json_body()
+        usd = body.get("usd", "missing")
+        if usd is not None and (
+            isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0
+        ):
+            raise APIError(
+                400, f"usd: a monthly budget in USD, 0 or more, or null for none (got {usd!r})"
+            )
+        ledger.set_budget(self.ctx.engine, scope, name, usd, self.user_name, self.ctx.now())
+        log.info("cost: %s set the %s budget of %s to %s", self.user_name, scope, name, usd)
+        from .budgets import effective
+
+        users, groups = effective(self.ctx.engine, self.ctx.settings)
+        self.send({"users": users, "groups": groups})
 
 
 # the services that ask before something starts: the hub (with this service's own token, from
@@ -252,6 +285,8 @@ ROUTES = [
     ("api/usage.csv", UsageCSVHandler),
     ("api/reconcile", ReconcileHandler),
     ("api/check", CheckHandler),
+    ("api/budgets", BudgetsHandler),
+    (r"api/budgets/(user|group)/([^/]+)", BudgetsHandler),
     ("metrics", MetricsHandler),
 ]
 
@@ -268,7 +303,11 @@ def main() -> int:
 
     async def loop():
         while True:
-            for one in (ctx.reconciler.once, ctx.reconciler.jobs_once):
+            for one in (
+                ctx.reconciler.once,
+                ctx.reconciler.jobs_once,
+                lambda: ctx.enforcer.once(ctx.now()),
+            ):
                 try:
                     await one()
                 except Exception:

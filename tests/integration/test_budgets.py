@@ -142,3 +142,30 @@ def test_a_scheduled_run_over_budget_is_skipped_saying_why(hub):
         assert "$0.500 left of $5.00" in run["error"] and run["cost_usd"] in (0, None)
     finally:
         jobs("DELETE", f"jobs/{job['id']}")
+
+
+def test_admins_change_a_budget_at_run_time_and_it_holds_at_once(hub):
+    import requests
+
+    base = hub.service_url("cost") + "api/budgets"
+    alice = hub.user_token("alice")
+    r = requests.put(
+        base + "/user/alice",
+        json={"usd": 100},
+        headers={"Authorization": f"token {alice}"},
+        timeout=30,
+    )
+    assert r.status_code == 403, r.text  # not hers to raise
+    admin = {"Authorization": f"token {hub.token}"}
+    r = requests.put(base + "/user/alice", json={"usd": -1}, headers=admin, timeout=30)
+    assert r.status_code == 400 and r.json()["message"].startswith("usd:"), r.text
+    r = requests.put(base + "/user/alice", json={"usd": 40}, headers=admin, timeout=30)
+    assert r.status_code == 200 and r.json()["users"] == {"alice": 40}, r.text
+    # $35.50 left now: the A100's $29.36 fits
+    r = hub.spawn("alice", {"profile": "gpu-a100"}, token=alice)
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice")
+    hub.stop_server("alice")
+    # no budget at all (null), over the settings' $5
+    r = requests.put(base + "/user/alice", json={"usd": None}, headers=admin, timeout=30)
+    assert r.status_code == 200 and r.json()["users"] == {}, r.text

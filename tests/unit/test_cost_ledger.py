@@ -21,7 +21,7 @@ def test_the_revisions_build_exactly_the_ledger_the_code_declares(engine):
     from tests.unit.test_migrations import differences
 
     assert differences(engine, ledger.metadata) == []
-    assert migrate.revision(engine, "cost") == "cost_0001"
+    assert migrate.revision(engine, "cost") == "cost_0002"
 
 
 def opened(engine, kind, ref, user="alice", price=3.67, start=T0, groups=("gpu-users",)):
