@@ -7,6 +7,7 @@ import sys
 
 from benchmarks import (
     apps,
+    budget,
     fastlog,
     fastlog_hub,
     faults,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "jobs": jobs,
     "gates": gates,
     "faults": faults,
+    "budget": budget,
 }
 
 

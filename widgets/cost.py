@@ -47,7 +47,9 @@ class MonthToDate(dict):
         return f"{self['user']}, {self['month']}: ${self['spent_usd']:.2f} ({kinds})"
 
 
-def cost(month: str | None = None) -> MonthToDate:
+def cost(
+    month: str | None = None, *, timeout: float = 60, retry_s: float | None = None
+) -> MonthToDate:
     """Your spend in ``month`` (``YYYY-MM``; default: this month, until now)."""
     from ._http import call
 
@@ -56,7 +58,12 @@ def cost(month: str | None = None) -> MonthToDate:
     if not base:
         raise CostError("no cost service is configured for this server (HUBML_COST_URL is not set)")
     status, data, reason = call(
-        "GET", f"{base}/api/me", token, params={"month": month} if month else None
+        "GET",
+        f"{base}/api/me",
+        token,
+        params={"month": month} if month else None,
+        timeout=timeout,
+        retry_s=retry_s,
     )
     if status >= 400:
         raise CostError(data.get("message", reason))

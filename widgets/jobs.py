@@ -29,6 +29,23 @@ SCHEDULES = [
 ACTIVE = ("queued", "running")
 
 
+def _budget_warnings() -> list[str]:
+    """This person's budget warnings (80 % spent and more), from the cost service; none when
+    there is no cost service or it does not answer (the panel works on without)."""
+    import os
+
+    if not os.environ.get("HUBML_COST_URL"):
+        return []
+    from .cost import CostError, cost
+
+    try:
+        return list((cost(timeout=5, retry_s=0).get("budget") or {}).get("warnings") or [])
+    except (CostError, OSError, ValueError):
+        return []
+    except Exception:  # requests' errors: the panel does not depend on the ledger
+        return []
+
+
 def _usd(x: float | None) -> str:
     if x is None:
         return "–"
@@ -235,6 +252,7 @@ class SchedulePanel(w.VBox):
                 if p.get("why_not_here")
             )
             self.prices = {p["slug"]: p["price_per_hour"] for p in profiles}
+            self.budget_warnings = _budget_warnings()
             self.profile.options = [
                 (f"{p['display_name']} · {_price(p['price_per_hour'])}/h", p["slug"])
                 for p in profiles
@@ -313,8 +331,14 @@ class SchedulePanel(w.VBox):
             else ""
         )
         basis = f" ({basis})" if basis else ""
+        warnings = "".join(
+            f"<br><small class='hubml-budget-warning' style='color:#9a6700'>{html.escape(w)} "
+            "A run its budget cannot pay for is skipped.</small>"
+            for w in getattr(self, "budget_warnings", [])
+        )
         self.cost.value = (
             f"<small>≈ {_usd(per_run)} per run{basis} at {_price(price)}/h{month}</small>"
+            + warnings
         )
 
     # -- actions -------------------------------------------------------------------------------

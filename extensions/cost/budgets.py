@@ -34,7 +34,10 @@ def projected_cost(profile, hours: float | None, unlimited_hours: float) -> tupl
         basis = f"{price} for its {shown} limit"
     else:
         basis = f"{price} for {shown}, as it has no limit"
-    return profile.price_per_hour * hours, basis
+    # the selector's own estimate (hub_config.catalog): the same numbers on every screen
+    from hubml.hub_config.catalog import estimate_cost
+
+    return estimate_cost(profile, hours), basis
 
 
 def effective(engine, settings) -> tuple[dict[str, float], dict[str, float]]:

@@ -194,3 +194,52 @@ def test_without_a_jobs_service_the_panel_says_so(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(JobsAPIError, match="no jobs service is configured"):
         JobsClient().request("GET", "profiles")
+
+
+def test_the_panel_shows_budget_warnings_and_works_on_without_the_cost_service(monkeypatch):
+    import http.server
+    import json
+    import threading
+    import time
+
+    from hubml.widgets.jobs import _budget_warnings
+
+    monkeypatch.delenv("HUBML_COST_URL", raising=False)
+    assert _budget_warnings() == []
+
+    class Cost(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            assert self.path == "/services/cost/api/me"
+            assert self.headers["Authorization"] == "token kernel-token"
+            body = json.dumps(
+                {
+                    "user": "alice",
+                    "month": "2026-12",
+                    "spent_usd": 4.5,
+                    "by_kind": {},
+                    "budget": {
+                        "warnings": ["Your budget is 90% spent: $0.500 left of $5.00 this month."]
+                    },
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cost)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "kernel-token")
+    monkeypatch.setenv("HUBML_COST_URL", f"http://127.0.0.1:{server.server_port}/services/cost")
+    try:
+        assert _budget_warnings() == ["Your budget is 90% spent: $0.500 left of $5.00 this month."]
+    finally:
+        server.shutdown()
+        server.server_close()
+    t0 = time.monotonic()
+    assert _budget_warnings() == []  # the service is gone: nothing, and no waiting
+    assert time.monotonic() - t0 < 5
