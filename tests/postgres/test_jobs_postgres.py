@@ -24,7 +24,9 @@ def test_racing_schedulers_fire_a_slot_once_and_claim_a_run_once_on_postgresql(p
     schedulers = [first] + [
         Scheduler(engine, first.settings, _Executor(), tmp_path) for _ in range(3)
     ]
-    add_job(engine, next_run_at=utcnow() - dt.timedelta(seconds=1))
+    # a yearly schedule: only the one due slot can fire, whichever minute the threads run in
+    # (every minute, a boundary passed between here and the race made one scheduler fire two)
+    add_job(engine, schedule="0 0 1 1 *", next_run_at=utcnow() - dt.timedelta(seconds=1))
     barrier = threading.Barrier(len(schedulers))
     fired = []
 
