@@ -32,7 +32,7 @@ def setup_logging() -> None:
 
 
 def load_service_settings():
-    """The platform settings as the hub resolved them (see ``configurer.service_environment``)."""
+    """The platform settings as the hub resolved them (see ``hub_config.services.service_environment``)."""
     from hubml.hub_config.settings import load_settings
 
     return load_settings()
