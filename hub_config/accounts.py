@@ -32,7 +32,7 @@ PLATFORM_ACCOUNT = "hubml"
 PLATFORM_HOME = Path("/var/lib/hubml")  # the services' HOME (caches); their data is in the data dir
 DEFAULT_PREFIX = "hubml-"
 # store folders under the data dir that belong to the platform account (the services)
-SERVICE_DIRS = ("mlflow", "jobs", "apps", "cost", "gpus")
+SERVICE_DIRS = ("mlflow", "jobs", "apps", "cost", "features", "gpus")
 # root's, readable by the platform group: the runner service's socket, the accounts lock
 RUN_DIR = "run"
 _NAME_OK = re.compile(r"^[a-z_][a-z0-9_-]*$")

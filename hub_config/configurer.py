@@ -225,6 +225,8 @@ def spawner_environment(settings: Settings, topo: Topology) -> dict:
         env["HUBML_APPS_ALLOW_PUBLIC_SHARE"] = "1" if settings.apps.allow_public_share else "0"
     if settings.cost.enabled:
         env["HUBML_COST_URL"] = topo.service_base("cost").rstrip("/")
+    if settings.features.enabled:
+        env["HUBML_FEATURES_URL"] = topo.service_base("features").rstrip("/")
     return env
 
 

@@ -130,6 +130,7 @@ class InternalPorts(_Model):
     apps: Port = 0
     home: Port = 0
     cost: Port = 0
+    features: Port = 0
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -339,6 +340,40 @@ class CostSection(_Model):
     poll_interval_s: float = Field(2.0, ge=0.2, le=300)
 
 
+FeatureProjectName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class FeatureProject(_Model):
+    """Who may read a feature project, and who approves proposals to it (hub group names)."""
+
+    description: str = ""
+    # hub groups whose members see the project's catalog and data; "*": every signed-in user
+    readers: list[str] = ["*"]
+    # hub groups whose members approve or reject proposals (admins do when there are none)
+    owners: list[str] = []
+
+
+class FeaturesSection(_Model):
+    enabled: bool = True
+    # the Feast registry (a SQL registry). Empty: SQLite under <data_dir>/features. Production:
+    # postgresql+psycopg://...
+    registry_url: str = ""
+    # proposals and the audit trail. Empty: SQLite under <data_dir>/features. Production:
+    # postgresql+psycopg://...
+    db_url: str = ""
+    # where the projects' Parquet sources live. Empty: <data_dir>/features/data
+    offline_dir: str = ""
+    projects: dict[FeatureProjectName, FeatureProject] = {
+        "rides": FeatureProject(description="The example project: drivers, riders and trips")
+    }
+    # a first start with an empty registry writes the example project "rides" (generated data)
+    seed_example: bool = True
+    # statistics read at most this many rows of a source (the newest), for at most this long
+    stats_max_rows: int = Field(1_000_000, ge=1000)
+    stats_max_seconds: float = Field(10, gt=0, le=300)
+    sample_rows: int = Field(10, ge=1, le=100)
+
+
 class Settings(_Model):
     hub: HubSection
     auth: AuthSection
@@ -348,6 +383,7 @@ class Settings(_Model):
     jobs: JobsSection = JobsSection()
     apps: AppsSection = AppsSection()
     cost: CostSection = CostSection()
+    features: FeaturesSection = FeaturesSection()
     profiles: list[Profile] = Field(min_length=1)
 
     def profile(self, slug: str) -> Profile | None:

@@ -225,6 +225,25 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
         for spawner in ("HubmlLocalSpawner", "HubmlKubeSpawner"):
             c[spawner].cost_service_url = topo.service_base("cost")
             c[spawner].cost_service_token = cost_token
+    if settings.features.enabled:
+        # the feature catalog: Feast projects read (and, after review, written) by the service
+        # alone; it reads people's groups (who may read a project, who approves proposals)
+        services.append(
+            service(
+                "features",
+                "hubml.extensions.features.service",
+                **user_facing("features", "Feature catalog: find, understand and reuse features"),
+                # its page's lineage asks MLflow as the person
+                oauth_client_allowed_scopes=[
+                    "access:services!service=features",
+                    *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+                ],
+            )
+        )
+        user_services.append("features")
+        roles.append(
+            {"name": "hubml-features", "scopes": ["read:users:groups"], "services": ["features"]}
+        )
     access = [f"access:services!service={name}" for name in user_services]
     # the home page: everything a person runs, asked of the hub and the services above with the
     # person's own OAuth token, which may do no more than read their servers and use those

@@ -22,7 +22,14 @@ SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=hubml.extensions.bridge=
 ADMIN_SERVICE = "hubml-admin"
 # hubml's services on Kubernetes: fixed ports on the hub's Service, where the proxy (its own pod)
 # and users' pods reach them; deploy/values.yaml opens the same ports (hub.service.extraPorts)
-SERVICE_PORTS = {"mlflow": 8091, "jobs": 8092, "apps": 8093, "home": 8094, "cost": 8095}
+SERVICE_PORTS = {
+    "mlflow": 8091,
+    "jobs": 8092,
+    "apps": 8093,
+    "home": 8094,
+    "cost": 8095,
+    "features": 8096,
+}
 SERVICES = tuple(SERVICE_PORTS)
 # the hub's own loopback parts on one machine (hub.internal_ports), kept per data dir
 INTERNAL_PORTS = ("hub_api", "proxy_api", *SERVICES)

@@ -266,6 +266,8 @@ def start_hub(
     settings.setdefault("tracking", {"enabled": False})
     settings.setdefault("jobs", {"enabled": False})
     settings.setdefault("apps", {"enabled": False})
+    # the feature catalog (Feast, ~3 s of imports and the example project's writing)
+    settings.setdefault("features", {"enabled": False})
     # a test's hub takes its servers with it when it stops (the default keeps them running
     # through restarts: tests/integration/test_hub_restart.py)
     settings["hub"] = {"stop_servers_on_exit": True, **settings.get("hub", {})}

@@ -10,6 +10,9 @@ _LAZY = {
     "AppsPanel": "hubml.widgets.apps",
     "try_app": "hubml.widgets.apps",
     "cost": "hubml.widgets.cost",
+    "FeatureBrowser": "hubml.widgets.features",
+    "feature_store": "hubml.widgets.features",
+    "propose_features": "hubml.widgets.features",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -101,4 +102,9 @@ class HubmlRunContext:
         return bool(os.environ.get("HUBML_USER") or os.environ.get("JUPYTERHUB_USER"))
 
     def tags(self) -> dict[str, str]:
-        return platform_tags()
+        tags = platform_tags()
+        # features fetched (hubml.features.store()) before this run started, in this process
+        features = sys.modules.get("hubml.extensions.features.client")
+        if features is not None:
+            tags.update(features.pending_tags())
+        return tags

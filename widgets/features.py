@@ -1,0 +1,481 @@
+"""Find, understand and reuse features from the notebook: the ``FeatureBrowser`` and plain Feast.
+
+>>> from hubml.widgets import FeatureBrowser, feature_store, propose_features
+>>> FeatureBrowser()                         # search, a view's schema, freshness, stats, lineage
+>>> store = feature_store("rides")           # a real feast.FeatureStore, as you
+>>> store.get_historical_features(entity_df=df, features=["driver_hourly_stats:conv_rate"]).to_df()
+>>> propose_features(open("driver_extra.py").read())   # checked, then reviewed by an owner
+
+Everything is asked of the ``features`` hub service with this server's own token
+(``HUBML_FEATURES_URL``): the service decides which projects you see. Feast is imported only by
+``feature_store`` (and the cell "Insert code" writes); the browser itself needs only ipywidgets.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+
+import ipywidgets as w
+
+e = html.escape
+
+
+class FeaturesError(RuntimeError):
+    pass
+
+
+class FeaturesClient:
+    def __init__(self, base_url: str | None = None, token: str | None = None):
+        self.base = (base_url or os.environ.get("HUBML_FEATURES_URL", "")).rstrip("/")
+        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    def __call__(self, method: str, path: str, body=None, params=None) -> dict:
+        import requests
+
+        from ._http import call
+
+        if not self.base.startswith("http"):
+            raise FeaturesError(
+                "no features service is configured for this server (HUBML_FEATURES_URL is not set)"
+            )
+        try:
+            status, data, reason = call(
+                method, f"{self.base}/{path}", self.token, body=body, params=params, timeout=120
+            )
+        except requests.RequestException as ex:
+            raise FeaturesError(
+                f"the features service did not answer ({type(ex).__name__})"
+            ) from None
+        if status >= 400:
+            err = FeaturesError(data.get("message", reason))
+            err.status, err.data = status, data
+            raise err
+        return data
+
+
+def feature_store(project: str = "rides"):
+    """A ``feast.FeatureStore`` of the platform's ``project``, reading as you (through the
+    features service); ``get_historical_features`` in an MLflow run tags the run."""
+    from hubml.extensions.features.client import store
+
+    return store(project)
+
+
+def propose_features(source: str, project: str = "rides", title: str = "", client=None) -> dict:
+    """Propose feature views (a Feast repo file's Python) to ``project``. The service reads it
+    without running it and checks it; a complete, new proposal waits for a project owner. The
+    answer says what is missing, what already exists and how to reuse it."""
+    client = client or FeaturesClient()
+    try:
+        return client(
+            "POST", f"api/projects/{project}/proposals", body={"source": source, "title": title}
+        )
+    except FeaturesError as err:
+        if getattr(err, "status", 0) == 422:
+            return err.data
+        raise
+
+
+def insert_cell(code: str, on_done=None) -> bool:
+    """Ask JupyterLab (the hubml extension) to put ``code`` in a new cell below the active one.
+    False when there is no frontend to ask (then show the code to copy)."""
+    try:
+        from comm import create_comm
+    except ImportError:
+        return False
+    channel = create_comm(target_name="hubml.insert", data={"code": code})
+
+    def answered(msg):
+        if on_done is not None:
+            on_done(bool(msg["content"]["data"].get("inserted")))
+
+    channel.on_msg(answered)
+    return True
+
+
+def history_code(project: str, refs: list[str], keys: dict[str, list]) -> str:
+    """The cell "Insert code" writes: entity rows from real keys, and the features chosen."""
+    columns = "".join(f"        {k!r}: {json.dumps(v)},\n" for k, v in keys.items())
+    features = "".join(f"        {r!r},\n" for r in refs)
+    return (
+        "import pandas as pd\n"
+        "from hubml.widgets import feature_store\n\n"
+        f"store = feature_store({project!r})\n"
+        "# one row per entity and moment you want the features as of\n"
+        "entity_df = pd.DataFrame(\n"
+        "    {\n"
+        f"{columns}"
+        '        "event_timestamp": pd.Timestamp.now(tz="UTC").floor("h"),\n'
+        "    }\n"
+        ")\n"
+        "training_df = store.get_historical_features(\n"
+        "    entity_df=entity_df,\n"
+        "    features=[\n"
+        f"{features}"
+        "    ],\n"
+        ").to_df()\n"
+        "training_df"
+    )
+
+
+def _histogram_svg(hist: dict | None) -> str:
+    if not hist or not hist.get("counts"):
+        return ""
+    counts = hist["counts"]
+    top = max(counts) or 1
+    bars = "".join(
+        f"<rect x='{i * 8}' y='{20 - 20 * c / top:.1f}' width='7' height='{20 * c / top:.1f}' "
+        f"fill='#1f6feb'><title>{c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f"<svg width='{8 * len(counts)}' height='20' role='img' aria-label='histogram'>{bars}</svg>"
+    )
+
+
+def _num(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return e(str(x))
+
+
+def _age(seconds) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+def view_html(view: dict, stats: dict | None) -> str:
+    f = view["freshness"]
+    state = {"fresh": "#1a7f37", "stale": "#cf222e", "never": "#9a6700"}[f["state"]]
+    ttl = f"{view['ttl_s'] // 3600} h" if view["ttl_s"] else "none"
+    src = view.get("source") or {}
+    feature_stats = (stats or {}).get("features", {})
+    rows = []
+    for feat in view["features"]:
+        s = feature_stats.get(feat["name"], {})
+        extra = ""
+        if s.get("kind") == "numeric":
+            extra = f"{_num(s.get('min'))} – {_num(s.get('max'))}, mean {_num(s.get('mean'))} {_histogram_svg(s.get('histogram'))}"
+        elif s.get("top"):
+            extra = ", ".join(f"{e(str(t['value']))} ({t['count']})" for t in s["top"][:4])
+        rows.append(
+            f"<tr><td><b>{e(feat['name'])}</b></td><td>{e(feat['dtype'])}</td>"
+            f"<td>{e(feat['description'] or '(no description)')}</td>"
+            f"<td>{_num(s.get('nulls'))}</td><td>{_num(s.get('distinct'))}</td><td>{extra}</td></tr>"
+        )
+    parts = [
+        f"<div class='hubml-feature-view'><h3 style='margin:.3em 0'>{e(view['project'])} / {e(view['name'])}</h3>",
+        f"<p>{e(view['description'] or '(no description)')}</p>",
+        f"<p><b>Owner</b> {e(view['owner'] or 'unknown')} · <b>Entities</b> {e(', '.join(view['entities']))} "
+        f"({e(', '.join(view['join_keys']))}) · <b>ttl</b> {e(ttl)} · <b>Source</b> {e(src.get('name') or '')}"
+        f" <code>{e(src.get('path') or '')}</code></p>",
+        f"<p class='hubml-freshness'><b>Freshness</b> <span style='color:{state}'><b>{e(f['state'])}</b></span>: "
+        f"last materialized {e(_age(f['age_s']))}"
+        + (f" ({e(f['last_materialized'])})" if f["last_materialized"] else "")
+        + "</p>",
+        "<p><b>Tags</b> "
+        + (e(", ".join(f"{k}={v}" for k, v in view["tags"].items())) or "none")
+        + " · <b>Feature services</b> "
+        + (e(", ".join(view["feature_services"])) or "none")
+        + "</p>",
+        "<table class='hubml-schema'><tr><th>Feature</th><th>Type</th><th>Description</th>"
+        "<th>Nulls</th><th>Distinct</th><th>Values</th></tr>" + "".join(rows) + "</table>",
+    ]
+    if stats and stats.get("available"):
+        parts.append(
+            f"<p><small>Statistics of {stats['rows_read']:,} of {stats['rows_total']:,} rows"
+            + (" (partial: the time cap was reached)" if stats.get("partial") else "")
+            + (", cached" if stats.get("cached") else "")
+            + "</small></p>"
+        )
+        cols = stats["sample"]["columns"]
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in cols) + "</tr>"
+            for r in stats["sample"]["rows"]
+        )
+        parts.append(
+            "<details class='hubml-sample' open><summary>Sample rows (newest)</summary><table><tr>"
+            + "".join(f"<th>{e(c)}</th>" for c in cols)
+            + f"</tr>{body}</table></details>"
+        )
+    elif stats:
+        parts.append(f"<p><small>No statistics: {e(stats.get('reason', ''))}</small></p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def lineage_html(lineage: dict) -> str:
+    src = lineage.get("source") or {}
+    fv = lineage["feature_view"]
+    runs = lineage.get("runs", [])
+    models = lineage.get("models", [])
+    run_items = "".join(
+        f"<li>run <code>{e(r['run_id'][:8])}</code> {e(r['run_name'])} by {e(r['user'])}"
+        + (f" (feature service {e(r['feature_service'])})" if r.get("feature_service") else "")
+        + "</li>"
+        for r in runs
+    )
+    model_items = "".join(
+        f"<li>{e(m['name'])} v{e(str(m['version']))} (from run <code>{e(m['run_id'][:8])}</code>)</li>"
+        for m in models
+    )
+    note = (
+        ""
+        if lineage.get("mlflow") == "ok"
+        else f"<p><small>{e(lineage.get('mlflow', ''))}</small></p>"
+    )
+    return (
+        "<div class='hubml-lineage'><b>Lineage</b>: "
+        f"source {e(src.get('name') or '?')} → feature view {e(fv['name'])} → feature services "
+        f"{e(', '.join(lineage.get('feature_services') or []) or 'none')}"
+        f"<br>Runs that used it: {len(runs)}<ul>{run_items}</ul>"
+        f"Registered models from those runs: {len(models)}<ul>{model_items}</ul>{note}</div>"
+    )
+
+
+class FeatureBrowser(w.VBox):
+    """Search the feature views of your projects, open one, and reuse its features."""
+
+    def __init__(self, project: str = "", query: str = "", client: FeaturesClient | None = None):
+        self.client = client or FeaturesClient()
+        self.q = w.Text(
+            value=query, description="Search", placeholder="name, description, tag, owner"
+        )
+        self.q.continuous_update = False
+        self.owner = w.Text(description="Owner", placeholder="e.g. driver-ops")
+        self.owner.continuous_update = False
+        self.tag = w.Text(description="Tag", placeholder="key or key=value")
+        self.tag.continuous_update = False
+        self.project = w.Dropdown(description="Project", options=[("all", "")], value="")
+        self.entity = w.Dropdown(description="Entity", options=[("any", "")], value="")
+        self.search_button = w.Button(description="Search", icon="search")
+        self.count = w.HTML("")
+        self.results = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
+        self.detail = w.HTML("")
+        self.lineage = w.HTML("")
+        self.features = w.SelectMultiple(options=[], rows=5, description="Features")
+        self.add_button = w.Button(description="Add to training set", icon="plus")
+        self.insert_button = w.Button(
+            description="Insert code", icon="code", button_style="primary"
+        )
+        self.cart = []
+        self.cart_box = w.HTML("")
+        self.service_name = w.Text(description="Save as", placeholder="feature service name")
+        self.save_button = w.Button(description="Save feature service", icon="save")
+        self.clear_button = w.Button(description="Empty", icon="trash")
+        self.code = w.Textarea(layout=w.Layout(width="100%", height="14em", display="none"))
+        self.status = w.HTML("")
+        self.view = None
+        self.stats = None
+        self._catalogs = {}
+        for box in (self.q, self.owner, self.tag, self.project, self.entity):
+            box.observe(lambda _c: self.search(), names="value")
+        self.search_button.on_click(lambda _b: self.search())
+        self.results.observe(self._picked, names="value")
+        self.add_button.on_click(lambda _b: self.add())
+        self.insert_button.on_click(lambda _b: self.insert())
+        self.save_button.on_click(lambda _b: self.save())
+        self.clear_button.on_click(lambda _b: self.empty())
+        super().__init__(
+            [
+                w.HBox([self.q, self.search_button]),
+                w.HBox([self.project, self.entity]),
+                w.HBox([self.owner, self.tag]),
+                self.count,
+                self.results,
+                self.detail,
+                self.lineage,
+                w.HBox([self.features, w.VBox([self.add_button, self.insert_button])]),
+                self.cart_box,
+                w.HBox([self.service_name, self.save_button, self.clear_button]),
+                self.status,
+                self.code,
+            ]
+        )
+        self.add_class("hubml-feature-browser")
+        self._load_projects(project)
+        self.search()
+
+    # -- talking to the service --------------------------------------------------------------
+
+    def _say(self, message: str, error: bool = False) -> None:
+        color = "#cf222e" if error else "#1f2328"
+        self.status.value = f"<span style='color:{color}'>{e(message)}</span>"
+
+    def _load_projects(self, wanted: str) -> None:
+        try:
+            projects = self.client("GET", "api/projects")["projects"]
+        except FeaturesError as err:
+            self._say(str(err), error=True)
+            return
+        names = [p["name"] for p in projects]
+        self.project.options = [("all", "")] + [(p, p) for p in names]
+        if wanted in names:
+            self.project.value = wanted
+        elif wanted:
+            self._say(
+                f"You may read no project {wanted!r}; yours: {', '.join(names) or 'none'}", True
+            )
+        entities = set()
+        for p in names:
+            try:
+                self._catalogs[p] = self.client("GET", f"api/projects/{p}")
+            except FeaturesError:
+                continue
+            entities |= {ent["name"] for ent in self._catalogs[p]["entities"]}
+        self.entity.options = [("any", "")] + [(x, x) for x in sorted(entities)]
+
+    def search(self) -> list[dict]:
+        params = {
+            "q": self.q.value,
+            "owner": self.owner.value,
+            "tag": self.tag.value,
+            "entity": self.entity.value,
+            "project": self.project.value,
+        }
+        try:
+            found = self.client("GET", "api/search", params={k: v for k, v in params.items() if v})
+        except FeaturesError as err:
+            self._say(str(err), error=True)
+            return []
+        self.count.value = f"<small>{found['total']} feature view(s)</small>"
+        self.results.options = [
+            (
+                f"{r['project']} / {r['name']} [{r['freshness']}]: {r['description'][:70]}",
+                (r["project"], r["name"]),
+            )
+            for r in found["results"]
+        ]
+        return found["results"]
+
+    def _picked(self, change) -> None:
+        if change["new"]:
+            self.open(*change["new"])
+
+    def open(self, project: str, name: str) -> None:
+        try:
+            self.view = self.client("GET", f"api/projects/{project}/feature-views/{name}")
+            self.stats = self.client("GET", f"api/projects/{project}/feature-views/{name}/stats")
+        except FeaturesError as err:
+            self._say(str(err), error=True)
+            return
+        self.detail.value = view_html(self.view, self.stats)
+        self.features.options = [f["name"] for f in self.view["features"]]
+        self.features.value = tuple(self.features.options)
+        try:
+            lineage = self.client("GET", f"api/projects/{project}/feature-views/{name}/lineage")
+            self.lineage.value = lineage_html(lineage)
+        except FeaturesError as err:
+            self.lineage.value = f"<small>Lineage: {e(str(err))}</small>"
+
+    # -- the training set ----------------------------------------------------------------------
+
+    def _chosen(self) -> list[str]:
+        if self.view is None:
+            return []
+        return [f"{self.view['name']}:{f}" for f in self.features.value]
+
+    def add(self) -> None:
+        if self.view is None:
+            self._say("Open a feature view first, then choose its features", error=True)
+            return
+        if self.cart and self.cart[0][0] != self.view["project"]:
+            self._say("A training set takes features of one project; empty it first", error=True)
+            return
+        for ref in self._chosen():
+            if (self.view["project"], ref) not in self.cart:
+                self.cart.append((self.view["project"], ref))
+        self._show_cart()
+
+    def empty(self) -> None:
+        self.cart = []
+        self._show_cart()
+
+    def _show_cart(self) -> None:
+        if not self.cart:
+            self.cart_box.value = ""
+            return
+        self.cart_box.value = (
+            f"<div class='hubml-cart'><b>Training set</b> ({e(self.cart[0][0])}): "
+            + e(", ".join(ref for _p, ref in self.cart))
+            + "</div>"
+        )
+
+    def _keys(self, project: str, refs: list[str]) -> dict[str, list]:
+        """Real entity keys for the cell: from the sample rows of the views used."""
+        keys: dict[str, list] = {}
+        views = dict.fromkeys(r.split(":", 1)[0] for r in refs)
+        for name in views:
+            try:
+                view = self.client("GET", f"api/projects/{project}/feature-views/{name}")
+                stats = self.client("GET", f"api/projects/{project}/feature-views/{name}/stats")
+            except FeaturesError:
+                continue
+            rows = (stats.get("sample") or {}).get("rows", [])
+            for key in view["join_keys"]:
+                values = list(dict.fromkeys(r.get(key) for r in rows if r.get(key) is not None))
+                keys.setdefault(key, values[:3] or [0])
+        return keys
+
+    def code_for(self) -> tuple[str, list[str]] | None:
+        if self.cart:
+            project, refs = self.cart[0][0], [ref for _p, ref in self.cart]
+        elif self.view is not None and self.features.value:
+            project, refs = self.view["project"], self._chosen()
+        else:
+            return None
+        return history_code(project, refs, self._keys(project, refs)), refs
+
+    def insert(self) -> None:
+        made = self.code_for()
+        if made is None:
+            self._say(
+                "Choose features first: open a feature view, or add to the training set", True
+            )
+            return
+        code, refs = made
+        self.code.value = code
+        self.code.layout.display = "none"
+
+        def done(inserted: bool) -> None:
+            if inserted:
+                self._say(
+                    f"Inserted a cell below with {len(refs)} feature(s); run it to get the DataFrame"
+                )
+            else:
+                self.code.layout.display = ""
+                self._say("Could not insert a cell here: copy the code below into one", True)
+
+        if not insert_cell(code, done):
+            done(False)
+        else:
+            self._say("Inserting a cell…")
+
+    def save(self) -> None:
+        if not self.cart:
+            self._say("Add features to the training set first", error=True)
+            return
+        name = self.service_name.value.strip()
+        project = self.cart[0][0]
+        try:
+            saved = self.client(
+                "POST",
+                f"api/projects/{project}/feature-services",
+                body={"name": name, "features": [ref for _p, ref in self.cart]},
+            )
+        except FeaturesError as err:
+            self._say(str(err), error=True)
+            return
+        self._say(
+            f"Saved feature service {saved['name']} ({len(saved['refs'])} features): "
+            f"store.get_feature_service({saved['name']!r})"
+        )
