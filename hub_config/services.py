@@ -148,6 +148,8 @@ def update_services(c, settings: Settings, topo: Topology) -> None:
                     "list:users",
                     "read:servers",
                     *(["access:services!service=mlflow"] if settings.tracking.enabled else []),
+                    # runs' notebooks read features as their owners
+                    *(["access:services!service=features"] if settings.features.enabled else []),
                     # each run's budget check, before it starts
                     *(["access:services!service=cost"] if settings.cost.enabled else []),
                 ],

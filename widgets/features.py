@@ -359,9 +359,9 @@ class FeatureBrowser(w.VBox):
 
     def _picked(self, change) -> None:
         if change["new"]:
-            self.open(*change["new"])
+            self.show_view(*change["new"])
 
-    def open(self, project: str, name: str) -> None:
+    def show_view(self, project: str, name: str) -> None:
         try:
             self.view = self.client("GET", f"api/projects/{project}/feature-views/{name}")
             self.stats = self.client("GET", f"api/projects/{project}/feature-views/{name}/stats")

@@ -52,9 +52,12 @@ def _base() -> str:
 
 
 def _token() -> str:
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    # a job run's own token (the jobs service mints it), else the server's (a kernel's)
+    token = os.environ.get("HUBML_FEATURES_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not token:
-        raise FeaturesUnavailable("this process has no hub token (JUPYTERHUB_API_TOKEN)")
+        raise FeaturesUnavailable(
+            "this process has no hub token (HUBML_FEATURES_TOKEN or JUPYTERHUB_API_TOKEN)"
+        )
     return token
 
 

@@ -396,6 +396,7 @@ class ProposalsHandler(FeaturesBase):
             definition = read_definition(source)
         except DefinitionError as e:
             raise APIError(400, f"the proposal cannot be read: {e}") from None
+        self.place_sources(project, definition)
         cat = await self.ctx.catalog(project)
         review = check(definition, cat)
         names = [v["name"] for v in definition["feature_views"]] + [
@@ -434,6 +435,35 @@ class ProposalsHandler(FeaturesBase):
             proposal=pid,
         )
         self.send(reviews.as_json(reviews.get(self.ctx.engine, pid)), status=201)
+
+    def place_sources(self, project: str, definition: dict) -> None:
+        """A proposal's sources are files of its own project's data folder (a relative path is
+        read from there): never another project's data, nor anything else on the machine."""
+        from .store import data_dir
+
+        folder = data_dir(self.ctx.settings, project).resolve()
+        for item, key in [(s, "path") for s in definition["sources"]] + [
+            (v, "source_path") for v in definition["feature_views"]
+        ]:
+            path = item.get(key)
+            if not path:
+                continue
+            if "://" in path:
+                raise APIError(400, f"source {path}: a file in the project's data folder {folder}")
+            placed = (folder / path).resolve()
+            if placed != folder and folder not in placed.parents:
+                raise APIError(
+                    400,
+                    f"source {path}: outside the project's data folder; a proposal reads files of "
+                    f"{folder} only (give the path relative to it)",
+                )
+            if not placed.exists():
+                raise APIError(
+                    400,
+                    f"source {path}: there is no {placed}; the data must be in the project's "
+                    "data folder before its features are proposed",
+                )
+            item[key] = str(placed)
 
     async def get(self, project=None):
         projects = await self.readable()
@@ -622,7 +652,7 @@ def prepare(ctx: FeaturesContext) -> None:
         if not store.list_feature_views():
             from .seed import seed
 
-            seed(store, data_dir(settings, "rides"))
+            seed(store, data_dir(settings, "rides").resolve())
             reviews.record(ctx.engine, "rides", "hubml", "seeded", "rides", ctx.now())
     for project in settings.features.projects:
         ctx.catalog_now(project)

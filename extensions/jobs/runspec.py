@@ -46,21 +46,33 @@ async def make_spec(sched, run, job, profile, devices: list[int]) -> dict:
         # the notebook's path, as a server would tell its kernels (run tags use it)
         "JPY_SESSION_NAME": job.notebook,
     }
-    if sched.settings.tracking.enabled and sched.mlflow_url:
+    # the services a run's notebook uses as its owner: MLflow, and the feature catalog
+    # (hubml.widgets.feature_store), with one short-lived token of the owner's
+    from hubml.extensions.common.urls import service_internal_url
+
+    features_url = service_internal_url("features") if sched.settings.features.enabled else ""
+    mlflow_on = sched.settings.tracking.enabled and sched.mlflow_url
+    scopes = [
+        *(["access:services!service=mlflow"] if mlflow_on else []),
+        *(["access:services!service=features"] if features_url else []),
+    ]
+    if mlflow_on:
         env["MLFLOW_TRACKING_URI"] = sched.mlflow_url
-        if sched.hub is not None:
-            minted = await sched.hub.mint_token(
-                job.owner,
-                ["access:services!service=mlflow"],
-                job.timeout_s + 900,
-                f"hubml job {job.id} run {run.id}",
-            )
-            if minted:
+    if features_url:
+        env["HUBML_FEATURES_URL"] = features_url.rstrip("/")
+    if scopes and sched.hub is not None:
+        minted = await sched.hub.mint_token(
+            job.owner, scopes, job.timeout_s + 900, f"hubml job {job.id} run {run.id}"
+        )
+        if minted:
+            if mlflow_on:
                 env["MLFLOW_TRACKING_TOKEN"] = minted["token"]
-                # kept to revoke it when the run ends (the platform's file, never the user's)
-                write_private(
-                    run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]})
-                )
+            if features_url:
+                env["HUBML_FEATURES_TOKEN"] = minted["token"]
+            # kept to revoke it when the run ends (the platform's file, never the user's)
+            write_private(
+                run_dir / TOKEN_ID_FILE, json.dumps({"user": job.owner, "id": minted["id"]})
+            )
     return {
         "run_id": run.id,
         "job_id": job.id,

@@ -5,6 +5,8 @@
 //   and the cell runs. The panels themselves stay ipywidgets (hubml.widgets).
 // - "Make This the Parameters Cell" (a cell's context menu, and the hubml menu) tags the cell
 //   papermill's "parameters", the only one in the notebook, which a jobs run sets values in.
+// - "Insert code" (the FeatureBrowser's): a kernel's comm on the target hubml.insert puts its
+//   code in a new cell below the active one.
 // - A status-bar item says what this server runs on and what it has cost so far: the profile,
 //   the GPU, the price per hour, and the cost counted from the hub's start of the server
 //   (GET <server>/hubml/api/server, from the hubml server extension).
@@ -44,6 +46,12 @@ const PANELS = [
     label: 'Share an app',
     caption: 'Publish a Gradio demo as an app and share it as a link',
     code: 'from hubml.widgets import AppsPanel\nAppsPanel()'
+  },
+  {
+    id: 'features',
+    label: 'Browse features',
+    caption: 'Find, understand and reuse features of your feature projects (Feast)',
+    code: 'from hubml.widgets import FeatureBrowser\nFeatureBrowser()'
   }
 ];
 
@@ -105,6 +113,32 @@ function makeParametersCell(tracker) {
     const tags = active.model.getMetadata('tags');
     active.model.setMetadata('tags', [...(Array.isArray(tags) ? tags : []), 'parameters']);
   }
+}
+
+// "Insert code" of hubml's panels (FeatureBrowser): the kernel opens a comm on the target
+// hubml.insert with {code}; the code becomes a new cell below the active one (not run), and
+// the kernel hears {inserted: true}
+function listenForInserts(panel) {
+  const register = () => {
+    const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+    if (!kernel) {
+      return;
+    }
+    kernel.registerCommTarget('hubml.insert', (comm, msg) => {
+      const code = (msg.content.data && msg.content.data.code) || '';
+      const content = panel.content;
+      let inserted = false;
+      if (code) {
+        NotebookActions.insertBelow(content);
+        content.activeCell.model.sharedModel.setSource(code);
+        inserted = true;
+      }
+      comm.send({ inserted });
+      comm.close();
+    });
+  };
+  panel.sessionContext.kernelChanged.connect(register);
+  panel.sessionContext.ready.then(register).catch(() => undefined);
 }
 
 function money(amount) {
@@ -174,6 +208,7 @@ const plugin = {
   optional: [ILauncher, IMainMenu, IStatusBar],
   activate: (app, tracker, launcher, mainMenu, statusBar) => {
     const labIcon = new LabIcon({ name: 'hubml:icon', svgstr: ICON_SVG });
+    tracker.widgetAdded.connect((_, panel) => listenForInserts(panel));
     const menu = new Menu({ commands: app.commands });
     menu.title.label = 'hubml';
     PANELS.forEach((panel, rank) => {
