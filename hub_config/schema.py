@@ -361,6 +361,9 @@ class FeaturesSection(_Model):
     # proposals and the audit trail. Empty: SQLite under <data_dir>/features. Production:
     # postgresql+psycopg://...
     db_url: str = ""
+    # Feast's own online_store configuration (e.g. {type: redis, connection_string: ...}).
+    # Empty: a SQLite online store per project under <data_dir>/features/online
+    online_store: dict[str, Any] = {}
     # where the projects' Parquet sources live. Empty: <data_dir>/features/data
     offline_dir: str = ""
     projects: dict[FeatureProjectName, FeatureProject] = {

@@ -302,6 +302,8 @@ class FeatureBrowser(w.VBox):
             ]
         )
         self.add_class("hubml-feature-browser")
+        self.results.add_class("hubml-feature-results")
+        self.features.add_class("hubml-feature-pick")
         self._load_projects(project)
         self.search()
 

@@ -2,7 +2,8 @@
 
 One machine: a SQL registry in SQLite (``<data_dir>/features/registry.db``), Parquet sources under
 ``<data_dir>/features/data/<project>/``, and a SQLite online store per project. Production:
-``features.registry_url`` (PostgreSQL) and ``features.offline_dir``. Only the ``features`` service
+``features.registry_url`` (PostgreSQL), ``features.offline_dir`` and ``features.online_store``
+(Feast's own online-store configuration: Redis, PostgreSQL, ...). Only the ``features`` service
 (the platform's account) reads these; kernels go through the service (:mod:`.client`).
 """
 
@@ -41,7 +42,8 @@ def repo_config(settings, project: str):
         provider="local",
         registry={"registry_type": "sql", "path": registry_url(settings), "cache_ttl_seconds": 0},
         offline_store={"type": "file"},
-        online_store={"type": "sqlite", "path": str(root / "online" / f"{project}.db")},
+        online_store=dict(settings.features.online_store)
+        or {"type": "sqlite", "path": str(root / "online" / f"{project}.db")},
         entity_key_serialization_version=3,
         repo_path=str(root),
     )

@@ -17,12 +17,18 @@ CARDS = {
     "Publish a model": ".hubml-publish-panel",
     "Schedule this notebook": ".hubml-schedule-panel",
     "Share an app": ".hubml-apps-panel",
+    "Browse features": ".hubml-feature-browser",
 }
 
 
 def test_launcher_opens_each_panel_and_the_status_bar_counts_the_cost(hub_factory, page, artifacts):
     hub = hub_factory(
-        {"tracking": {"enabled": True}, "jobs": {"enabled": True}, "apps": {"enabled": True}}
+        {
+            "tracking": {"enabled": True},
+            "jobs": {"enabled": True},
+            "apps": {"enabled": True},
+            "features": {"enabled": True},
+        }
     )
     login(page, hub, "alice")
     page.wait_for_url(re.compile(r".*/hub/spawn.*"))
