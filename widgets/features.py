@@ -242,6 +242,55 @@ def lineage_html(lineage: dict) -> str:
     )
 
 
+PROPOSAL_TEMPLATE = """from datetime import timedelta
+from feast import FeatureView, Field, FileSource
+from feast.types import Float32
+
+# a Parquet file in the project's data folder (path relative to it)
+source = FileSource(name="my_source", path="my_source.parquet", timestamp_field="event_timestamp")
+my_features = FeatureView(
+    name="my_features",
+    entities=["driver"],
+    ttl=timedelta(days=1),
+    source=source,
+    schema=[Field(name="my_feature", dtype=Float32, description="What it measures, in words")],
+    owner="you@example.com",
+    description="What these features are for",
+    tags={"team": "yours"},
+)
+"""
+
+
+def findings_html(answer: dict) -> str:
+    """A proposal's review as a person reads it: what is missing, what exists, what to reuse."""
+    review = answer.get("review") or {}
+    titles = {
+        "duplicates": "Already exists",
+        "collisions": "Name taken",
+        "missing": "Missing",
+        "similar": "Similar names (a warning)",
+    }
+    parts = []
+    for key, title in titles.items():
+        items = review.get(key) or []
+        if not items:
+            continue
+        lis = "".join(
+            f"<li>{e(i['message'])}"
+            + (f"<br><code>{e(i['reuse'])}</code>" if i.get("reuse") else "")
+            + "</li>"
+            for i in items
+        )
+        parts.append(f"<div class='hubml-findings-{key}'><b>{e(title)}</b><ul>{lis}</ul></div>")
+    state = answer.get("state", "")
+    head = {
+        "refused": "<b style='color:#cf222e'>Not proposed</b>: fix what is listed, then propose again.",
+        "pending": f"<b>Proposed</b> (#{answer.get('id')}): it waits for an owner of "
+        f"{e(answer.get('project', ''))} to review it.",
+    }.get(state, f"<b>{e(state)}</b>")
+    return f"<div class='hubml-proposal-answer'>{head}{''.join(parts)}</div>"
+
+
 class FeatureBrowser(w.VBox):
     """Search the feature views of your projects, open one, and reuse its features."""
 
@@ -274,6 +323,26 @@ class FeatureBrowser(w.VBox):
         self.clear_button = w.Button(description="Empty", icon="trash")
         self.code = w.Textarea(layout=w.Layout(width="100%", height="14em", display="none"))
         self.status = w.HTML("")
+        # proposing a feature view, and the proposals waiting for this person's review
+        self.proposal = w.Textarea(
+            value=PROPOSAL_TEMPLATE, layout=w.Layout(width="100%", height="16em")
+        )
+        self.propose_button = w.Button(description="Check and propose", icon="paper-plane")
+        self.proposal_answer = w.HTML("")
+        self.reviews = w.VBox([])
+        self.reviews.add_class("hubml-feature-reviews")
+        self.propose_box = w.VBox(
+            [
+                w.HTML(
+                    "<b>Propose a feature view</b> (a Feast repo file's Python; it is read, "
+                    "never run, checked, then reviewed by an owner of the project)"
+                ),
+                self.proposal,
+                self.propose_button,
+                self.proposal_answer,
+            ]
+        )
+        self.propose_box.add_class("hubml-propose")
         self.view = None
         self.stats = None
         self._catalogs = {}
@@ -285,6 +354,7 @@ class FeatureBrowser(w.VBox):
         self.insert_button.on_click(lambda _b: self.insert())
         self.save_button.on_click(lambda _b: self.save())
         self.clear_button.on_click(lambda _b: self.empty())
+        self.propose_button.on_click(lambda _b: self.propose())
         super().__init__(
             [
                 w.HBox([self.q, self.search_button]),
@@ -299,6 +369,8 @@ class FeatureBrowser(w.VBox):
                 w.HBox([self.service_name, self.save_button, self.clear_button]),
                 self.status,
                 self.code,
+                self.reviews,
+                w.Accordion(children=[self.propose_box], titles=("Propose a feature view",)),
             ]
         )
         self.add_class("hubml-feature-browser")
@@ -306,6 +378,7 @@ class FeatureBrowser(w.VBox):
         self.features.add_class("hubml-feature-pick")
         self._load_projects(project)
         self.search()
+        self.load_reviews()
 
     # -- talking to the service --------------------------------------------------------------
 
@@ -480,4 +553,72 @@ class FeatureBrowser(w.VBox):
         self._say(
             f"Saved feature service {saved['name']} ({len(saved['refs'])} features): "
             f"store.get_feature_service({saved['name']!r})"
+        )
+
+    # -- proposals ---------------------------------------------------------------------------
+
+    def propose(self) -> dict:
+        project = self.project.value or next((v for _label, v in self.project.options if v), "")
+        if not project:
+            self._say("You may read no feature project to propose to", error=True)
+            return {}
+        try:
+            answer = propose_features(self.proposal.value, project, client=self.client)
+        except FeaturesError as err:
+            self.proposal_answer.value = f"<span style='color:#cf222e'>{e(str(err))}</span>"
+            return {}
+        self.proposal_answer.value = findings_html(answer)
+        return answer
+
+    def load_reviews(self) -> None:
+        try:
+            pending = self.client("GET", "api/proposals", params={"state": "pending"})
+        except FeaturesError:
+            return
+        rows = []
+        for p in pending["proposals"]:
+            if not p["you_may_review"]:
+                continue
+            comment = w.Text(placeholder="comment (required to reject)")
+            approve = w.Button(description="Approve", button_style="success", icon="check")
+            reject = w.Button(description="Reject", icon="times")
+            said = w.HTML("")
+            views = ", ".join(v["name"] for v in p["definition"]["feature_views"])
+
+            def decide(
+                decision, pid=p["id"], comment=comment, said=said, buttons=(approve, reject)
+            ):
+                try:
+                    done = self.client(
+                        "POST",
+                        f"api/proposals/{pid}/review",
+                        body={"decision": decision, "comment": comment.value},
+                    )
+                except FeaturesError as err:
+                    said.value = f"<span style='color:#cf222e'>{e(str(err))}</span>"
+                    return
+                for b in buttons:
+                    b.disabled = True
+                said.value = f"<b>{e(done['state'])}</b>" + (
+                    f": {e(done['error'])}" if done.get("error") else ""
+                )
+                self.search()
+
+            approve.on_click(lambda _b, d=decide: d("approve"))
+            reject.on_click(lambda _b, d=decide: d("reject"))
+            row = w.VBox(
+                [
+                    w.HTML(
+                        f"<b>#{p['id']} {e(p['title'])}</b> to {e(p['project'])} by "
+                        f"{e(p['proposed_by'])}: {e(views)}"
+                        f"<details><summary>Definition</summary><pre>{e(p['source'])}</pre></details>"
+                    ),
+                    w.HBox([comment, approve, reject]),
+                    said,
+                ]
+            )
+            row.add_class("hubml-review-row")
+            rows.append(row)
+        self.reviews.children = (
+            [w.HTML(f"<b>Waiting for your review</b> ({len(rows)})"), *rows] if rows else []
         )

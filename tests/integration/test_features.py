@@ -443,3 +443,43 @@ def test_a_job_that_fetches_features_in_an_mlflow_run_is_listed_in_the_lineage(h
     # a view the run did not use does not list it
     other = Features(hub, "alice").ok("api/projects/rides/feature-views/rider_profile/lineage")
     assert other["runs"] == [] and other["models"] == []
+
+
+def test_the_browser_proposes_and_an_owner_reviews_in_it(hub):
+    import pandas as pd
+
+    from hubml.widgets.features import FeatureBrowser, FeaturesClient
+
+    pd.DataFrame(
+        {
+            "driver_id": [1001],
+            "event_timestamp": pd.Timestamp.now(tz="UTC").floor("h"),
+            "tips_usd": pd.Series([3.5], dtype="float32"),
+        }
+    ).to_parquet(hub.data_dir / "features" / "data" / "rides" / "driver_tips.parquet")
+    url = hub.service_url("features")
+    mine = FeatureBrowser(project="rides", client=FeaturesClient(url, Features(hub, "alice").token))
+    mine.proposal.value = DUPLICATE
+    assert mine.propose()["state"] == "refused"
+    assert "Already exists" in mine.proposal_answer.value
+    assert "driver_hourly_stats" in mine.proposal_answer.value
+    mine.proposal.value = (
+        GOOD.replace("driver_surge", "driver_tips")
+        .replace("surge_multiplier", "tips_usd")
+        .replace("Mean surge multiplier the driver drove at in the hour", "Tips per trip in USD")
+    )
+    assert mine.propose()["state"] == "pending"
+    assert "waits for an owner of rides" in mine.proposal_answer.value
+    assert mine.reviews.children == ()  # not hers to review
+
+    owner = FeatureBrowser(client=FeaturesClient(url, Features(hub, "oscar").token))
+    [_title, row] = owner.reviews.children
+    assert "driver_tips" in row.children[0].value and "alice" in row.children[0].value
+    comment, approve, reject = row.children[1].children
+    reject.click()  # no comment: refused, saying why
+    assert "comment" in row.children[2].value
+    comment.value = "tips help ETA too"
+    approve.click()
+    assert "applied" in row.children[2].value and approve.disabled
+    owner.q.value = "tips"
+    assert [v for _, v in owner.results.options] == [("rides", "driver_tips")]
