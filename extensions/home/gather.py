@@ -94,6 +94,7 @@ class Gatherer:
                 ("apps", settings.apps.enabled),
                 ("mlflow", settings.tracking.enabled),
                 ("cost", settings.cost.enabled),
+                ("features", settings.features.enabled),
             )
             if on and urls.service_internal_url(name)
         }
@@ -143,6 +144,8 @@ class Gatherer:
             asks["approvals"] = self.section("mlflow", "hubml/api/approvals", token)
         if "cost" in self.services:
             asks["month"] = self.section("cost", "api/me", token)
+        if "features" in self.services:
+            asks["proposals"] = self.section("features", "api/proposals?state=pending", token)
         answers = await asyncio.gather(*asks.values(), return_exceptions=True)
         out: dict = {"user": user, "problems": {}}
         for key, answer in zip(asks, answers, strict=True):
@@ -183,4 +186,11 @@ def shape(out: dict) -> dict:
             )
         out["apps"] = mine
         out["shared_with_me"] = apps.get("shared_with_me", [])
+    proposals = out.get("proposals")
+    if proposals is not None:
+        pending = proposals.get("proposals", [])
+        out["proposals"] = {
+            "to_review": [p for p in pending if p.get("you_may_review")],
+            "mine": [p for p in pending if p.get("proposed_by") == out["user"]],
+        }
     return out

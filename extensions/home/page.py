@@ -236,6 +236,39 @@ def approvals_html(data: dict, mlflow_public: str) -> str:
     return "".join(parts)
 
 
+def proposals_html(data: dict) -> str:
+    proposals = data.get("proposals") or {}
+    waiting, mine = proposals.get("to_review") or [], proposals.get("mine") or []
+
+    def views(p):
+        return ", ".join(v["name"] for v in p["definition"]["feature_views"]) or p["title"]
+
+    parts = []
+    if waiting:
+        rows = [
+            f"<tr data-proposal='{p['id']}'><td>{e(p['project'])}</td><td>{e(views(p))}</td>"
+            f"<td>{e(p['proposed_by'])}<br><small>{e(when(p.get('proposed_at')))}</small></td></tr>"
+            for p in waiting
+        ]
+        parts.append(
+            table(["Project", "Feature views", "Proposed by"], rows, "feature proposals for you")
+            + "<p><small>Review them in a notebook: <code>from hubml.widgets import "
+            "FeatureBrowser; FeatureBrowser()</code></small></p>"
+        )
+    else:
+        parts.append("<p class='empty'>No feature proposal waits for your review.</p>")
+    if mine:
+        parts.append(
+            "<h3 style='font-size:1rem'>Your proposals, waiting</h3><ul>"
+            + "".join(
+                f"<li>{e(views(p))} to {e(p['project'])}, proposed {e(when(p.get('proposed_at')))}</li>"
+                for p in mine
+            )
+            + "</ul>"
+        )
+    return "".join(parts)
+
+
 def schedules_html(data: dict, settings, jobs_public: str) -> str:
     schedules = data.get("schedules") or []
     if not schedules:
@@ -415,6 +448,8 @@ def home_html(data: dict, settings) -> str:
         jump += [("schedules", "Schedules"), ("runs", "Recent runs")]
     if "apps" in data:
         jump.append(("apps", "Apps"))
+    if "proposals" in data:
+        jump.append(("proposals", "Feature proposals"))
     parts.append(
         "<nav class='jump'>" + "".join(f"<a href='#{k}'>{e(t)}</a>" for k, t in jump) + "</nav>"
     )
@@ -447,5 +482,7 @@ def home_html(data: dict, settings) -> str:
         parts.append(section("runs", "Recent runs", data, lambda: runs_html(data)))
     if "apps" in data:
         parts.append(section("apps", "Apps", data, lambda: apps_html(data, apps_public)))
+    if "proposals" in data:
+        parts.append(section("proposals", "Feature proposals", data, lambda: proposals_html(data)))
     parts.append(SCRIPT)
     return "".join(parts)

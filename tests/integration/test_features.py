@@ -483,3 +483,47 @@ def test_the_browser_proposes_and_an_owner_reviews_in_it(hub):
     assert "applied" in row.children[2].value and approve.disabled
     owner.q.value = "tips"
     assert [v for _, v in owner.results.options] == [("rides", "driver_tips")]
+
+
+def test_the_home_page_lists_the_proposals_waiting_for_each_reviewer(hub):
+    import pandas as pd
+
+    pd.DataFrame(
+        {
+            "driver_id": [1001],
+            "event_timestamp": pd.Timestamp.now(tz="UTC").floor("h"),
+            "fuel_l": pd.Series([4.5], dtype="float32"),
+        }
+    ).to_parquet(hub.data_dir / "features" / "data" / "rides" / "driver_fuel.parquet")
+    alice = Features(hub, "alice")
+    source = (
+        GOOD.replace("driver_surge", "driver_fuel")
+        .replace("surge_multiplier", "fuel_l")
+        .replace(
+            "Mean surge multiplier the driver drove at in the hour", "Fuel in the hour, litres"
+        )
+        .replace("How much surge pricing each driver drives in", "Hourly fuel use of each driver")
+    )
+    r = alice("POST", "api/projects/rides/proposals", json={"source": source})
+    assert r.status_code == 201, r.text
+
+    def home(user):
+        r = requests.get(
+            hub.service_url("home") + "api/home",
+            headers={"Authorization": f"token {hub.user_token(user)}"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["proposals"]
+
+    [waiting] = home("olga")["to_review"]
+    assert waiting["id"] == r.json()["id"] and waiting["proposed_by"] == "alice"
+    assert [p["id"] for p in home("alice")["mine"]] == [r.json()["id"]]
+    assert home("alice")["to_review"] == []
+    assert home("fiona") == {"to_review": [], "mine": []}
+    page = requests.get(
+        hub.service_url("home"),
+        headers={"Authorization": f"token {hub.user_token('oscar')}"},
+        timeout=60,
+    ).text
+    assert "driver_fuel" in page and "Feature proposals" in page
