@@ -35,6 +35,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[platform,test]'
+	$(BIN)/python -m hubml.hub_config.plugins
 	rm -f $(VENV)/.installed-* && touch $@
 
 node_modules/.bin/configurable-http-proxy: package.json package-lock.json

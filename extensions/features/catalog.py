@@ -35,6 +35,21 @@ def freshness(view, now: dt.datetime) -> dict:
     return {"state": state, "last_materialized": _iso(last), "age_s": age, "ttl_s": ttl_s}
 
 
+def refresh_freshness(cat: dict, now: dt.datetime) -> None:
+    """Bring a built catalog's ages and states up to ``now`` (at most once a second)."""
+    stamp = now.timestamp()
+    if stamp - cat.get("_aged_at", 0) < 1:
+        return
+    cat["_aged_at"] = stamp
+    for view in cat["feature_views"]:
+        f = view["freshness"]
+        if not f["last_materialized"]:
+            continue
+        last = dt.datetime.fromisoformat(f["last_materialized"].replace("Z", "+00:00"))
+        f["age_s"] = max(0, int((now - last).total_seconds()))
+        f["state"] = "stale" if f["ttl_s"] and f["age_s"] > f["ttl_s"] else "fresh"
+
+
 def _source(src) -> dict:
     if src is None:
         return None

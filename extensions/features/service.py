@@ -52,7 +52,7 @@ from . import reviews
 
 log = logging.getLogger("hubml.features")
 
-CATALOG_TTL_S = 30.0
+CATALOG_CHECK_S = 5.0
 GROUPS_TTL_S = 5.0
 MAX_ENTITY_BYTES = 64 * 1024 * 1024
 MAX_ENTITY_ROWS = 1_000_000
@@ -69,7 +69,8 @@ class FeaturesContext(ServiceContext):
         self.stores = Stores(settings)
         self.stats = StatsCache(settings)
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="feast")
-        self._catalogs: dict[str, tuple[float, dict]] = {}
+        self._catalogs: dict[str, dict] = {}
+        self._rebuilding: set[str] = set()
         self._index = None
         self._groups: dict[str, tuple[float, set[str]]] = {}
         self.ready = asyncio.Event()
@@ -83,26 +84,54 @@ class FeaturesContext(ServiceContext):
 
     # -- the registry, as JSON -----------------------------------------------------------------
 
-    def catalog_now(self, project: str) -> dict:
+    def _stamp(self, project: str):
+        """When the registry last changed ``project`` (Feast moves it on each apply and
+        materialization): one small query, so the catalog is rebuilt only when it changed."""
+        try:
+            registry = self.stores.get(project).registry
+            return registry.get_project(project, allow_cache=False).last_updated_timestamp
+        except Exception:  # a project without anything applied yet
+            return None
+
+    def build(self, project: str) -> dict:
+        """(Blocking.) The project's catalog, read from the registry now."""
         from .catalog import project_catalog
 
-        cached = self._catalogs.get(project)
-        if cached and time.monotonic() - cached[0] < CATALOG_TTL_S:
-            return cached[1]
+        stamp = self._stamp(project)
         cat = project_catalog(self.stores.get(project), project, self.now())
-        self._catalogs[project] = (time.monotonic(), cat)
+        self._catalogs[project] = {"checked": time.monotonic(), "stamp": stamp, "cat": cat}
         self._index = None
         return cat
 
-    async def catalog(self, project: str) -> dict:
-        cached = self._catalogs.get(project)
-        if cached and time.monotonic() - cached[0] < CATALOG_TTL_S:
-            return cached[1]
-        return await self.blocking(self.catalog_now, project)
+    async def catalog(self, project: str, fresh: bool = False) -> dict:
+        """The catalog as last built; every CATALOG_CHECK_S the registry's stamp is read, and a
+        change is rebuilt in the background while this one answers (with up-to-date ages)."""
+        from .catalog import refresh_freshness
 
-    def changed(self, project: str) -> None:
-        self._catalogs.pop(project, None)
-        self._index = None
+        entry = self._catalogs.get(project)
+        if entry is None or fresh:
+            return await self.blocking(self.build, project)
+        if time.monotonic() - entry["checked"] > CATALOG_CHECK_S:
+            entry["checked"] = time.monotonic()
+            stamp = await self.blocking(self._stamp, project)
+            if stamp != entry["stamp"] and project not in self._rebuilding:
+                self._rebuilding.add(project)
+                asyncio.ensure_future(self._rebuild(project))
+        refresh_freshness(entry["cat"], self.now())
+        return entry["cat"]
+
+    async def _rebuild(self, project: str) -> None:
+        try:
+            await self.blocking(self.build, project)
+        except Exception:
+            log.exception("features: rebuilding the catalog of %s failed", project)
+        finally:
+            self._rebuilding.discard(project)
+
+    async def changed(self, project: str) -> None:
+        """The service changed ``project`` itself: read it anew now (the one who changed it
+        sees the change in the answer; others are answered from the previous catalog meanwhile)."""
+        await self.catalog(project, fresh=True)
 
     async def index(self, projects: list[str]):
         from .catalog import Index
@@ -220,7 +249,8 @@ class ProjectHandler(FeaturesBase):
     async def get(self, project):
         await self.project(project)
         cat = await self.ctx.catalog(project)
-        self.send({**cat, "owner": await self.owns(project)})
+        shown = {k: v for k, v in cat.items() if not k.startswith("_")}
+        self.send({**shown, "owner": await self.owns(project)})
 
 
 class ViewHandler(FeaturesBase):
@@ -368,7 +398,7 @@ class FeatureServicesHandler(FeaturesBase):
             store.apply([service])
 
         await self.ctx.blocking(save)
-        self.ctx.changed(project)
+        await self.ctx.changed(project)
         reviews.record(
             self.ctx.engine,
             project,
@@ -561,7 +591,7 @@ class ReviewHandler(ProposalHandler):
         from .proposals import check, to_feast
 
         project = row.project
-        cat = await self.ctx.blocking(self.ctx.catalog_now, project)
+        cat = await self.ctx.catalog(project, fresh=True)
         again = check(row.definition, cat)  # the project may have changed since it was proposed
         if not again["ok"]:
             return _refusal(again)
@@ -579,7 +609,7 @@ class ReviewHandler(ProposalHandler):
             log.exception("features: applying proposal %s failed", row.id)
             return f"Feast refused to apply it: {e}"
         finally:
-            self.ctx.changed(project)
+            await self.ctx.changed(project)
         return ""
 
 
@@ -655,7 +685,7 @@ def prepare(ctx: FeaturesContext) -> None:
             seed(store, data_dir(settings, "rides").resolve())
             reviews.record(ctx.engine, "rides", "hubml", "seeded", "rides", ctx.now())
     for project in settings.features.projects:
-        ctx.catalog_now(project)
+        ctx.build(project)
 
 
 def main() -> int:

@@ -124,8 +124,9 @@ def compute(view: dict, max_rows: int, max_seconds: float, sample_rows: int) -> 
             partial = True
             break
         stats[name] = _column_stats(table.column(name), kinds.get(name, "text").lower())
-    order = pc.sort_indices(table, sort_keys=[(ts, "descending")])
-    newest = table.take(order.slice(0, sample_rows))
+    # the newest rows: a top-k selection, not a sort of the whole table
+    top = pc.select_k_unstable(table, k=sample_rows, sort_keys=[(ts, "descending")])
+    newest = table.take(top).sort_by([(ts, "descending")])
     rows = [{k: _jsonable(v) for k, v in row.items()} for row in newest.to_pylist()]
     span = pc.min_max(table.column(ts)).as_py()
     return {

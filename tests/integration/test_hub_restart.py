@@ -22,6 +22,7 @@ SETTINGS = {
     "tracking": {"enabled": True},
     "jobs": {"enabled": True},
     "apps": {"enabled": True},
+    "features": {"enabled": True},
 }
 # the hub's own processes, by what they run (each must run once per data dir)
 PARTS = {
@@ -32,6 +33,7 @@ PARTS = {
     "apps service": "hubml.extensions.apps.service",
     "home service": "hubml.extensions.home.service",
     "cost service": "hubml.extensions.cost.service",
+    "features service": "hubml.extensions.features.service",
     "proxy": "configurable-http-proxy",
 }
 

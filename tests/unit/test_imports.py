@@ -12,6 +12,8 @@ HEAVY = [
     "kubernetes",
     "kubernetes_asyncio",
     "kubespawner",
+    "feast",
+    "pyarrow",
 ]
 
 
@@ -42,3 +44,21 @@ def test_loading_config_for_the_local_spawner_imports_no_heavy_library(tmp_path)
 def test_widgets_import_no_heavy_library():
     loaded = modules_after("import hubml.widgets")
     assert not loaded & set(HEAVY)
+    # the FeatureBrowser needs only ipywidgets (Feast: feature_store(), when a notebook asks)
+    loaded = modules_after("from hubml.widgets import FeatureBrowser")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_an_mlflow_call_does_not_import_feast():
+    """Feast's MLflow request-header plugin (which imports all of Feast, ~3 s, into every process
+    calling MLflow) is unregistered at install (hub_config/plugins.py)."""
+    from importlib import metadata
+
+    providers = metadata.entry_points(group="mlflow.request_header_provider")
+    assert "feast" not in {ep.name for ep in providers}
+    loaded = modules_after(
+        "from mlflow import MlflowClient\n"
+        "try:\n    MlflowClient('http://127.0.0.1:9').search_experiments()\n"
+        "except Exception:\n    pass"
+    )
+    assert "mlflow" in loaded and "feast" not in loaded

@@ -192,7 +192,7 @@ def test_in_a_cluster_services_are_on_the_hubs_service_and_pods_reach_them_there
     services = {s["name"]: s for s in c.JupyterHub.services}
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     opened = {p["port"] for p in values["hub"]["service"]["extraPorts"]}
-    for name in ("mlflow", "jobs", "apps", "home", "cost"):
+    for name in ("mlflow", "jobs", "apps", "home", "cost", "features"):
         # the proxy is another pod: loopback would not reach the hub pod
         assert services[name]["url"] == f"http://hub:{SERVICE_PORTS[name]}"
         assert services[name]["environment"]["HUBML_SERVICE_BIND"] == ""

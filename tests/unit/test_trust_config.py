@@ -111,6 +111,7 @@ def test_services_run_as_the_platform_and_get_no_hub_secret(tmp_path):
         "apps",
         "home",
         "cost",
+        "features",
     }
     for svc in managed:
         env = svc["environment"]
@@ -215,6 +216,7 @@ def test_the_home_page_acts_with_the_persons_token_and_holds_no_scopes_of_its_ow
     assert sorted(home["oauth_client_allowed_scopes"]) == [
         "access:services!service=apps",
         "access:services!service=cost",
+        "access:services!service=features",
         "access:services!service=jobs",
         "access:services!service=mlflow",
         "read:servers!user",
