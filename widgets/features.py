@@ -177,7 +177,7 @@ def view_html(view: dict, stats: dict | None) -> str:
         f"<p>{e(view['description'] or '(no description)')}</p>",
         f"<p><b>Owner</b> {e(view['owner'] or 'unknown')} · <b>Entities</b> {e(', '.join(view['entities']))} "
         f"({e(', '.join(view['join_keys']))}) · <b>ttl</b> {e(ttl)} · <b>Source</b> {e(src.get('name') or '')}"
-        f" <code>{e(src.get('path') or '')}</code></p>",
+        f" <code>{e(os.path.basename(src.get('path') or ''))}</code></p>",
         f"<p class='hubml-freshness'><b>Freshness</b> <span style='color:{state}'><b>{e(f['state'])}</b></span>: "
         f"last materialized {e(_age(f['age_s']))}"
         + (f" ({e(f['last_materialized'])})" if f["last_materialized"] else "")
