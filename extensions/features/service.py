@@ -20,23 +20,19 @@
 
 Every project is closed to those outside its ``readers`` groups: its catalog, its data and its
 proposals answer 404 to them, as if it did not exist. Feast is blocking: its calls run on a small
-thread pool, never on the service's loop.
+thread pool, never on the service's loop. Here: the reads, the page, the routes and the process;
+the context and the access rule in :mod:`.base`; the writes (feature services, proposals,
+reviews, the audit trail) in :mod:`.writes`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import html
 import io
 import logging
-import re
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 from hubml.extensions.common.app import (
-    ServiceContext,
     StoreUnavailable,
     load_service_settings,
     make_app,
@@ -46,167 +42,24 @@ from hubml.extensions.common.app import (
     setup_logging,
 )
 from hubml.extensions.common.errors import APIError
-from hubml.extensions.common.handlers import ServiceHandler, page_html
+from hubml.extensions.common.handlers import page_html
 
 from . import reviews
+from .base import CATALOG_CHECK_S, FeaturesBase, FeaturesContext
+from .writes import (
+    AuditHandler,
+    FeatureServicesHandler,
+    ProposalHandler,
+    ProposalsHandler,
+    ReviewHandler,
+)
+
+__all__ = ["CATALOG_CHECK_S", "ROUTES", "main"]
 
 log = logging.getLogger("hubml.features")
 
-CATALOG_CHECK_S = 5.0
-GROUPS_TTL_S = 5.0
 MAX_ENTITY_BYTES = 64 * 1024 * 1024
 MAX_ENTITY_ROWS = 1_000_000
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
-class FeaturesContext(ServiceContext):
-    def __init__(self, settings, engine, **kw):
-        super().__init__("features", settings, **kw)
-        from .stats import StatsCache
-        from .store import Stores
-
-        self.engine = engine
-        self.stores = Stores(settings)
-        self.stats = StatsCache(settings)
-        self.pool = ThreadPoolExecutor(4, thread_name_prefix="feast")
-        self._catalogs: dict[str, dict] = {}
-        self._rebuilding: set[str] = set()
-        self._index = None
-        self._groups: dict[str, tuple[float, set[str]]] = {}
-        self.ready = asyncio.Event()
-
-    @staticmethod
-    def now() -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
-
-    async def blocking(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    # -- the registry, as JSON -----------------------------------------------------------------
-
-    def _stamp(self, project: str):
-        """When the registry last changed ``project`` (Feast moves it on each apply and
-        materialization): one small query, so the catalog is rebuilt only when it changed."""
-        try:
-            registry = self.stores.get(project).registry
-            return registry.get_project(project, allow_cache=False).last_updated_timestamp
-        except Exception:  # a project without anything applied yet
-            return None
-
-    def build(self, project: str) -> dict:
-        """(Blocking.) The project's catalog, read from the registry now."""
-        from .catalog import project_catalog
-
-        stamp = self._stamp(project)
-        cat = project_catalog(self.stores.get(project), project, self.now())
-        self._catalogs[project] = {"checked": time.monotonic(), "stamp": stamp, "cat": cat}
-        self._index = None
-        return cat
-
-    async def catalog(self, project: str, fresh: bool = False) -> dict:
-        """The catalog as last built; every CATALOG_CHECK_S the registry's stamp is read, and a
-        change is rebuilt in the background while this one answers (with up-to-date ages)."""
-        from .catalog import refresh_freshness
-
-        entry = self._catalogs.get(project)
-        if entry is None or fresh:
-            return await self.blocking(self.build, project)
-        if time.monotonic() - entry["checked"] > CATALOG_CHECK_S:
-            entry["checked"] = time.monotonic()
-            stamp = await self.blocking(self._stamp, project)
-            if stamp != entry["stamp"] and project not in self._rebuilding:
-                self._rebuilding.add(project)
-                asyncio.ensure_future(self._rebuild(project))
-        refresh_freshness(entry["cat"], self.now())
-        return entry["cat"]
-
-    async def _rebuild(self, project: str) -> None:
-        try:
-            await self.blocking(self.build, project)
-        except Exception:
-            log.exception("features: rebuilding the catalog of %s failed", project)
-        finally:
-            self._rebuilding.discard(project)
-
-    async def changed(self, project: str) -> None:
-        """The service changed ``project`` itself: read it anew now (the one who changed it
-        sees the change in the answer; others are answered from the previous catalog meanwhile)."""
-        await self.catalog(project, fresh=True)
-
-    async def index(self, projects: list[str]):
-        from .catalog import Index
-
-        cats = [await self.catalog(p) for p in projects]
-        key = tuple(id(c) for c in cats)
-        if self._index is None or self._index[0] != key:
-            self._index = (key, Index(cats))
-        return self._index[1]
-
-    # -- who may read and own what ---------------------------------------------------------------
-
-    async def groups_of(self, user: str) -> set[str]:
-        cached = self._groups.get(user)
-        if cached and time.monotonic() - cached[0] < GROUPS_TTL_S:
-            return cached[1]
-        groups = await self.hub.groups_of(user)
-        self._groups[user] = (time.monotonic(), groups)
-        return groups
-
-
-class FeaturesBase(ServiceHandler):
-    async def person(self) -> tuple[str, set[str], bool]:
-        model = self.current_user
-        if model.get("kind", "user") != "user":
-            raise APIError(
-                403, f"service {model.get('name')} may not read feature projects; people do"
-            )
-        return self.user_name, await self.ctx.groups_of(self.user_name), self.is_admin
-
-    async def readable(self) -> list[str]:
-        _name, groups, admin = await self.person()
-        return [
-            p
-            for p, spec in self.ctx.settings.features.projects.items()
-            if admin or "*" in spec.readers or groups & set(spec.readers)
-        ]
-
-    async def owns(self, project: str) -> bool:
-        _name, groups, admin = await self.person()
-        owners = set(self.ctx.settings.features.projects[project].owners)
-        return bool(groups & owners) if owners else admin
-
-    async def project(self, project: str) -> str:
-        """``project`` when this person may read it; 404 otherwise, saying which they may."""
-        mine = await self.readable()
-        if project not in mine:
-            raise APIError(
-                404,
-                f"no feature project {project!r} that you may read; yours: "
-                + (", ".join(mine) or "none (ask an admin to add one of your groups as readers)"),
-            )
-        await self.ready()
-        return project
-
-    async def ready(self) -> None:
-        if not self.ctx.ready.is_set():
-            raise APIError(
-                503,
-                "the feature catalog is starting (writing the example project); try again in "
-                "a few seconds",
-                headers={"Retry-After": "5"},
-            )
-
-    async def view(self, project: str, name: str) -> dict:
-        await self.project(project)
-        cat = await self.ctx.catalog(project)
-        for view in cat["feature_views"]:
-            if view["name"] == name:
-                return view
-        raise APIError(
-            404,
-            f"no feature view {name!r} in project {project}; it has: "
-            + ", ".join(v["name"] for v in cat["feature_views"]),
-        )
 
 
 class ProjectsHandler(FeaturesBase):
@@ -350,273 +203,6 @@ class HistoricalHandler(FeaturesBase):
         log.info("features: %s fetched %s rows of %s from %s", self.user_name, rows, views, project)
         self.set_header("Content-Type", "application/vnd.apache.parquet")
         self.finish(data)
-
-
-class FeatureServicesHandler(FeaturesBase):
-    """Save a feature service (a training set) made of features that exist in the project."""
-
-    async def post(self, project):
-        await self.project(project)
-        body = self.json_body()
-        name = body.get("name", "")
-        refs = body.get("features")
-        if not isinstance(name, str) or not NAME.match(name):
-            raise APIError(
-                400, f"name: letters, digits and _, starting with a letter (got {name!r})"
-            )
-        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-            raise APIError(400, "features: a list of view:feature names, at least one")
-        cat = await self.ctx.catalog(project)
-        views = {v["name"]: v for v in cat["feature_views"]}
-        taken = {s["name"].lower(): s for s in cat["feature_services"]}
-        if name.lower() in taken:
-            raise APIError(
-                409,
-                f"a feature service {taken[name.lower()]['name']!r} already exists in {project} "
-                f"(owner {taken[name.lower()]['owner'] or 'unknown'}); choose another name or use it",
-            )
-        picked: dict[str, list[str]] = {}
-        for ref in refs:
-            view, _, feature = ref.partition(":")
-            if view not in views or feature not in {f["name"] for f in views[view]["features"]}:
-                raise APIError(400, f"features: no feature {ref} in project {project}")
-            picked.setdefault(view, []).append(feature)
-        description = str(body.get("description", ""))[:1000]
-        store = self.ctx.stores.get(project)
-        user = self.user_name
-
-        def save():
-            from feast import FeatureService
-
-            service = FeatureService(
-                name=name,
-                features=[store.get_feature_view(v)[fs] for v, fs in picked.items()],
-                owner=user,
-                description=description or f"Training set saved by {user}",
-                tags={"saved_by": user},
-            )
-            store.apply([service])
-
-        await self.ctx.blocking(save)
-        await self.ctx.changed(project)
-        reviews.record(
-            self.ctx.engine,
-            project,
-            user,
-            "feature_service_saved",
-            name,
-            self.ctx.now(),
-            features=refs,
-        )
-        cat = await self.ctx.catalog(project)
-        [saved] = [s for s in cat["feature_services"] if s["name"] == name]
-        self.send(saved, status=201)
-
-
-class ProposalsHandler(FeaturesBase):
-    async def post(self, project):
-        await self.project(project)
-        body = self.json_body(max_bytes=256 * 1024, hint="a proposal is a feature repo file")
-        source = body.get("source")
-        if not isinstance(source, str) or not source.strip():
-            raise APIError(400, "source: the proposed definitions as Python (a Feast repo file)")
-        from .proposals import DefinitionError, check, read_definition
-
-        try:
-            definition = read_definition(source)
-        except DefinitionError as e:
-            raise APIError(400, f"the proposal cannot be read: {e}") from None
-        self.place_sources(project, definition)
-        cat = await self.ctx.catalog(project)
-        review = check(definition, cat)
-        names = [v["name"] for v in definition["feature_views"]] + [
-            s["name"] for s in definition["feature_services"]
-        ]
-        title = str(body.get("title") or ", ".join(names))[:255]
-        if not review["ok"]:
-            # not kept: nothing to review until it is complete and new
-            self.send(
-                {
-                    "state": "refused",
-                    "message": _refusal(review),
-                    "review": review,
-                    "definition": definition,
-                },
-                status=422,
-            )
-            return
-        pid = reviews.add(
-            self.ctx.engine,
-            project,
-            title,
-            source,
-            definition,
-            review,
-            self.user_name,
-            self.ctx.now(),
-        )
-        reviews.record(
-            self.ctx.engine,
-            project,
-            self.user_name,
-            "proposed",
-            title,
-            self.ctx.now(),
-            proposal=pid,
-        )
-        self.send(reviews.as_json(reviews.get(self.ctx.engine, pid)), status=201)
-
-    def place_sources(self, project: str, definition: dict) -> None:
-        """A proposal's sources are files of its own project's data folder (a relative path is
-        read from there): never another project's data, nor anything else on the machine."""
-        from .store import data_dir
-
-        folder = data_dir(self.ctx.settings, project).resolve()
-        for item, key in [(s, "path") for s in definition["sources"]] + [
-            (v, "source_path") for v in definition["feature_views"]
-        ]:
-            path = item.get(key)
-            if not path:
-                continue
-            if "://" in path:
-                raise APIError(400, f"source {path}: a file in the project's data folder {folder}")
-            placed = (folder / path).resolve()
-            if placed != folder and folder not in placed.parents:
-                raise APIError(
-                    400,
-                    f"source {path}: outside the project's data folder; a proposal reads files of "
-                    f"{folder} only (give the path relative to it)",
-                )
-            if not placed.exists():
-                raise APIError(
-                    400,
-                    f"source {path}: there is no {placed}; the data must be in the project's "
-                    "data folder before its features are proposed",
-                )
-            item[key] = str(placed)
-
-    async def get(self, project=None):
-        projects = await self.readable()
-        wanted = self.get_argument("project", "") or project
-        if wanted:
-            await self.project(wanted)
-            projects = [wanted]
-        state = self.get_argument("state", "")
-        if state and state not in reviews.STATES:
-            raise APIError(400, f"state: one of {', '.join(reviews.STATES)} (got {state!r})")
-        rows = reviews.listed(self.ctx.engine, projects, state)
-        out = []
-        for row in rows:
-            item = reviews.as_json(row)
-            item["you_may_review"] = (
-                row.state == "pending"
-                and row.proposed_by != self.user_name
-                and await self.owns(row.project)
-            )
-            out.append(item)
-        self.send({"proposals": out})
-
-
-def _refusal(review: dict) -> str:
-    parts = [f["message"] for key in ("duplicates", "collisions", "missing") for f in review[key]]
-    return "Not proposed: " + " ".join(parts)
-
-
-class ProposalHandler(FeaturesBase):
-    async def row(self, pid: str):
-        row = reviews.get(self.ctx.engine, int(pid))
-        if row is None or row.project not in await self.readable():
-            raise APIError(404, f"no proposal {pid} that you may read")
-        return row
-
-    async def get(self, pid):
-        row = await self.row(pid)
-        self.send(reviews.as_json(row))
-
-
-class ReviewHandler(ProposalHandler):
-    async def post(self, pid):
-        row = await self.row(pid)
-        body = self.json_body()
-        decision = body.get("decision")
-        comment = str(body.get("comment") or "").strip()[:2000]
-        if decision not in ("approve", "reject"):
-            raise APIError(400, f"decision: approve or reject (got {decision!r})")
-        project = row.project
-        if not await self.owns(project):
-            owners = self.ctx.settings.features.projects[project].owners
-            raise APIError(
-                403,
-                f"only the owners of {project} review its proposals: members of "
-                + (", ".join(owners) if owners else "the hub's admins"),
-            )
-        if row.proposed_by == self.user_name:
-            raise APIError(403, "you proposed this; another owner of the project reviews it")
-        if decision == "reject" and not comment:
-            raise APIError(400, "comment: say why it is rejected, so the proposer can fix it")
-        if row.state != "pending":
-            raise APIError(409, f"proposal {row.id} is already {row.state}")
-        await self.ready()
-        now = self.ctx.now()
-        state = "approved" if decision == "approve" else "rejected"
-        if not reviews.decide(self.ctx.engine, row.id, state, self.user_name, comment, now):
-            raise APIError(409, f"proposal {row.id} was decided meanwhile")
-        reviews.record(
-            self.ctx.engine,
-            project,
-            self.user_name,
-            state,
-            row.title,
-            now,
-            proposal=row.id,
-            comment=comment,
-        )
-        if state == "approved":
-            error = await self.apply(row)
-            reviews.set_outcome(self.ctx.engine, row.id, "failed" if error else "applied", error)
-            reviews.record(
-                self.ctx.engine,
-                project,
-                self.user_name,
-                "apply_failed" if error else "applied",
-                row.title,
-                self.ctx.now(),
-                proposal=row.id,
-                **({"error": error} if error else {}),
-            )
-        self.send(reviews.as_json(reviews.get(self.ctx.engine, row.id)))
-
-    async def apply(self, row) -> str:
-        """Apply the approved definitions (``feast apply``); '' or what Feast said."""
-        from .proposals import check, to_feast
-
-        project = row.project
-        cat = await self.ctx.catalog(project, fresh=True)
-        again = check(row.definition, cat)  # the project may have changed since it was proposed
-        if not again["ok"]:
-            return _refusal(again)
-        store = self.ctx.stores.get(project)
-
-        def do():
-            entities = {e.name: e for e in store.list_entities()}
-            views = {v.name: v for v in store.list_feature_views()}
-            objects = to_feast(row.definition, entities, existing_views=views)
-            store.apply(objects)
-
-        try:
-            await self.ctx.blocking(do)
-        except Exception as e:
-            log.exception("features: applying proposal %s failed", row.id)
-            return f"Feast refused to apply it: {e}"
-        finally:
-            await self.ctx.changed(project)
-        return ""
-
-
-class AuditHandler(FeaturesBase):
-    async def get(self, project):
-        await self.project(project)
-        self.send({"project": project, "audit": reviews.trail(self.ctx.engine, project)})
 
 
 class FeaturesPage(FeaturesBase):
