@@ -347,8 +347,9 @@ class FeatureProject(_Model):
     """Who may read a feature project, and who approves proposals to it (hub group names)."""
 
     description: str = ""
-    # hub groups whose members see the project's catalog and data; "*": every signed-in user
-    readers: list[str] = ["*"]
+    # hub groups whose members see the project's catalog and data; "*": every signed-in user.
+    # None by default: a project nobody was given is the admins' alone
+    readers: list[str] = []
     # hub groups whose members approve or reject proposals (admins do when there are none)
     owners: list[str] = []
 
@@ -367,7 +368,9 @@ class FeaturesSection(_Model):
     # where the projects' Parquet sources live. Empty: <data_dir>/features/data
     offline_dir: str = ""
     projects: dict[FeatureProjectName, FeatureProject] = {
-        "rides": FeatureProject(description="The example project: drivers, riders and trips")
+        "rides": FeatureProject(
+            description="The example project: drivers, riders and trips", readers=["*"]
+        )
     }
     # a first start with an empty registry writes the example project "rides" (generated data)
     seed_example: bool = True
