@@ -374,6 +374,9 @@ class FeaturesSection(_Model):
     }
     # a first start with an empty registry writes the example project "rides" (generated data)
     seed_example: bool = True
+    # how often the service materializes each project's feature views up to now (Feast's
+    # materialize_incremental) into the online store; 0: only when an owner asks
+    materialize_every: Duration = 3600
     # statistics read at most this many rows of a source (the newest), for at most this long
     stats_max_rows: int = Field(1_000_000, ge=1000)
     stats_max_seconds: float = Field(10, gt=0, le=300)

@@ -107,6 +107,20 @@ class FeaturesContext(ServiceContext):
             self._index = (key, Index(cats))
         return self._index[1]
 
+    def materialize(self, project: str, by: str) -> list[str]:
+        """(Blocking.) Materialize ``project``'s views up to now (Feast's incremental
+        materialization, each view from where it stopped); the views' names."""
+        from . import reviews
+
+        store = self.stores.get(project)
+        views = [v.name for v in store.list_feature_views() if v.online]
+        if views:
+            store.materialize_incremental(end_date=self.now(), feature_views=views)
+            reviews.record(
+                self.engine, project, by, "materialized", project, self.now(), feature_views=views
+            )
+        return views
+
     # -- who may read and own what ---------------------------------------------------------------
 
     async def groups_of(self, user: str) -> set[str]:

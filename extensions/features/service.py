@@ -16,6 +16,7 @@
 | GET | ``api/proposals/<id>`` | readers | one proposal and its review |
 | POST | ``api/proposals/<id>/review`` | the project's owners | ``{"decision": "approve"|"reject", "comment"}`` |
 | GET | ``api/projects/<p>/audit`` | readers | who changed what in the project |
+| POST | ``api/projects/<p>/materialize`` | the project's owners | the online store up to now (also every ``features.materialize_every``) |
 | GET | ``""`` | anyone | a page: their projects and feature views |
 
 Every project is closed to those outside its ``readers`` groups: its catalog, its data and its
@@ -27,6 +28,7 @@ reviews, the audit trail) in :mod:`.writes`.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import logging
@@ -49,6 +51,7 @@ from .base import CATALOG_CHECK_S, FeaturesBase, FeaturesContext
 from .writes import (
     AuditHandler,
     FeatureServicesHandler,
+    MaterializeHandler,
     ProposalHandler,
     ProposalsHandler,
     ReviewHandler,
@@ -251,6 +254,7 @@ ROUTES = [
     (f"api/projects/{P}/feature-services", FeatureServicesHandler),
     (f"api/projects/{P}/proposals", ProposalsHandler),
     (f"api/projects/{P}/audit", AuditHandler),
+    (f"api/projects/{P}/materialize", MaterializeHandler),
     ("api/proposals", ProposalsHandler),
     (r"api/proposals/(\d+)", ProposalHandler),
     (r"api/proposals/(\d+)/review", ReviewHandler),
@@ -294,6 +298,16 @@ def main() -> int:
             return
         ctx.ready.set()
         log.info("features: the catalog is ready (%s)", ", ".join(settings.features.projects))
+        every = settings.features.materialize_every
+        while every:
+            await asyncio.sleep(every)
+            for project in settings.features.projects:
+                try:
+                    views = await ctx.blocking(ctx.materialize, project, "hubml")
+                    await ctx.changed(project)
+                    log.info("features: materialized %s (%s)", project, ", ".join(views))
+                except Exception:
+                    log.exception("features: materializing %s failed; next in %ss", project, every)
 
     serve(app, "features", on_start=start)
     return 0

@@ -279,6 +279,28 @@ class ReviewHandler(ProposalHandler):
         return ""
 
 
+class MaterializeHandler(FeaturesBase):
+    """``POST api/projects/<p>/materialize``: an owner brings the online store up to now."""
+
+    async def post(self, project):
+        await self.project(project)
+        if not await self.owns(project):
+            raise APIError(403, f"only the owners of {project} materialize it")
+        try:
+            views = await self.ctx.blocking(self.ctx.materialize, project, self.user_name)
+        except Exception as e:
+            log.exception("features: materializing %s failed", project)
+            raise APIError(409, f"Feast could not materialize {project}: {e}") from None
+        cat = await self.ctx.catalog(project, fresh=True)
+        self.send(
+            {
+                "project": project,
+                "materialized": views,
+                "freshness": {v["name"]: v["freshness"] for v in cat["feature_views"]},
+            }
+        )
+
+
 class AuditHandler(FeaturesBase):
     async def get(self, project):
         await self.project(project)

@@ -527,3 +527,19 @@ def test_the_home_page_lists_the_proposals_waiting_for_each_reviewer(hub):
         timeout=60,
     ).text
     assert "driver_fuel" in page and "Feature proposals" in page
+
+
+def test_an_owner_materializes_and_the_stale_view_is_fresh_again(hub):
+    alice, olga = Features(hub, "alice"), Features(hub, "olga")
+    assert (
+        alice.ok("api/projects/rides/feature-views/driver_quality")["freshness"]["state"] == "stale"
+    )
+    r = alice("POST", "api/projects/rides/materialize")
+    assert r.status_code == 403 and r.json()["message"] == "only the owners of rides materialize it"
+    r = olga("POST", "api/projects/rides/materialize")
+    assert r.status_code == 200, r.text
+    assert "driver_quality" in r.json()["materialized"]
+    assert r.json()["freshness"]["driver_quality"]["state"] == "fresh"
+    assert alice.ok("api/search", q="quality")["results"][0]["freshness"] == "fresh"
+    [last] = alice.ok("api/projects/rides/audit")["audit"][:1]
+    assert (last["actor"], last["action"]) == ("olga", "materialized")
