@@ -279,34 +279,23 @@ class Scheduler(RunEnding):
         cost service; None when they can, or when the service does not answer."""
         if not self.settings.cost.enabled:
             return None
-        import json
         import os
 
-        from tornado import httpclient
-
         from hubml.extensions.common import urls
+        from hubml.extensions.cost.check import Unanswered, ask
 
         base = urls.service_internal_url("cost")
         if not base:
             return None
         try:
-            resp = await httpclient.AsyncHTTPClient().fetch(
-                base + "api/check",
-                method="POST",
-                headers={
-                    "Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}",
-                    "Content-Type": "application/json",
-                },
-                body=json.dumps(
-                    {"user": run.owner, "profile": run.profile, "hours": job.timeout_s / 3600}
-                ),
-                request_timeout=5,
-                raise_error=False,
+            answer = await ask(
+                base,
+                os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+                run.owner,
+                run.profile,
+                hours=job.timeout_s / 3600,
             )
-            if resp.code != 200:
-                raise OSError(f"HTTP {resp.code}")
-            answer = json.loads(resp.body)
-        except Exception as e:
+        except Unanswered as e:
             log.warning("run %s: budgets not checked (the cost service: %s)", run.id, e)
             return None
         return None if answer.get("allowed", True) else answer.get("message") or "over budget"

@@ -207,32 +207,17 @@ class ProfileSpawnerMixin(HasTraits):
         service does not answer: the start is not held back by a ledger that is away)."""
         if not self.cost_service_url:
             return None
-        import json
-
-        from tornado import httpclient
+        from hubml.extensions.cost.check import Unanswered, ask
 
         try:
-            resp = await httpclient.AsyncHTTPClient().fetch(
-                self.cost_service_url + "api/check",
-                method="POST",
-                headers={
-                    "Authorization": f"token {self.cost_service_token}",
-                    "Content-Type": "application/json",
-                },
-                body=json.dumps(
-                    {
-                        "user": self.user.name,
-                        "profile": profile.slug,
-                        "groups": sorted(self.user_groups),
-                    }
-                ),
-                request_timeout=5,
-                raise_error=False,
+            return await ask(
+                self.cost_service_url,
+                self.cost_service_token,
+                self.user.name,
+                profile.slug,
+                groups=list(self.user_groups),
             )
-            if resp.code != 200:
-                raise OSError(f"HTTP {resp.code}")
-            return json.loads(resp.body)
-        except Exception as e:
+        except Unanswered as e:
             self.log.warning("budgets not checked for %s (the cost service: %s)", self._log_name, e)
             return None
 
