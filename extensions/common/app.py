@@ -169,6 +169,18 @@ class StoreUnavailable(Exception):
     """A service's store cannot be opened; the message is one line: what, why, what to do."""
 
 
+def store_url(configured: str, data_dir, *path: str) -> str:
+    """A store's SQLAlchemy URL: the configured one (production: PostgreSQL), else a SQLite
+    file at ``data_dir/<path...>`` (its folder made)."""
+    if configured:
+        return configured
+    from pathlib import Path
+
+    file = Path(data_dir).joinpath(*path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
 def open_store(name: str, url: str, init) -> object:
     """The service's SQLAlchemy engine for ``url``, made and initialised by ``init(url)``;
     :class:`StoreUnavailable` (one readable line) when the store is corrupt or unreachable."""

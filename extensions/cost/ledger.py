@@ -94,11 +94,9 @@ def budget_overrides(engine) -> dict[tuple[str, str], float | None]:
 
 
 def db_url(settings) -> str:
-    if settings.cost.db_url:
-        return settings.cost.db_url
-    path = Path(settings.data_dir) / "cost" / "ledger.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    from hubml.extensions.common.app import store_url
+
+    return store_url(settings.cost.db_url, settings.data_dir, "cost", "ledger.db")
 
 
 def open_ledger_at(url: str):

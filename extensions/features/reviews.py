@@ -62,11 +62,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def db_url(settings) -> str:
-    if settings.features.db_url:
-        return settings.features.db_url
-    path = Path(settings.data_dir) / "features" / "reviews.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    from hubml.extensions.common.app import store_url
+
+    return store_url(settings.features.db_url, settings.data_dir, "features", "reviews.db")
 
 
 def open_reviews_at(url: str):

@@ -18,11 +18,9 @@ def features_dir(settings) -> Path:
 
 
 def registry_url(settings) -> str:
-    if settings.features.registry_url:
-        return settings.features.registry_url
-    path = features_dir(settings) / "registry.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    from hubml.extensions.common.app import store_url
+
+    return store_url(settings.features.registry_url, settings.data_dir, "features", "registry.db")
 
 
 def data_dir(settings, project: str) -> Path:

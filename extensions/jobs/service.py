@@ -96,11 +96,9 @@ async def notifier(ctx: JobsContext, run_id: str) -> None:
 
 
 def db_url(settings) -> str:
-    if settings.jobs.db_url:
-        return settings.jobs.db_url
-    path = settings.data_dir / "jobs" / "jobs.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    from hubml.extensions.common.app import store_url
+
+    return store_url(settings.jobs.db_url, settings.data_dir, "jobs", "jobs.db")
 
 
 def make_executor(settings):

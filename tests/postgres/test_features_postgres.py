@@ -11,25 +11,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from tests.integration.test_features import GOOD
+
 pytestmark = pytest.mark.postgres
-
-GOOD = """
-from datetime import timedelta
-from feast import FeatureView, Field, FileSource
-from feast.types import Float32
-
-surge = FileSource(name="driver_surge", path="driver_surge.parquet", timestamp_field="event_timestamp")
-driver_surge = FeatureView(
-    name="driver_surge",
-    entities=["driver"],
-    ttl=timedelta(hours=6),
-    source=surge,
-    schema=[Field(name="surge_multiplier", dtype=Float32, description="Mean surge multiplier the driver drove at in the hour")],
-    owner="alice@rides.example",
-    description="How much surge pricing each driver drives in",
-    tags={"team": "pricing"},
-)
-"""
 
 SEEDED = {"driver_hourly_stats", "driver_quality", "rider_profile"}
 
