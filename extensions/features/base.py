@@ -50,11 +50,15 @@ class FeaturesContext(ServiceContext):
     # -- the registry, as JSON -----------------------------------------------------------------
 
     def _stamp(self, project: str):
-        """When the registry last changed ``project`` (Feast moves it on each apply and
-        materialization): one small query, so the catalog is rebuilt only when it changed."""
+        """When the registry last changed ``project``: one small query, so the catalog is
+        rebuilt only when it changed. Feast's SQL registry moves the project's metadata stamp
+        (whole seconds) on every apply and materialization; the project object's own stamp
+        moves only when the project itself changes, so both are read."""
         try:
             registry = self.stores.get(project).registry
-            return registry.get_project(project, allow_cache=False).last_updated_timestamp
+            meta = registry.get_project_metadata(project, "last_updated_timestamp")
+            own = registry.get_project(project, allow_cache=False).last_updated_timestamp
+            return (meta, own)
         except Exception:  # a project without anything applied yet
             return None
 
@@ -64,7 +68,14 @@ class FeaturesContext(ServiceContext):
 
         stamp = self._stamp(project)
         cat = project_catalog(self.stores.get(project), project, self.now())
-        self._catalogs[project] = {"checked": time.monotonic(), "stamp": stamp, "cat": cat}
+        # a change in the same second as the stamp read would not move it: read once more
+        settled = stamp is None or not stamp[0] or time.time() - int(stamp[0]) >= 2
+        self._catalogs[project] = {
+            "checked": time.monotonic(),
+            "stamp": stamp,
+            "settled": settled,
+            "cat": cat,
+        }
         self._index = None
         return cat
 
@@ -79,7 +90,8 @@ class FeaturesContext(ServiceContext):
         if time.monotonic() - entry["checked"] > CATALOG_CHECK_S:
             entry["checked"] = time.monotonic()
             stamp = await self.blocking(self._stamp, project)
-            if stamp != entry["stamp"] and project not in self._rebuilding:
+            moved = stamp != entry["stamp"] or not entry["settled"]
+            if moved and project not in self._rebuilding:
                 self._rebuilding.add(project)
                 asyncio.ensure_future(self._rebuild(project))
         refresh_freshness(entry["cat"], self.now())

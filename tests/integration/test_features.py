@@ -543,3 +543,41 @@ def test_an_owner_materializes_and_the_stale_view_is_fresh_again(hub):
     assert alice.ok("api/search", q="quality")["results"][0]["freshness"] == "fresh"
     [last] = alice.ok("api/projects/rides/audit")["audit"][:1]
     assert (last["actor"], last["action"]) == ("olga", "materialized")
+
+
+def test_a_view_applied_outside_the_service_shows_within_seconds(hub):
+    """A data engineer's own `feast apply` on the platform's registry (as the pipelines that
+    write the sources would): the service notices the registry moved and lists it."""
+    from types import SimpleNamespace
+
+    from feast import FeatureView, Field, FileSource
+    from feast.types import Float32
+
+    from hubml.extensions.features.store import Stores
+    from hubml.hub_config.schema import FeaturesSection
+
+    settings = SimpleNamespace(data_dir=hub.data_dir, features=FeaturesSection())
+    store = Stores(settings).get("rides")
+    folder = hub.data_dir / "features" / "data" / "rides"
+    store.apply(
+        [
+            FeatureView(
+                name="driver_idle_time",
+                entities=[store.get_entity("driver")],
+                schema=[Field(name="idle_min", dtype=Float32, description="Idle minutes")],
+                source=FileSource(
+                    name="driver_idle",
+                    path=str(folder / "driver_fuel.parquet"),
+                    timestamp_field="event_timestamp",
+                ),
+                owner="data-eng@rides.example",
+                description="Idle minutes of each driver per hour",
+            )
+        ]
+    )
+    alice = Features(hub, "alice")
+    deadline = time.monotonic() + 20
+    while not alice.ok("api/search", q="idle")["total"]:
+        assert time.monotonic() < deadline, "the view applied outside never showed"
+        time.sleep(0.3)
+    assert alice.ok("api/search", q="idle")["results"][0]["name"] == "driver_idle_time"
