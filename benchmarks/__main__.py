@@ -11,6 +11,7 @@ from benchmarks import (
     fastlog,
     fastlog_hub,
     faults,
+    features,
     gates,
     imports,
     jobs,
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "gates": gates,
     "faults": faults,
     "budget": budget,
+    "features": features,
 }
 
 
