@@ -150,7 +150,6 @@ class FeatureBrowser(w.VBox):
         self.propose_box.add_class("hubml-propose")
         self.view = None
         self.stats = None
-        self._catalogs = {}
         for box in (self.q, self.owner, self.tag, self.project, self.entity):
             box.observe(lambda _c: self.search(), names="value")
         self.search_button.on_click(lambda _b: self.search())
@@ -205,13 +204,7 @@ class FeatureBrowser(w.VBox):
             self._say(
                 f"You may read no project {wanted!r}; yours: {', '.join(names) or 'none'}", True
             )
-        entities = set()
-        for p in names:
-            try:
-                self._catalogs[p] = self.client("GET", f"api/projects/{p}")
-            except FeaturesError:
-                continue
-            entities |= {ent["name"] for ent in self._catalogs[p]["entities"]}
+        entities = {name for p in projects for name in p.get("entities", [])}
         self.entity.options = [("any", "")] + [(x, x) for x in sorted(entities)]
 
     def search(self) -> list[dict]:

@@ -75,6 +75,7 @@ class ProjectsHandler(FeaturesBase):
                 cat = await self.ctx.catalog(p)
                 entry["feature_views"] = len(cat["feature_views"])
                 entry["feature_services"] = len(cat["feature_services"])
+                entry["entities"] = [e["name"] for e in cat["entities"]]
             out.append(entry)
         self.send({"projects": out, "ready": self.ctx.ready.is_set()})
 

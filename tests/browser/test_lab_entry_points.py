@@ -94,8 +94,14 @@ def test_launcher_opens_each_panel_and_the_status_bar_counts_the_cost(hub_factor
     page.get_by_role("button", name="Rename and Save").click()  # JupyterLab's first-save prompt
     home = hub.data_dir / "homes" / "alice"
     deadline = time.monotonic() + 30
+    cells = []
     while True:
-        cells = json.loads((home / name).read_text())["cells"]
+        # (jupyter_server's "atomic" save writes the file in place, after a backup: it can be
+        # read empty or half written while the save runs)
+        try:
+            cells = json.loads((home / name).read_text())["cells"]
+        except (FileNotFoundError, ValueError):
+            cells = []
         if cells and "parameters" in cells[0].get("metadata", {}).get("tags", []):
             break
         assert time.monotonic() < deadline, [c.get("metadata") for c in cells]
